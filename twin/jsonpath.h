@@ -1,0 +1,68 @@
+/*
+ * jsonpath.h - a JSONPath subset (after RFC 9535) to search the directory.
+ *
+ * Grammar (whitespace is allowed between tokens):
+ *
+ *   query      = "$" segment*
+ *   segment    = "." name | "." "*" | "[" selectors "]"
+ *              | ".." name | ".." "*" | ".." "[" selectors "]"
+ *   selectors  = selector *("," selector)
+ *   selector   = string            ; member: ['name'] or ["name"]
+ *              | int               ; array index, negative from the end
+ *              | [int] ":" [int]   ; array slice start:end (step 1)
+ *              | "*"               ; every member / element
+ *              | "?" filter        ; ?(...) also accepted
+ *   name       = (ALPHA / "_" / "@" / non-ASCII) *(ALPHA / DIGIT / "_" / "-" / "@" / non-ASCII)
+ *   filter     = or
+ *   or         = and *("||" and)
+ *   and        = unary *("&&" unary)
+ *   unary      = "!" unary | "(" or ")" | test
+ *   test       = operand [cmp operand]   ; alone: true if the path exists
+ *   cmp        = "==" | "!=" | "<" | "<=" | ">" | ">="
+ *   operand    = "@" singular* | "$" singular* | string | number
+ *              | "true" | "false" | "null"
+ *   singular   = "." name | "[" string "]" | "[" int "]"
+ *
+ * Strings are single or double quoted with backslash escapes (\' \" \\ \/ \b
+ * \f \n \r \t \uXXXX). Comparisons follow RFC 9535: numbers compare
+ * numerically, strings by code points, other types only with == and !=, and
+ * a comparison with a missing operand is false (except missing == missing).
+ * `..` visits a node and all its descendants in document order.
+ *
+ * Limits: queries up to TW_JSONPATH_MAX_LEN bytes, TW_JSONPATH_MAX_NODES
+ * syntax nodes, filter nesting up to 32.
+ *
+ * A compiled tw_jsonpath is immutable: evaluate it from any number of threads.
+ */
+#ifndef TW_TWIN_JSONPATH_H
+#define TW_TWIN_JSONPATH_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#define TW_JSONPATH_MAX_LEN 4096
+#define TW_JSONPATH_MAX_NODES 512
+
+typedef struct tw_jsonpath tw_jsonpath;
+
+/*
+ * Compiles a query. On a syntax error returns TW_EINVAL (TW_ETOOBIG when over
+ * a limit) and, when err is not NULL, writes a message naming the byte offset
+ * where parsing failed ("at offset 7: expected ']'") and sets *err_offset.
+ */
+int tw_jsonpath_compile(const char *query, tw_jsonpath **out, char *err, size_t errlen,
+                        size_t *err_offset);
+void tw_jsonpath_free(tw_jsonpath *p);
+
+/* Called for each matched node (borrowed); return nonzero to stop. */
+typedef int (*tw_jsonpath_fn)(void *ctx, json_t *node);
+
+/* Evaluates p on root (borrowed), calling fn per match in document order.
+ * Returns 0, or the nonzero value fn returned. */
+int tw_jsonpath_eval(const tw_jsonpath *p, json_t *root, tw_jsonpath_fn fn, void *ctx);
+
+/* Convenience: a new array of the matched nodes (at most max; TW_ETOOBIG
+ * when there are more). */
+int tw_jsonpath_query(const tw_jsonpath *p, json_t *root, size_t max, json_t **result);
+
+#endif
