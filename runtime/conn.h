@@ -26,6 +26,14 @@ typedef enum {
  * by the caller until tw_conn_close + tw_conn_unref). bdata is the binding's
  * own per-connection pointer. remote is the peer address for logs. */
 tw_conn *tw_conn_new(tw_runtime *rt, tw_binding *b, void *bdata, const char *remote);
+/*
+ * Marks a connection as ephemeral (call before tw_conn_set_identity): one
+ * HTTP request that only waits for the answer to its own request. It gets
+ * the responses to what it sent, but it is never a delivery target for
+ * requests to an agent, notifications or a client's other messages, and it
+ * does not make an agent "online".
+ */
+void tw_conn_set_ephemeral(tw_conn *c);
 tw_conn *tw_conn_ref(tw_conn *c);
 void tw_conn_unref(tw_conn *c);
 /* Unregisters: drops subscriptions; later sends fail with TW_ECLOSED. */

@@ -16,14 +16,21 @@
 #define TW_MIDDLEWARE_H
 
 #include "conn.h"
+#include "twin_ops.h"
 
 typedef struct tw_mw_call {
     tw_runtime *rt;
     tw_conn *conn;
-    tw_msg *msg;          /* the message; a stage may swap it */
-    json_t *problem;      /* set by a rejecting stage */
-    int status;           /* HTTP-like outcome: 200, 202 queued, 4xx, 5xx */
-    int64_t start_us;     /* tw_mono_us() when routing began */
+    tw_msg *msg;      /* the message; a stage may swap it */
+    json_t *problem;  /* set by a rejecting stage */
+    int status;       /* HTTP-like outcome: 200, 202 queued, 4xx, 5xx */
+    int64_t start_us; /* tw_mono_us() when routing began */
+    /* Filled by the stages that resolve the addressed Thing, reused by the
+     * handlers so a message looks its Thing up once. */
+    char twin_id[TW_THING_ID_MAX]; /* the twin id the message is about, or "" */
+    bool local_thing;              /* the sender is the Thing's own agent (its local id) */
+    bool aff_found;                /* aff holds the affordance lookup of twin_id/name */
+    tw_aff_info aff;
 } tw_mw_call;
 
 typedef struct tw_middleware {
@@ -41,8 +48,8 @@ const tw_middleware *tw_middleware_find(const char *name);
 /* The built-in chain as configured: builds state for each named stage. */
 typedef struct tw_mw_chain tw_mw_chain;
 /* names: JSON array of stage names or NULL for the default chain. */
-int tw_mw_chain_new(tw_runtime *rt, json_t *names, json_t *config, tw_mw_chain **out,
-                    char *err, size_t errlen);
+int tw_mw_chain_new(tw_runtime *rt, json_t *names, json_t *config, tw_mw_chain **out, char *err,
+                    size_t errlen);
 void tw_mw_chain_free(tw_mw_chain *ch);
 /* Runs `before` of each stage in order; stops at the first rejection. */
 int tw_mw_chain_before(tw_mw_chain *ch, tw_mw_call *call);

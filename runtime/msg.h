@@ -57,8 +57,8 @@ typedef enum {
     TW_OP__COUNT
 } tw_op;
 
-const char *tw_op_name(tw_op op);        /* "" for TW_OP_NONE */
-tw_op tw_op_parse(const char *name);     /* TW_OP_NONE when unknown */
+const char *tw_op_name(tw_op op);    /* "" for TW_OP_NONE */
+tw_op tw_op_parse(const char *name); /* TW_OP_NONE when unknown */
 const char *tw_msg_type_name(tw_msg_type t);
 
 /* Limits applied to bytes from the network. */
@@ -123,6 +123,8 @@ int tw_msg_set(tw_msg *m, const char *field, json_t *value);
 int tw_msg_set_str(tw_msg *m, const char *field, const char *value);
 int tw_msg_set_status(tw_msg *m, tw_status st);
 int tw_msg_del(tw_msg *m, const char *field);
+/* True when tw_msg_set would succeed (one reference, not yet encoded). */
+bool tw_msg_writable(const tw_msg *m);
 
 /*
  * The encoded bytes (compact JSON, no trailing newline). Produced once, on the

@@ -39,6 +39,12 @@ int tw_router_add_service(tw_runtime *rt, const char *twin_id, tw_service_fn fn,
  * connection of sender_id, or into its inbox when it has none. */
 void tw_router_notify_client(tw_runtime *rt, const char *client_id, tw_msg *m);
 
+/* Replays c's client inbox entries with seq > since to c (each message
+ * carries its "inboxSeq"), then forgets entries <= since: the client saw
+ * them. Bindings call this when a client reconnects with a cursor (the login
+ * operation does it for `input.since`). */
+void tw_router_replay_inbox(tw_runtime *rt, tw_conn *c, int64_t since);
+
 /* Called by the runtime when an agent (or service) gets its first live
  * connection: drains its queue to it. */
 void tw_router_agent_online(tw_runtime *rt, const char *agent_id);
@@ -48,10 +54,10 @@ void tw_router_sweep(tw_runtime *rt);
 
 /* Counters for /metrics. */
 typedef struct tw_router_stats {
-    uint64_t by_type[4];       /* indexed by tw_msg_type */
+    uint64_t by_type[4];            /* indexed by tw_msg_type */
     uint64_t rejected_by_status[6]; /* 400,401,403,404,429,other */
-    uint64_t delivered;        /* messages handed to connections */
-    uint64_t latency_hist[12]; /* <=10us, 20, 50, 100, 200, 500, 1ms, 2, 5, 10, 100, +inf */
+    uint64_t delivered;             /* messages handed to connections */
+    uint64_t latency_hist[12];      /* <=10us, 20, 50, 100, 200, 500, 1ms, 2, 5, 10, 100, +inf */
 } tw_router_stats;
 void tw_router_get_stats(tw_runtime *rt, tw_router_stats *out);
 

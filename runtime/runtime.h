@@ -30,8 +30,7 @@ void tw_runtime_free(tw_runtime *rt);
 
 void tw_runtime_set_twin(tw_runtime *rt, const tw_twin_ops *ops, void *ctx);
 void tw_runtime_set_authn(tw_runtime *rt, tw_authn *an, tw_authz *az);
-int tw_runtime_add_binding(tw_runtime *rt, const tw_binding_ops *ops, void *impl,
-                           tw_binding **out);
+int tw_runtime_add_binding(tw_runtime *rt, const tw_binding_ops *ops, void *impl, tw_binding **out);
 
 /* Builds the middleware chain, starts the sweeper and every binding. */
 int tw_runtime_start(tw_runtime *rt, char *err, size_t errlen);

@@ -17,26 +17,26 @@
 
 enum {
     TW_OK = 0,
-    TW_ENOMEM = -1,      /* out of memory */
-    TW_EINVAL = -2,      /* malformed or invalid input (400) */
-    TW_ENOTFOUND = -3,   /* unknown thing, affordance, action or client (404) */
-    TW_EEXIST = -4,      /* already exists (409) */
-    TW_EPERM = -5,       /* authenticated but not allowed (403) */
-    TW_EAUTH = -6,       /* not authenticated / bad credentials (401) */
-    TW_EBUSY = -7,       /* resource busy, e.g. data directory locked */
-    TW_EIO = -8,         /* file or socket error */
-    TW_ETOOBIG = -9,     /* body or field over its limit (413) */
-    TW_ECONFLICT = -10,  /* state conflict, e.g. cancel of a finished action (409) */
-    TW_EOFFLINE = -11,   /* the agent is not connected and the request cannot wait (503) */
-    TW_ERATE = -12,      /* rate limit exceeded (429) */
-    TW_ETIMEDOUT = -13,  /* timed out (504) */
-    TW_ECLOSED = -14,    /* connection or object closed */
-    TW_EEXPIRED = -15,   /* expired token or action */
+    TW_ENOMEM = -1,        /* out of memory */
+    TW_EINVAL = -2,        /* malformed or invalid input (400) */
+    TW_ENOTFOUND = -3,     /* unknown thing, affordance, action or client (404) */
+    TW_EEXIST = -4,        /* already exists (409) */
+    TW_EPERM = -5,         /* authenticated but not allowed (403) */
+    TW_EAUTH = -6,         /* not authenticated / bad credentials (401) */
+    TW_EBUSY = -7,         /* resource busy, e.g. data directory locked */
+    TW_EIO = -8,           /* file or socket error */
+    TW_ETOOBIG = -9,       /* body or field over its limit (413) */
+    TW_ECONFLICT = -10,    /* state conflict, e.g. cancel of a finished action (409) */
+    TW_EOFFLINE = -11,     /* the agent is not connected and the request cannot wait (503) */
+    TW_ERATE = -12,        /* rate limit exceeded (429) */
+    TW_ETIMEDOUT = -13,    /* timed out (504) */
+    TW_ECLOSED = -14,      /* connection or object closed */
+    TW_EEXPIRED = -15,     /* expired token or action */
     TW_EUNSUPPORTED = -16, /* operation not supported here (405/501) */
-    TW_EDB = -17,        /* SQLite error */
-    TW_EFULL = -18,      /* a bounded queue is full (503) */
-    TW_EMEDIA = -19,     /* unsupported media type (415) */
-    TW_ECRYPTO = -20,    /* cryptographic failure */
+    TW_EDB = -17,          /* SQLite error */
+    TW_EFULL = -18,        /* a bounded queue is full (503) */
+    TW_EMEDIA = -19,       /* unsupported media type (415) */
+    TW_ECRYPTO = -20,      /* cryptographic failure */
 };
 
 /* A static, human readable name of an error code. Never NULL. */
@@ -60,7 +60,7 @@ const char *tw_role_name(tw_role r);
 /* TW_ROLE_NONE when the name is unknown. */
 tw_role tw_role_parse(const char *name);
 
-#define TW_ID_MAX 64       /* client ids, session ids, message and action ids */
+#define TW_ID_MAX 64        /* client ids, session ids, message and action ids */
 #define TW_THING_ID_MAX 256 /* thing ids (twin ids included) */
 
 /* Who is on the other end of a connection, once authenticated. */

@@ -108,12 +108,16 @@ bool tw_status_final(tw_status s)
 const char *tw_status_wot(tw_status s)
 {
     switch (s) {
-    case TW_STATUS_RUNNING: return "running";
-    case TW_STATUS_COMPLETED: return "completed";
+    case TW_STATUS_RUNNING:
+        return "running";
+    case TW_STATUS_COMPLETED:
+        return "completed";
     case TW_STATUS_FAILED:
     case TW_STATUS_EXPIRED:
-    case TW_STATUS_CANCELLED: return "failed";
-    default: return "pending";
+    case TW_STATUS_CANCELLED:
+        return "failed";
+    default:
+        return "pending";
     }
 }
 
@@ -191,7 +195,8 @@ int tw_time_parse(const char *s, int64_t *ms)
             p++;
         }
         if (nd == 0) return TW_EINVAL;
-        for (; nd < 3; nd++) frac_ms *= 10;
+        for (; nd < 3; nd++)
+            frac_ms *= 10;
     }
     int64_t offset_min = 0;
     if (*p == 'Z' || *p == 'z') {

@@ -34,7 +34,7 @@ void tw_bench_report(const char *scenario, const char *figure, double value, con
 
 #define TW_BENCH_SCENARIO(id, desc, func)                                                          \
     static const tw_bench_scenario bench_##id = {#id, desc, func};                                 \
-    __attribute__((constructor)) static void bench_register_##id(void)                            \
+    __attribute__((constructor)) static void bench_register_##id(void)                             \
     {                                                                                              \
         tw_bench_register(&bench_##id);                                                            \
     }
