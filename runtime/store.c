@@ -1,0 +1,648 @@
+/*
+ * store.c - the one SQLite database of a data directory, with a single
+ * group-committing writer thread and a pool of read-only connections.
+ *
+ * Writes. Every write is a job. tw_store_submit() appends the job to a FIFO
+ * list under a mutex and signals the writer; it never touches the disk. The
+ * writer thread takes ALL pending jobs (up to max_batch), opens one
+ * transaction (BEGIN IMMEDIATE), runs each job inside its own SAVEPOINT (a
+ * job that returns < 0 is rolled back to its savepoint, alone), commits once,
+ * and only then calls each job's done callback and wakes the threads waiting
+ * in tw_store_exec(). With synchronous=FULL a commit costs one or two fsyncs,
+ * so the more submitters there are, the more jobs share each fsync: that is
+ * what lets durable, acknowledged writes run at tens of thousands per second.
+ * Jobs run in submission order, so a job sees the effects of every job
+ * submitted before it.
+ *
+ * The pending list is bounded (MAX_PENDING jobs): beyond that tw_store_submit
+ * answers TW_EFULL, a decision for the caller (back-pressure) rather than
+ * unbounded memory growth.
+ *
+ * Reads. tw_store_read() runs the job in the calling thread on a read-only
+ * connection taken from a small pool (created on demand, at most MAX_READERS;
+ * when all are busy the caller waits). The job runs inside a deferred read
+ * transaction so it sees one consistent snapshot; WAL readers never block the
+ * writer and the writer never blocks them.
+ *
+ * Statements. Each connection caches its prepared statements keyed by SQL
+ * text (prepared with SQLITE_PREPARE_PERSISTENT). A statement handed out by
+ * tw_store_stmt() is reset and unbound first, and every statement a job used
+ * is reset again when the job ends, so no job leaves a read transaction open
+ * behind it (that would stop WAL checkpoints).
+ *
+ * Ownership: tw_store owns its connections and statements; a tw_store_tx is
+ * only valid during the job it was given to. All public functions are
+ * thread-safe. tw_store_exec/flush/migrate/close must not be called from a
+ * job or a done callback (they run on the writer thread and would wait for
+ * themselves): they detect that and return TW_EBUSY.
+ */
+#include "store.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MOD "store"
+#define MAX_READERS 8
+#define MAX_PENDING (1u << 20)
+#define STMT_BUCKETS 64
+#define BUSY_TIMEOUT_MS 5000
+
+/* ---- statement cache ---------------------------------------------------- */
+
+typedef struct cached_stmt {
+    sqlite3_stmt *st;
+    uint32_t hash;
+    bool used;                /* handed out during the current job */
+    struct cached_stmt *next; /* bucket chain */
+    struct cached_stmt *next_used;
+} cached_stmt;
+
+struct tw_store_tx {
+    tw_store *store;
+    sqlite3 *db;
+    cached_stmt *buckets[STMT_BUCKETS];
+    cached_stmt *used; /* statements handed out during the current job */
+    struct tw_store_tx *next_free;
+};
+
+static uint32_t hash_text(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 16777619u;
+    }
+    return h;
+}
+
+sqlite3 *tw_store_db(tw_store_tx *tx)
+{
+    return tx->db;
+}
+
+sqlite3_stmt *tw_store_stmt(tw_store_tx *tx, const char *sql)
+{
+    uint32_t h = hash_text(sql);
+    cached_stmt *c;
+    for (c = tx->buckets[h % STMT_BUCKETS]; c; c = c->next)
+        if (c->hash == h && strcmp(sqlite3_sql(c->st), sql) == 0) break;
+    if (!c) {
+        sqlite3_stmt *st = NULL;
+        int rc = sqlite3_prepare_v3(tx->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
+        if (rc != SQLITE_OK || !st) {
+            tw_log_error(MOD, "prepare failed: %s: %s", sqlite3_errmsg(tx->db), sql);
+            sqlite3_finalize(st);
+            return NULL;
+        }
+        c = calloc(1, sizeof *c);
+        if (!c) {
+            sqlite3_finalize(st);
+            return NULL;
+        }
+        c->st = st;
+        c->hash = h;
+        c->next = tx->buckets[h % STMT_BUCKETS];
+        tx->buckets[h % STMT_BUCKETS] = c;
+    }
+    sqlite3_reset(c->st);
+    sqlite3_clear_bindings(c->st);
+    if (!c->used) {
+        c->used = true;
+        c->next_used = tx->used;
+        tx->used = c;
+    }
+    return c->st;
+}
+
+/* Resets every statement the finished job used, so none keeps a transaction
+ * or a read cursor open. */
+static void tx_end_job(tw_store_tx *tx)
+{
+    for (cached_stmt *c = tx->used; c; c = c->next_used) {
+        sqlite3_reset(c->st);
+        c->used = false;
+    }
+    tx->used = NULL;
+}
+
+int tw_store_sql(tw_store_tx *tx, const char *sql)
+{
+    char *err = NULL;
+    if (sqlite3_exec(tx->db, sql, NULL, NULL, &err) != SQLITE_OK) {
+        tw_log_error(MOD, "%s: %.200s", err ? err : "error", sql);
+        sqlite3_free(err);
+        return TW_EDB;
+    }
+    return 0;
+}
+
+/* Runs one of the writer's own control statements (BEGIN, SAVEPOINT, ...). */
+static int tx_ctl(tw_store_tx *tx, const char *sql)
+{
+    sqlite3_stmt *st = tw_store_stmt(tx, sql);
+    if (!st) return TW_EDB;
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        tw_log_error(MOD, "%s: %s", sql, sqlite3_errmsg(tx->db));
+        return TW_EDB;
+    }
+    return 0;
+}
+
+static void tx_free(tw_store_tx *tx)
+{
+    if (!tx) return;
+    for (int i = 0; i < STMT_BUCKETS; i++) {
+        cached_stmt *c = tx->buckets[i];
+        while (c) {
+            cached_stmt *n = c->next;
+            sqlite3_finalize(c->st);
+            free(c);
+            c = n;
+        }
+    }
+    if (tx->db) sqlite3_close(tx->db);
+    free(tx);
+}
+
+static int tx_open(tw_store *s, const char *path, bool readonly, tw_store_tx **out);
+
+/* ---- the store ---------------------------------------------------------- */
+
+typedef struct job {
+    tw_store_job_fn fn;
+    void *arg;
+    tw_store_done_fn done;
+    struct exec_wait *wait; /* tw_store_exec's waiter, or NULL */
+    int rc;
+    struct job *next;
+} job;
+
+typedef struct exec_wait {
+    int rc;
+    bool finished;
+} exec_wait;
+
+struct tw_store {
+    char *path;
+    tw_store_opts opts;
+
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv; /* writer: jobs arrived or closing */
+    pthread_cond_t done_cv; /* exec waiters: a batch was committed */
+    job *head, *tail;
+    size_t npending_list; /* jobs in the list */
+    bool closing;
+    uint64_t submitted, committed, commits;
+
+    pthread_t writer;
+    tw_store_tx *wtx; /* writer connection, touched only by the writer thread */
+
+    pthread_mutex_t rmu;
+    pthread_cond_t rcv;
+    tw_store_tx *rfree; /* idle read connections */
+    int nreaders;       /* read connections opened */
+};
+
+static int tx_open(tw_store *s, const char *path, bool readonly, tw_store_tx **out)
+{
+    tw_store_tx *tx = calloc(1, sizeof *tx);
+    if (!tx) return TW_ENOMEM;
+    tx->store = s;
+    int flags = SQLITE_OPEN_NOMUTEX |
+                (readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    int rc = sqlite3_open_v2(path, &tx->db, flags, NULL);
+    if (rc != SQLITE_OK) {
+        tw_log_error(MOD, "open %s: %s", path, tx->db ? sqlite3_errmsg(tx->db) : "out of memory");
+        tx_free(tx);
+        return TW_EDB;
+    }
+    sqlite3_busy_timeout(tx->db, BUSY_TIMEOUT_MS);
+    sqlite3_extended_result_codes(tx->db, 1);
+    if (readonly) {
+        if (tw_store_sql(tx, "PRAGMA query_only=ON") < 0) {
+            tx_free(tx);
+            return TW_EDB;
+        }
+    }
+    *out = tx;
+    return 0;
+}
+
+static bool on_writer(tw_store *s)
+{
+    return pthread_equal(pthread_self(), s->writer);
+}
+
+/* Runs one batch of jobs in one transaction; returns after the done
+ * callbacks ran and waiters were woken. */
+static void run_batch(tw_store *s, job *batch, size_t n)
+{
+    tw_store_tx *tx = s->wtx;
+    bool in_tx = tx_ctl(tx, "BEGIN IMMEDIATE") == 0;
+    job *first_in_tx = batch; /* jobs of the current transaction start here */
+
+    for (job *j = batch; j; j = j->next) {
+        if (!in_tx) {
+            /* A previous job's failure aborted the whole transaction
+             * (SQLite does that on e.g. SQLITE_FULL): start a new one. */
+            in_tx = tx_ctl(tx, "BEGIN IMMEDIATE") == 0;
+            first_in_tx = j;
+            if (!in_tx) {
+                j->rc = TW_EDB;
+                continue;
+            }
+        }
+        if (tx_ctl(tx, "SAVEPOINT job") < 0) {
+            j->rc = TW_EDB;
+            tx_end_job(tx);
+            continue;
+        }
+        j->rc = j->fn(tx, j->arg);
+        tx_end_job(tx);
+        if (j->rc > 0) j->rc = 0;
+        if (sqlite3_get_autocommit(tx->db)) {
+            /* The transaction is gone: everything since first_in_tx is lost. */
+            tw_log_error(MOD, "transaction aborted by a job: %s", sqlite3_errmsg(tx->db));
+            for (job *k = first_in_tx; k; k = k->next) {
+                k->rc = TW_EDB;
+                if (k == j) break;
+            }
+            in_tx = false;
+            continue;
+        }
+        if (j->rc < 0) tx_ctl(tx, "ROLLBACK TO job");
+        tx_ctl(tx, "RELEASE job");
+    }
+    if (in_tx) {
+        if (tx_ctl(tx, "COMMIT") < 0) {
+            tw_log_error(MOD, "commit of %zu jobs failed", n);
+            if (!sqlite3_get_autocommit(tx->db)) tx_ctl(tx, "ROLLBACK");
+            for (job *k = first_in_tx; k; k = k->next)
+                k->rc = TW_EDB;
+        }
+    }
+
+    for (job *j = batch; j; j = j->next)
+        if (j->done) j->done(j->arg, j->rc);
+
+    pthread_mutex_lock(&s->mu);
+    s->committed += n;
+    s->commits++;
+    bool wake = false;
+    for (job *j = batch; j; j = j->next) {
+        if (j->wait) {
+            j->wait->rc = j->rc;
+            j->wait->finished = true;
+            wake = true;
+        }
+    }
+    if (wake) pthread_cond_broadcast(&s->done_cv);
+    pthread_mutex_unlock(&s->mu);
+
+    while (batch) {
+        job *nx = batch->next;
+        free(batch);
+        batch = nx;
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    tw_store *s = arg;
+    size_t max = (size_t)s->opts.max_batch;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (!s->head && !s->closing)
+            pthread_cond_wait(&s->work_cv, &s->mu);
+        if (!s->head) { /* closing and drained */
+            pthread_mutex_unlock(&s->mu);
+            break;
+        }
+        job *batch = s->head, *last = s->head;
+        size_t n = 1;
+        while (n < max && last->next) {
+            last = last->next;
+            n++;
+        }
+        s->head = last->next;
+        if (!s->head) s->tail = NULL;
+        last->next = NULL;
+        s->npending_list -= n;
+        pthread_mutex_unlock(&s->mu);
+        run_batch(s, batch, n);
+    }
+    return NULL;
+}
+
+/* Creates the file with mode 0600 before SQLite sees it: SQLite would create
+ * it with the process umask, and gives the -wal/-shm files the same mode as
+ * the database. */
+static int create_private(const char *path)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        tw_log_error(MOD, "create %s: %s", path, strerror(errno));
+        return TW_EIO;
+    }
+    close(fd);
+    return 0;
+}
+
+int tw_store_open(const char *path, const tw_store_opts *opts, tw_store **out)
+{
+    if (!path || !out) return TW_EINVAL;
+    *out = NULL;
+    int rc = create_private(path);
+    if (rc < 0) return rc;
+
+    tw_store *s = calloc(1, sizeof *s);
+    if (!s) return TW_ENOMEM;
+    if (opts) s->opts = *opts;
+    if (s->opts.max_batch <= 0) s->opts.max_batch = 4096;
+    s->path = strdup(path);
+    if (!s->path) {
+        free(s);
+        return TW_ENOMEM;
+    }
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->work_cv, NULL);
+    pthread_cond_init(&s->done_cv, NULL);
+    pthread_mutex_init(&s->rmu, NULL);
+    pthread_cond_init(&s->rcv, NULL);
+
+    rc = tx_open(s, path, false, &s->wtx);
+    if (rc == 0) {
+        const char *pragmas =
+            s->opts.synchronous_normal ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL";
+        /* journal_mode returns a row; sqlite3_exec handles that. */
+        if (tw_store_sql(s->wtx, "PRAGMA journal_mode=WAL") < 0 ||
+            tw_store_sql(s->wtx, pragmas) < 0 ||
+            tw_store_sql(s->wtx, "PRAGMA foreign_keys=ON") < 0 ||
+            tw_store_sql(s->wtx, "PRAGMA cache_size=-16384") < 0 ||
+            tw_store_sql(s->wtx, "PRAGMA temp_store=MEMORY") < 0 ||
+            tw_store_sql(s->wtx, "CREATE TABLE IF NOT EXISTS schema_version("
+                                 "component TEXT PRIMARY KEY, version INTEGER NOT NULL)") < 0)
+            rc = TW_EDB;
+    }
+    if (rc == 0) {
+        sqlite3_stmt *st = NULL;
+        /* Check WAL really is on (it is not on e.g. some network file systems). */
+        if (sqlite3_prepare_v2(s->wtx->db, "PRAGMA journal_mode", -1, &st, NULL) == SQLITE_OK &&
+            sqlite3_step(st) == SQLITE_ROW) {
+            const char *mode = (const char *)sqlite3_column_text(st, 0);
+            if (!mode || strcmp(mode, "wal") != 0) {
+                tw_log_error(MOD, "%s: WAL mode not available (%s)", path, mode ? mode : "?");
+                rc = TW_EDB;
+            }
+        } else {
+            rc = TW_EDB;
+        }
+        sqlite3_finalize(st);
+    }
+    if (rc == 0 && pthread_create(&s->writer, NULL, writer_main, s) != 0) rc = TW_ENOMEM;
+    if (rc < 0) {
+        tx_free(s->wtx);
+        pthread_mutex_destroy(&s->mu);
+        pthread_cond_destroy(&s->work_cv);
+        pthread_cond_destroy(&s->done_cv);
+        pthread_mutex_destroy(&s->rmu);
+        pthread_cond_destroy(&s->rcv);
+        free(s->path);
+        free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void tw_store_close(tw_store *s)
+{
+    if (!s) return;
+    if (on_writer(s)) {
+        tw_log_error(MOD, "tw_store_close called from the writer thread; ignored");
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    s->closing = true;
+    pthread_cond_signal(&s->work_cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->writer, NULL); /* the writer drains the list before it exits */
+
+    tx_free(s->wtx);
+    pthread_mutex_lock(&s->rmu);
+    if (s->nreaders && !s->rfree) tw_log_warn(MOD, "closing with read connections still in use");
+    while (s->rfree) {
+        tw_store_tx *tx = s->rfree;
+        s->rfree = tx->next_free;
+        tx_free(tx);
+    }
+    pthread_mutex_unlock(&s->rmu);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->work_cv);
+    pthread_cond_destroy(&s->done_cv);
+    pthread_mutex_destroy(&s->rmu);
+    pthread_cond_destroy(&s->rcv);
+    free(s->path);
+    free(s);
+}
+
+static int enqueue(tw_store *s, tw_store_job_fn fn, void *arg, tw_store_done_fn done,
+                   exec_wait *wait)
+{
+    if (!s || !fn) return TW_EINVAL;
+    job *j = malloc(sizeof *j);
+    if (!j) return TW_ENOMEM;
+    *j = (job){.fn = fn, .arg = arg, .done = done, .wait = wait};
+    pthread_mutex_lock(&s->mu);
+    if (s->closing) {
+        pthread_mutex_unlock(&s->mu);
+        free(j);
+        return TW_ECLOSED;
+    }
+    if (s->npending_list >= MAX_PENDING) {
+        pthread_mutex_unlock(&s->mu);
+        free(j);
+        return TW_EFULL;
+    }
+    if (s->tail)
+        s->tail->next = j;
+    else
+        s->head = j;
+    s->tail = j;
+    s->npending_list++;
+    s->submitted++;
+    pthread_cond_signal(&s->work_cv);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+int tw_store_submit(tw_store *s, tw_store_job_fn fn, void *arg, tw_store_done_fn done)
+{
+    return enqueue(s, fn, arg, done, NULL);
+}
+
+int tw_store_exec(tw_store *s, tw_store_job_fn fn, void *arg)
+{
+    if (!s) return TW_EINVAL;
+    if (on_writer(s)) {
+        tw_log_error(MOD, "tw_store_exec called on the writer thread (would deadlock)");
+        return TW_EBUSY;
+    }
+    exec_wait w = {0};
+    int rc = enqueue(s, fn, arg, NULL, &w);
+    if (rc < 0) return rc;
+    pthread_mutex_lock(&s->mu);
+    while (!w.finished)
+        pthread_cond_wait(&s->done_cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+    return w.rc;
+}
+
+static int noop_job(tw_store_tx *tx, void *arg)
+{
+    return 0;
+}
+
+int tw_store_flush(tw_store *s)
+{
+    /* Jobs run and commit in submission order, so once this empty job is
+     * committed every job submitted before it is too. */
+    return tw_store_exec(s, noop_job, NULL);
+}
+
+int tw_store_read(tw_store *s, tw_store_job_fn fn, void *arg)
+{
+    if (!s || !fn) return TW_EINVAL;
+    tw_store_tx *tx = NULL;
+    pthread_mutex_lock(&s->rmu);
+    for (;;) {
+        if (s->rfree) {
+            tx = s->rfree;
+            s->rfree = tx->next_free;
+            break;
+        }
+        if (s->nreaders < MAX_READERS) {
+            s->nreaders++; /* reserve the slot, open outside the lock */
+            break;
+        }
+        pthread_cond_wait(&s->rcv, &s->rmu);
+    }
+    pthread_mutex_unlock(&s->rmu);
+    if (!tx) {
+        int rc = tx_open(s, s->path, true, &tx);
+        if (rc < 0) {
+            pthread_mutex_lock(&s->rmu);
+            s->nreaders--;
+            pthread_cond_signal(&s->rcv);
+            pthread_mutex_unlock(&s->rmu);
+            return rc;
+        }
+    }
+
+    int rc = tx_ctl(tx, "BEGIN");
+    if (rc == 0) {
+        rc = fn(tx, arg);
+        tx_end_job(tx);
+        if (!sqlite3_get_autocommit(tx->db)) tx_ctl(tx, "COMMIT");
+    }
+
+    pthread_mutex_lock(&s->rmu);
+    tx->next_free = s->rfree;
+    s->rfree = tx;
+    pthread_cond_signal(&s->rcv);
+    pthread_mutex_unlock(&s->rmu);
+    return rc > 0 ? 0 : rc;
+}
+
+/* ---- migrations --------------------------------------------------------- */
+
+typedef struct migrate_step {
+    const char *component;
+    const char *sql;
+    int version; /* the version this step brings the component to */
+    int current; /* out: the version found */
+} migrate_step;
+
+static int read_version(tw_store_tx *tx, const char *component, int *out)
+{
+    sqlite3_stmt *st = tw_store_stmt(tx, "SELECT version FROM schema_version WHERE component=?1");
+    if (!st) return TW_EDB;
+    sqlite3_bind_text(st, 1, component, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *out = sqlite3_column_int(st, 0);
+        return 0;
+    }
+    if (rc == SQLITE_DONE) {
+        *out = 0;
+        return 0;
+    }
+    return TW_EDB;
+}
+
+static int migrate_job(tw_store_tx *tx, void *arg)
+{
+    migrate_step *m = arg;
+    int rc = read_version(tx, m->component, &m->current);
+    if (rc < 0) return rc;
+    if (m->current >= m->version) return 0; /* already applied */
+    if (m->current != m->version - 1) return TW_EINVAL;
+    rc = tw_store_sql(tx, m->sql);
+    if (rc < 0) return rc;
+    sqlite3_stmt *st = tw_store_stmt(tx, "INSERT INTO schema_version(component, version) "
+                                         "VALUES(?1, ?2) ON CONFLICT(component) "
+                                         "DO UPDATE SET version=excluded.version");
+    if (!st) return TW_EDB;
+    sqlite3_bind_text(st, 1, m->component, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, m->version);
+    return sqlite3_step(st) == SQLITE_DONE ? 0 : TW_EDB;
+}
+
+static int version_read_job(tw_store_tx *tx, void *arg)
+{
+    migrate_step *m = arg;
+    return read_version(tx, m->component, &m->current);
+}
+
+int tw_store_migrate(tw_store *s, const char *component, const char *const *steps, int nsteps)
+{
+    if (!s || !component || !*component || nsteps < 0 || (nsteps > 0 && !steps)) return TW_EINVAL;
+    migrate_step m = {.component = component};
+    int rc = tw_store_read(s, version_read_job, &m);
+    if (rc < 0) return rc;
+    if (m.current > nsteps) {
+        tw_log_error(MOD, "%s: schema version %d is newer than this build knows (%d)", component,
+                     m.current, nsteps);
+        return TW_EINVAL;
+    }
+    for (int v = m.current; v < nsteps; v++) {
+        m.sql = steps[v];
+        m.version = v + 1;
+        rc = tw_store_exec(s, migrate_job, &m);
+        if (rc < 0) {
+            tw_log_error(MOD, "%s: migration to version %d failed: %s", component, v + 1,
+                         tw_strerror(rc));
+            return rc;
+        }
+        if (m.current < v) return TW_EINVAL; /* cannot happen: versions only grow */
+        if (m.current == v) tw_log_info(MOD, "%s: schema at version %d", component, v + 1);
+    }
+    return 0;
+}
+
+void tw_store_get_stats(tw_store *s, tw_store_stats *out)
+{
+    pthread_mutex_lock(&s->mu);
+    out->commits = s->commits;
+    out->jobs = s->committed;
+    out->pending = s->submitted - s->committed;
+    pthread_mutex_unlock(&s->mu);
+}
