@@ -1,0 +1,703 @@
+/*
+ * test_router.c - the router end to end through the loopback binding, the
+ * in-memory twin and the real SQLite store and queue: authentication gate,
+ * senderID stamping, fan-out with wildcards, live actions, the durable
+ * queue and its drain, RPC refusal, coalescing, expiry, inbox replay, rate
+ * limiting, validation and the configurable middleware chain.
+ */
+#include "bindings/loopback/loopback.h"
+#include "runtime/router.h"
+#include "runtime/runtime.h"
+#include "runtime/twin_mem.h"
+#include "tw_test.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+typedef struct fixture {
+    char dir[512];
+    tw_config cfg;
+    tw_runtime *rt;
+    tw_twin_mem *twin;
+    tw_loop *loop;
+} fixture;
+
+static const char *TD = "{\"id\":\"lamp\",\"title\":\"Lamp\","
+                        "\"properties\":{\"on\":{\"type\":\"boolean\"},"
+                        "\"watts\":{\"type\":\"number\",\"readOnly\":true}},"
+                        "\"actions\":{\"blink\":{},\"status\":{\"safe\":true},"
+                        "\"now\":{\"twind:queueable\":false}},"
+                        "\"events\":{\"alarm\":{},\"click\":{}}}";
+
+static void fx_open(fixture *f, const char *extra_config)
+{
+    tw_config_defaults(&f->cfg);
+    snprintf(f->cfg.data_dir, sizeof f->cfg.data_dir, "%s", f->dir);
+    f->cfg.store_sync_normal = true;
+    if (extra_config) {
+        char path[600];
+        snprintf(path, sizeof path, "%s.json", f->dir);
+        FILE *fp = fopen(path, "w");
+        fputs(extra_config, fp);
+        fclose(fp);
+        char err[256];
+        assert_int_equal(tw_config_load(&f->cfg, path, err, sizeof err), 0);
+        snprintf(f->cfg.data_dir, sizeof f->cfg.data_dir, "%s", f->dir);
+        f->cfg.store_sync_normal = true;
+        unlink(path);
+    }
+    char err[256];
+    assert_int_equal(tw_runtime_new(&f->cfg, &f->rt, err, sizeof err), 0);
+    f->twin = tw_twin_mem_new();
+    tw_runtime_set_twin(f->rt, tw_twin_mem_ops(), f->twin);
+    assert_int_equal(tw_loop_new(f->rt, &f->loop), 0);
+    assert_int_equal(tw_runtime_start(f->rt, err, sizeof err), 0);
+}
+
+static void fx_close(fixture *f)
+{
+    tw_runtime_stop(f->rt);
+    tw_runtime_free(f->rt);
+    tw_twin_mem_free(f->twin);
+    tw_config_free(&f->cfg);
+}
+
+static int setup_with(void **state, const char *config)
+{
+    fixture *f = calloc(1, sizeof *f);
+    tw_test_tmpdir(f->dir, "router");
+    fx_open(f, config);
+    *state = f;
+    return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_with(state, NULL);
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    fx_close(f);
+    tw_test_rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static tw_loop_conn *client(fixture *f, const char *id, tw_role role)
+{
+    tw_loop_conn *c = tw_loop_connect(f->loop, "test");
+    assert_non_null(c);
+    assert_int_equal(tw_loop_identify(c, id, role), 0);
+    return c;
+}
+
+/* Injects JSON built with printf-style arguments. */
+static void say(tw_loop_conn *c, const char *fmt, ...)
+{
+    char buf[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    tw_loop_inject_json(c, buf);
+}
+
+/* The next message, which must arrive. */
+static tw_msg *next(tw_loop_conn *c)
+{
+    tw_msg *m = tw_loop_next(c, 5000);
+    assert_non_null(m);
+    return m;
+}
+
+static int error_status(tw_msg *m)
+{
+    json_t *e = tw_msg_get(m, "error");
+    return e ? (int)json_integer_value(json_object_get(e, "status")) : 0;
+}
+
+/* Publishes the lamp TD as agent "ag" and returns its connection. */
+static tw_loop_conn *agent_with_lamp(fixture *f)
+{
+    tw_loop_conn *ag = client(f, "ag", TW_ROLE_AGENT);
+    say(ag, "{\"type\":\"request\",\"operation\":\"updatething\",\"input\":%s}", TD);
+    tw_msg *r = next(ag);
+    assert_int_equal(error_status(r), 0);
+    assert_string_equal(json_string_value(json_object_get(tw_msg_get(r, "output"), "thingID")),
+                        "dtw:ag:lamp");
+    tw_msg_unref(r);
+    return ag;
+}
+
+static void test_unauthenticated(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *c = tw_loop_connect(f->loop, "anon");
+    say(c, "{\"type\":\"request\",\"operation\":\"ping\",\"correlationID\":\"p1\"}");
+    tw_msg *m = next(c);
+    assert_string_equal(json_string_value(tw_msg_get(m, "output")), "pong");
+    assert_string_equal(tw_msg_correlation(m), "p1");
+    tw_msg_unref(m);
+    say(c, "{\"type\":\"request\",\"operation\":\"readproperty\",\"thingID\":\"dtw:ag:lamp\","
+           "\"name\":\"on\"}");
+    m = next(c);
+    assert_int_equal(error_status(m), 401);
+    tw_msg_unref(m);
+    /* malformed input gets a problem, and the connection keeps working */
+    say(c, "{\"type\":\"request\",");
+    m = next(c);
+    assert_int_equal(error_status(m), 400);
+    tw_msg_unref(m);
+    say(c, "{\"type\":\"request\",\"operation\":\"ping\"}");
+    m = next(c);
+    assert_string_equal(json_string_value(tw_msg_get(m, "output")), "pong");
+    tw_msg_unref(m);
+    tw_loop_close(c);
+}
+
+static void test_events_fanout(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *ag = agent_with_lamp(f);
+    tw_loop_conn *exact = client(f, "c1", TW_ROLE_VIEWER);
+    tw_loop_conn *any = client(f, "c2", TW_ROLE_VIEWER);
+    tw_loop_conn *other = client(f, "c3", TW_ROLE_VIEWER);
+    say(exact, "{\"type\":\"request\",\"operation\":\"subscribeevent\",\"thingID\":\"dtw:ag:lamp\","
+               "\"name\":\"alarm\"}");
+    tw_msg_unref(next(exact));
+    say(any, "{\"type\":\"request\",\"operation\":\"subscribeallevents\"}");
+    tw_msg_unref(next(any));
+    /* both a wildcard and an exact pattern: still delivered once */
+    say(any, "{\"type\":\"request\",\"operation\":\"subscribeevent\",\"thingID\":\"dtw:ag:lamp\","
+             "\"name\":\"alarm\"}");
+    tw_msg_unref(next(any));
+    say(other, "{\"type\":\"request\",\"operation\":\"subscribeevent\",\"thingID\":\"dtw:ag:lamp\","
+               "\"name\":\"click\"}");
+    tw_msg_unref(next(other));
+
+    /* the agent speaks its own thing id and tries to spoof the sender */
+    say(ag, "{\"type\":\"notification\",\"operation\":\"subscribeevent\",\"thingID\":\"lamp\","
+            "\"name\":\"alarm\",\"value\":\"fire\",\"senderID\":\"admin\"}");
+    tw_msg *m = next(exact);
+    assert_int_equal(tw_msg_get_type(m), TW_TYPE_NOTIFICATION);
+    assert_string_equal(tw_msg_thing(m), "dtw:ag:lamp");
+    assert_string_equal(tw_msg_sender(m), "ag");
+    assert_string_equal(json_string_value(tw_msg_get(m, "value")), "fire");
+    tw_msg *m2 = next(any);
+    assert_ptr_equal(m, m2); /* one message, shared by every receiver */
+    tw_msg_unref(m);
+    tw_msg_unref(m2);
+    assert_null(tw_loop_next(any, 50)); /* not twice */
+    assert_null(tw_loop_next(other, 50));
+
+    /* unsubscribe stops delivery */
+    say(exact, "{\"type\":\"request\",\"operation\":\"unsubscribeevent\","
+               "\"thingID\":\"dtw:ag:lamp\",\"name\":\"alarm\"}");
+    tw_msg_unref(next(exact));
+    say(ag, "{\"type\":\"notification\",\"operation\":\"subscribeevent\",\"thingID\":\"lamp\","
+            "\"name\":\"alarm\",\"value\":\"again\"}");
+    tw_msg_unref(next(any));
+    assert_null(tw_loop_next(exact, 50));
+
+    /* a consumer cannot publish an agent's values */
+    say(other, "{\"type\":\"notification\",\"operation\":\"subscribeevent\","
+               "\"thingID\":\"dtw:ag:lamp\",\"name\":\"click\",\"value\":1}");
+    assert_null(tw_loop_next(any, 50));
+    tw_loop_close(exact);
+    tw_loop_close(any);
+    tw_loop_close(other);
+    tw_loop_close(ag);
+}
+
+static void test_property_values_and_read(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *ag = agent_with_lamp(f);
+    tw_loop_conn *c = client(f, "c1", TW_ROLE_VIEWER);
+    say(c, "{\"type\":\"request\",\"operation\":\"observeproperty\",\"thingID\":\"dtw:ag:lamp\","
+           "\"name\":\"on\"}");
+    tw_msg_unref(next(c));
+    for (int i = 0; i < 2; i++)
+        say(ag, "{\"type\":\"notification\",\"operation\":\"observeproperty\",\"thingID\":\"lamp\","
+                "\"name\":\"on\",\"value\":true}");
+    tw_msg *m = next(c);
+    assert_null(tw_msg_get(m, "unchanged"));
+    tw_msg_unref(m);
+    m = next(c);
+    assert_true(json_is_true(tw_msg_get(m, "unchanged"))); /* same value: marked */
+    tw_msg_unref(m);
+    say(c, "{\"type\":\"request\",\"operation\":\"readproperty\",\"thingID\":\"dtw:ag:lamp\","
+           "\"name\":\"on\",\"correlationID\":\"r1\"}");
+    m = next(c);
+    assert_true(json_is_true(tw_msg_get(m, "output")));
+    assert_string_equal(tw_msg_correlation(m), "r1");
+    tw_msg_unref(m);
+    say(c,
+        "{\"type\":\"request\",\"operation\":\"readallproperties\",\"thingID\":\"dtw:ag:lamp\"}");
+    m = next(c);
+    assert_true(json_is_true(json_object_get(tw_msg_get(m, "output"), "on")));
+    tw_msg_unref(m);
+    tw_loop_close(c);
+    tw_loop_close(ag);
+}
+
+static void test_validation(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *ag = agent_with_lamp(f);
+    tw_loop_conn *c = client(f, "c1", TW_ROLE_ADMIN);
+    say(c, "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dtw:ag:nope\","
+           "\"name\":\"blink\"}");
+    tw_msg *m = next(c);
+    assert_int_equal(error_status(m), 404);
+    tw_msg_unref(m);
+    say(c, "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dtw:ag:lamp\","
+           "\"name\":\"explode\"}");
+    m = next(c);
+    assert_int_equal(error_status(m), 404);
+    assert_string_equal(json_string_value(json_object_get(tw_msg_get(m, "error"), "field")),
+                        "name");
+    tw_msg_unref(m);
+    say(c, "{\"type\":\"request\",\"operation\":\"writeproperty\",\"thingID\":\"dtw:ag:lamp\","
+           "\"name\":\"watts\",\"input\":5}");
+    m = next(c);
+    assert_int_equal(error_status(m), 400);
+    tw_msg_unref(m);
+    say(c, "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dtw:ag:lamp\","
+           "\"name\":\"blink\",\"expires\":\"2001-01-01T00:00:00Z\"}");
+    m = next(c);
+    assert_int_equal(error_status(m), 400);
+    tw_msg_unref(m);
+    assert_null(tw_loop_next(ag, 50)); /* nothing reached the agent */
+    tw_loop_close(c);
+    tw_loop_close(ag);
+}
+
+static void test_authz_roles(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *ag = agent_with_lamp(f);
+    tw_loop_conn *v = client(f, "viewer1", TW_ROLE_VIEWER);
+    say(v, "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dtw:ag:lamp\","
+           "\"name\":\"blink\"}");
+    tw_msg *m = next(v);
+    assert_int_equal(error_status(m), 403);
+    tw_msg_unref(m);
+    assert_null(tw_loop_next(ag, 50));
+    /* another agent cannot publish for ag's Thing: its thing ids are its own */
+    tw_loop_conn *ag2 = client(f, "ag2", TW_ROLE_AGENT);
+    say(v, "{\"type\":\"request\",\"operation\":\"subscribeallevents\"}");
+    tw_msg_unref(next(v));
+    say(ag2, "{\"type\":\"notification\",\"operation\":\"subscribeevent\",\"thingID\":\"lamp\","
+             "\"name\":\"alarm\",\"value\":1}");
+    assert_null(tw_loop_next(v, 100)); /* dtw:ag2:lamp does not exist */
+    tw_loop_close(ag2);
+    tw_loop_close(v);
+    tw_loop_close(ag);
+}
+
+static void test_live_action_roundtrip(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *ag = agent_with_lamp(f);
+    tw_loop_conn *c = client(f, "op1", TW_ROLE_OPERATOR);
+    say(c, "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dtw:ag:lamp\","
+           "\"name\":\"blink\",\"input\":{\"times\":3},\"correlationID\":\"mine\"}");
+    tw_msg *ack = next(c);
+    assert_int_equal(tw_msg_status(ack), TW_STATUS_DELIVERED);
+    assert_string_equal(tw_msg_correlation(ack), "mine");
+    const char *action_id = json_string_value(tw_msg_get(ack, "actionID"));
+    assert_non_null(action_id);
+
+    tw_msg *req = next(ag);
+    assert_int_equal(tw_msg_get_type(req), TW_TYPE_REQUEST);
+    assert_string_equal(tw_msg_thing(req), "lamp"); /* the agent's own id */
+    assert_string_equal(tw_msg_sender(req), "op1");
+    assert_string_equal(tw_msg_correlation(req), action_id);
+    assert_int_equal(json_integer_value(json_object_get(tw_msg_get(req, "input"), "times")), 3);
+
+    /* a second agent cannot answer the first agent's request */
+    tw_loop_conn *thief = client(f, "thief", TW_ROLE_AGENT);
+    say(thief,
+        "{\"type\":\"response\",\"operation\":\"invokeaction\",\"thingID\":\"lamp\","
+        "\"name\":\"blink\",\"correlationID\":\"%s\",\"status\":\"completed\","
+        "\"output\":\"stolen\"}",
+        action_id);
+    assert_null(tw_loop_next(c, 100));
+
+    say(ag,
+        "{\"type\":\"notification\",\"operation\":\"invokeaction\",\"thingID\":\"lamp\","
+        "\"name\":\"blink\",\"correlationID\":\"%s\",\"status\":\"running\"}",
+        action_id);
+    tw_msg *prog = next(c);
+    assert_int_equal(tw_msg_status(prog), TW_STATUS_RUNNING);
+    assert_string_equal(tw_msg_correlation(prog), "mine");
+    tw_msg_unref(prog);
+    say(ag,
+        "{\"type\":\"response\",\"operation\":\"invokeaction\",\"thingID\":\"lamp\","
+        "\"name\":\"blink\",\"correlationID\":\"%s\",\"output\":\"done\"}",
+        action_id);
+    tw_msg *fin = next(c);
+    assert_int_equal(tw_msg_status(fin), TW_STATUS_COMPLETED);
+    assert_string_equal(json_string_value(tw_msg_get(fin, "output")), "done");
+    assert_string_equal(tw_msg_correlation(fin), "mine");
+    tw_msg_unref(fin);
+
+    /* queryaction sees the stored status (write-behind: flush first) */
+    tw_store_flush(tw_runtime_store(f->rt));
+    say(c, "{\"type\":\"request\",\"operation\":\"queryaction\",\"input\":\"%s\"}", action_id);
+    tw_msg *q = next(c);
+    assert_int_equal(error_status(q), 0);
+    assert_string_equal(json_string_value(json_object_get(tw_msg_get(q, "output"), "status")),
+                        "completed");
+    tw_msg_unref(q);
+    /* another consumer does not see it */
+    tw_loop_conn *c2 = client(f, "op2", TW_ROLE_OPERATOR);
+    say(c2, "{\"type\":\"request\",\"operation\":\"queryaction\",\"input\":\"%s\"}", action_id);
+    q = next(c2);
+    assert_int_equal(error_status(q), 404);
+    tw_msg_unref(q);
+    tw_msg_unref(req);
+    tw_msg_unref(ack);
+    tw_loop_close(c2);
+    tw_loop_close(thief);
+    tw_loop_close(c);
+    tw_loop_close(ag);
+}
+
+static void test_rpc_and_unqueueable_offline(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *ag = agent_with_lamp(f);
+    tw_loop_close(ag); /* the agent goes away */
+    tw_loop_conn *c = client(f, "op1", TW_ROLE_OPERATOR);
+    say(c, "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dtw:ag:lamp\","
+           "\"name\":\"status\"}");
+    tw_msg *m = next(c);
+    assert_int_equal(tw_msg_status(m), TW_STATUS_FAILED);
+    assert_int_equal(error_status(m), 503);
+    tw_msg_unref(m);
+    say(c, "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dtw:ag:lamp\","
+           "\"name\":\"now\"}");
+    m = next(c);
+    assert_int_equal(error_status(m), 503);
+    tw_msg_unref(m);
+    tw_loop_close(c);
+}
+
+static void test_queue_then_drain(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *ag = agent_with_lamp(f);
+    tw_loop_close(ag);
+    tw_loop_conn *c = client(f, "op1", TW_ROLE_OPERATOR);
+    for (int i = 0; i < 3; i++)
+        say(c,
+            "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dtw:ag:lamp\","
+            "\"name\":\"blink\",\"input\":%d,\"correlationID\":\"q%d\"}",
+            i, i);
+    for (int i = 0; i < 3; i++) {
+        tw_msg *m = next(c);
+        assert_int_equal(tw_msg_status(m), TW_STATUS_QUEUED);
+        tw_msg_unref(m);
+    }
+    /* the agent comes back: its queue drains in order */
+    ag = client(f, "ag", TW_ROLE_AGENT);
+    for (int i = 0; i < 3; i++) {
+        tw_msg *req = next(ag);
+        assert_int_equal(json_integer_value(tw_msg_get(req, "input")), i);
+        say(ag,
+            "{\"type\":\"response\",\"operation\":\"invokeaction\",\"thingID\":\"lamp\","
+            "\"name\":\"blink\",\"correlationID\":\"%s\",\"status\":\"completed\","
+            "\"output\":%d}",
+            tw_msg_correlation(req), i * 10);
+        tw_msg_unref(req);
+    }
+    /* the consumer saw delivered then completed for each */
+    int completed = 0, delivered = 0;
+    for (int i = 0; i < 6; i++) {
+        tw_msg *m = next(c);
+        if (tw_msg_status(m) == TW_STATUS_COMPLETED) completed++;
+        if (tw_msg_status(m) == TW_STATUS_DELIVERED) delivered++;
+        tw_msg_unref(m);
+    }
+    assert_int_equal(completed, 3);
+    assert_int_equal(delivered, 3);
+    int64_t depth = -1;
+    tw_queue_depth(tw_runtime_queue(f->rt), "ag", &depth);
+    assert_int_equal(depth, 0);
+    tw_loop_close(c);
+    tw_loop_close(ag);
+}
+
+static void test_offline_consumer_inbox(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *ag = agent_with_lamp(f);
+    tw_loop_close(ag);
+    tw_loop_conn *c = client(f, "op1", TW_ROLE_OPERATOR);
+    say(c, "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dtw:ag:lamp\","
+           "\"name\":\"blink\",\"correlationID\":\"late\"}");
+    tw_msg *m = next(c);
+    assert_int_equal(tw_msg_status(m), TW_STATUS_QUEUED);
+    tw_msg_unref(m);
+    tw_loop_close(c); /* the consumer leaves */
+
+    ag = client(f, "ag", TW_ROLE_AGENT);
+    tw_msg *req = next(ag);
+    say(ag,
+        "{\"type\":\"response\",\"operation\":\"invokeaction\",\"thingID\":\"lamp\","
+        "\"name\":\"blink\",\"correlationID\":\"%s\",\"output\":\"ok\"}",
+        tw_msg_correlation(req));
+    tw_msg_unref(req);
+    tw_store_flush(tw_runtime_store(f->rt));
+
+    /* the consumer returns and replays its inbox from the start */
+    c = client(f, "op1", TW_ROLE_OPERATOR);
+    tw_router_replay_inbox(f->rt, tw_loop_conn_get(c), 0);
+    bool got_final = false;
+    int64_t last = 0;
+    for (tw_msg *r; (r = tw_loop_next(c, 500));) {
+        assert_string_equal(tw_msg_correlation(r), "late");
+        last = json_integer_value(tw_msg_get(r, "inboxSeq"));
+        if (tw_msg_status(r) == TW_STATUS_COMPLETED) got_final = true;
+        tw_msg_unref(r);
+    }
+    assert_true(got_final);
+    assert_true(last > 0);
+    /* with the cursor at the last entry, nothing is replayed again */
+    tw_router_replay_inbox(f->rt, tw_loop_conn_get(c), last);
+    assert_null(tw_loop_next(c, 100));
+    tw_loop_close(c);
+    tw_loop_close(ag);
+}
+
+static void test_coalesce_writes(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *ag = agent_with_lamp(f);
+    tw_loop_close(ag);
+    tw_loop_conn *c = client(f, "mgr", TW_ROLE_MANAGER);
+    say(c, "{\"type\":\"request\",\"operation\":\"writeproperty\",\"thingID\":\"dtw:ag:lamp\","
+           "\"name\":\"on\",\"input\":true,\"correlationID\":\"w1\"}");
+    tw_msg *m = next(c);
+    assert_int_equal(tw_msg_status(m), TW_STATUS_QUEUED);
+    tw_msg_unref(m);
+    say(c, "{\"type\":\"request\",\"operation\":\"writeproperty\",\"thingID\":\"dtw:ag:lamp\","
+           "\"name\":\"on\",\"input\":false,\"correlationID\":\"w2\"}");
+    bool w1_cancelled = false, w2_queued = false;
+    for (int i = 0; i < 2; i++) {
+        m = next(c);
+        if (strcmp(tw_msg_correlation(m), "w1") == 0)
+            w1_cancelled = tw_msg_status(m) == TW_STATUS_CANCELLED;
+        else
+            w2_queued = tw_msg_status(m) == TW_STATUS_QUEUED;
+        tw_msg_unref(m);
+    }
+    assert_true(w1_cancelled);
+    assert_true(w2_queued);
+    ag = client(f, "ag", TW_ROLE_AGENT);
+    tw_msg *req = next(ag); /* only the last write is delivered */
+    assert_int_equal(tw_msg_get_op(req), TW_OP_WRITEPROPERTY);
+    assert_true(json_is_false(tw_msg_get(req, "input")));
+    tw_msg_unref(req);
+    assert_null(tw_loop_next(ag, 100));
+    tw_loop_close(c);
+    tw_loop_close(ag);
+}
+
+static void test_expiry(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *ag = agent_with_lamp(f);
+    tw_loop_close(ag);
+    tw_loop_conn *c = client(f, "op1", TW_ROLE_OPERATOR);
+    char exp[TW_TIME_LEN];
+    tw_time_format(tw_now_ms() + 300, exp);
+    say(c,
+        "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dtw:ag:lamp\","
+        "\"name\":\"blink\",\"expires\":\"%s\",\"correlationID\":\"e1\"}",
+        exp);
+    tw_msg *m = next(c);
+    assert_int_equal(tw_msg_status(m), TW_STATUS_QUEUED);
+    tw_msg_unref(m);
+    usleep(400 * 1000);
+    tw_router_sweep(f->rt);
+    m = next(c);
+    assert_int_equal(tw_msg_status(m), TW_STATUS_EXPIRED);
+    assert_string_equal(tw_msg_correlation(m), "e1");
+    tw_msg_unref(m);
+    ag = client(f, "ag", TW_ROLE_AGENT);
+    assert_null(tw_loop_next(ag, 100)); /* never delivered */
+    tw_loop_close(c);
+    tw_loop_close(ag);
+}
+
+static void test_cancel_queued(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *ag = agent_with_lamp(f);
+    tw_loop_close(ag);
+    tw_loop_conn *c = client(f, "op1", TW_ROLE_OPERATOR);
+    say(c, "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dtw:ag:lamp\","
+           "\"name\":\"blink\",\"correlationID\":\"x\"}");
+    tw_msg *m = next(c);
+    char id[TW_ID_MAX];
+    tw_strlcpy(id, json_string_value(tw_msg_get(m, "actionID")), sizeof id);
+    tw_msg_unref(m);
+    say(c, "{\"type\":\"request\",\"operation\":\"cancelaction\",\"input\":\"%s\"}", id);
+    m = next(c);
+    assert_int_equal(error_status(m), 0);
+    assert_string_equal(json_string_value(json_object_get(tw_msg_get(m, "output"), "status")),
+                        "cancelled");
+    tw_msg_unref(m);
+    tw_msg_unref(next(c)); /* the status notification */
+    say(c, "{\"type\":\"request\",\"operation\":\"cancelaction\",\"input\":\"%s\"}", id);
+    m = next(c);
+    assert_int_equal(error_status(m), 409); /* already final */
+    tw_msg_unref(m);
+    say(c, "{\"type\":\"request\",\"operation\":\"queryallactions\",\"thingID\":\"dtw:ag:lamp\"}");
+    m = next(c);
+    assert_int_equal(json_array_size(tw_msg_get(m, "output")), 1);
+    tw_msg_unref(m);
+    ag = client(f, "ag", TW_ROLE_AGENT);
+    assert_null(tw_loop_next(ag, 100));
+    tw_loop_close(c);
+    tw_loop_close(ag);
+}
+
+static void test_queued_survives_restart(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *ag = agent_with_lamp(f);
+    tw_loop_close(ag);
+    tw_loop_conn *c = client(f, "op1", TW_ROLE_OPERATOR);
+    say(c, "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dtw:ag:lamp\","
+           "\"name\":\"blink\",\"input\":\"persist\"}");
+    tw_msg *m = next(c);
+    assert_int_equal(tw_msg_status(m), TW_STATUS_QUEUED);
+    tw_msg_unref(m);
+    tw_loop_close(c);
+    /* restart the runtime on the same data directory (the twin is in memory:
+     * re-publish the TD) */
+    fx_close(f);
+    fx_open(f, NULL);
+    json_t *td = json_loads(TD, 0, NULL), *problem = NULL;
+    char *twin_id = NULL;
+    assert_int_equal(tw_twin_mem_ops()->update_thing(f->twin, "ag", td, &twin_id, &problem), 0);
+    free(twin_id);
+    json_decref(td);
+    ag = client(f, "ag", TW_ROLE_AGENT);
+    tw_msg *req = next(ag);
+    assert_string_equal(json_string_value(tw_msg_get(req, "input")), "persist");
+    tw_msg_unref(req);
+    tw_loop_close(ag);
+}
+
+static void test_second_instance_refused(void **state)
+{
+    fixture *f = *state;
+    tw_runtime *rt2 = NULL;
+    char err[512];
+    assert_int_equal(tw_runtime_new(&f->cfg, &rt2, err, sizeof err), TW_EBUSY);
+    assert_non_null(strstr(err, "in use"));
+}
+
+static int setup_rate(void **state)
+{
+    return setup_with(state, "{\"rate\": 0.01, \"burst\": 3}");
+}
+
+static void test_rate_limit(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *c = client(f, "busy", TW_ROLE_VIEWER);
+    tw_loop_conn *other = client(f, "calm", TW_ROLE_VIEWER);
+    for (int i = 0; i < 3; i++) {
+        say(c, "{\"type\":\"request\",\"operation\":\"ping\"}");
+        tw_msg *m = next(c);
+        assert_int_equal(error_status(m), 0);
+        tw_msg_unref(m);
+    }
+    say(c, "{\"type\":\"request\",\"operation\":\"ping\"}");
+    tw_msg *m = next(c);
+    assert_int_equal(error_status(m), 429);
+    assert_true(json_integer_value(json_object_get(tw_msg_get(m, "error"), "retryAfter")) >= 1);
+    tw_msg_unref(m);
+    /* buckets are per client */
+    say(other, "{\"type\":\"request\",\"operation\":\"ping\"}");
+    m = next(other);
+    assert_int_equal(error_status(m), 0);
+    tw_msg_unref(m);
+    tw_loop_close(c);
+    tw_loop_close(other);
+}
+
+static int setup_no_authn(void **state)
+{
+    /* a chain without the authn stage: proves stages come from configuration */
+    return setup_with(state, "{\"middleware\": [\"log\", \"validate\"]}");
+}
+
+static void test_configured_chain(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *c = tw_loop_connect(f->loop, "anon");
+    say(c, "{\"type\":\"request\",\"operation\":\"readproperty\",\"thingID\":\"dtw:ag:lamp\","
+           "\"name\":\"on\"}");
+    tw_msg *m = next(c);
+    assert_int_equal(error_status(m), 404); /* passed authn (absent), stopped by validate */
+    tw_msg_unref(m);
+    tw_loop_close(c);
+}
+
+static void test_unknown_stage(void **state)
+{
+    tw_config cfg;
+    tw_config_defaults(&cfg);
+    char dir[512];
+    tw_test_tmpdir(dir, "router-stage");
+    snprintf(cfg.data_dir, sizeof cfg.data_dir, "%s", dir);
+    json_t *names = json_pack("[s,s]", "log", "magic");
+    json_object_set_new(cfg.root, "middleware", names);
+    cfg.middleware = names;
+    tw_runtime *rt;
+    char err[256];
+    assert_int_equal(tw_runtime_new(&cfg, &rt, err, sizeof err), 0);
+    assert_int_equal(tw_runtime_start(rt, err, sizeof err), TW_EINVAL);
+    assert_non_null(strstr(err, "magic"));
+    tw_runtime_stop(rt);
+    tw_runtime_free(rt);
+    tw_config_free(&cfg);
+    tw_test_rmdir(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_unauthenticated, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_events_fanout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_property_values_and_read, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_validation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_authz_roles, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_live_action_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rpc_and_unqueueable_offline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_then_drain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_offline_consumer_inbox, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_coalesce_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expiry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_queued, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queued_survives_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_second_instance_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rate_limit, setup_rate, teardown),
+        cmocka_unit_test_setup_teardown(test_configured_chain, setup_no_authn, teardown),
+        cmocka_unit_test(test_unknown_stage),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
