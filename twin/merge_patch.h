@@ -6,7 +6,7 @@
  * else replaces. tw_merge_patch_diff() produces a patch that turns one
  * document into another (used for thing_updated notifications with
  * diff=true). Note that RFC 7396 cannot express a null value in an object:
- * diff() of documents containing nulls emits the member's whole parent.
+ * diff() cannot express members whose new value is null.
  *
  * Pure functions, thread-safe; inputs are borrowed, results are new.
  */

@@ -1,0 +1,1188 @@
+/*
+ * directory.c - the Thing Description directory (see directory.h).
+ *
+ * Memory: every Thing is one `entry`, reachable two ways: a hash map by id
+ * (lookups from the router, get) and a treap ordered by id whose nodes carry
+ * their subtree size, so the k-th Thing is found in O(log n) and a page of the
+ * listing costs O(log n + limit) without ever sorting. A reader-writer lock
+ * guards both. Stored TDs are immutable jansson objects: readers take a
+ * reference under the read lock and use it after releasing the lock.
+ *
+ * Writes: validate outside the lock, then under the write lock check the
+ * owner, bump the sequence, swap the entry, notify subscribers and submit one
+ * store job (TD row + change-feed row + pruning of the feed) - submitting
+ * under the lock keeps the writer's order equal to the sequence order. The
+ * caller then waits for the commit outside the lock, so concurrent writers
+ * share group commits.
+ *
+ * Start-up loads every row back into memory; the sequence continues from the
+ * highest one stored.
+ */
+#include "twin/directory.h"
+#include "runtime/hmap.h"
+#include "runtime/log.h"
+#include "runtime/msg.h"
+#include "twin/jsonpath.h"
+#include "twin/merge_patch.h"
+#include "twin/td_validate.h"
+
+#include <pthread.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MOD "twin.dir"
+
+typedef struct entry {
+    char *id;
+    json_t *td;       /* immutable once stored */
+    json_t *agent_td; /* immutable, may be NULL */
+    tw_dir_info info;
+    /* treap */
+    struct entry *l, *r;
+    uint32_t prio;
+    size_t size;
+} entry;
+
+typedef struct listener {
+    uint64_t handle;
+    tw_dir_change_fn fn;
+    void *ctx;
+} listener;
+
+struct tw_dir {
+    tw_store *store;
+    tw_dir_opts opts;
+    pthread_rwlock_t lock;
+    tw_hmap by_id; /* id -> entry* */
+    entry *root;   /* treap by id */
+    uint64_t seq;
+    uint64_t rng;
+    listener *listeners;
+    size_t nlisteners;
+    uint64_t next_handle;
+    /* cached array of every TD for JSONPath queries, valid for snap_seq */
+    pthread_mutex_t snap_mu;
+    json_t *snap;
+    uint64_t snap_seq;
+};
+
+/* ---- treap ordered by id, with subtree sizes ---------------------------- */
+
+static size_t tsize(const entry *e)
+{
+    return e ? e->size : 0;
+}
+
+static void fix(entry *e)
+{
+    e->size = 1 + tsize(e->l) + tsize(e->r);
+}
+
+/* Splits t into ids < key (l) and ids >= key (r). */
+static void split(entry *t, const char *key, entry **l, entry **r)
+{
+    if (!t) {
+        *l = *r = NULL;
+    } else if (strcmp(t->id, key) < 0) {
+        split(t->r, key, &t->r, r);
+        fix(t);
+        *l = t;
+    } else {
+        split(t->l, key, l, &t->l);
+        fix(t);
+        *r = t;
+    }
+}
+
+static entry *merge(entry *a, entry *b)
+{
+    if (!a) return b;
+    if (!b) return a;
+    if (a->prio > b->prio) {
+        a->r = merge(a->r, b);
+        fix(a);
+        return a;
+    }
+    b->l = merge(a, b->l);
+    fix(b);
+    return b;
+}
+
+static entry *tinsert(entry *t, entry *e)
+{
+    if (!t) return e;
+    if (e->prio > t->prio) {
+        split(t, e->id, &e->l, &e->r);
+        fix(e);
+        return e;
+    }
+    if (strcmp(e->id, t->id) < 0)
+        t->l = tinsert(t->l, e);
+    else
+        t->r = tinsert(t->r, e);
+    fix(t);
+    return t;
+}
+
+static entry *terase(entry *t, const char *id)
+{
+    if (!t) return NULL;
+    int c = strcmp(id, t->id);
+    if (c == 0) return merge(t->l, t->r);
+    if (c < 0)
+        t->l = terase(t->l, id);
+    else
+        t->r = terase(t->r, id);
+    fix(t);
+    return t;
+}
+
+/* Replaces the node with id e->id by e (same position in the order). */
+static entry *treplace(entry *t, entry *e)
+{
+    int c = strcmp(e->id, t->id);
+    if (c == 0) {
+        e->l = t->l;
+        e->r = t->r;
+        e->prio = t->prio;
+        e->size = t->size;
+        return e;
+    }
+    if (c < 0)
+        t->l = treplace(t->l, e);
+    else
+        t->r = treplace(t->r, e);
+    return t;
+}
+
+typedef bool (*visit_fn)(void *ctx, entry *e); /* false = stop */
+
+/* In-order walk from rank `from`; returns false if stopped. */
+static bool walk_from(entry *t, size_t from, visit_fn fn, void *ctx)
+{
+    while (t) {
+        size_t ls = tsize(t->l);
+        if (from < ls) {
+            if (!walk_from(t->l, from, fn, ctx)) return false;
+            from = 0;
+        } else {
+            from -= ls;
+        }
+        if (from == 0) {
+            if (!fn(ctx, t)) return false;
+        } else {
+            from--;
+        }
+        t = t->r;
+    }
+    return true;
+}
+
+/* ---- entries ------------------------------------------------------------ */
+
+static void entry_free(entry *e)
+{
+    if (!e) return;
+    free(e->id);
+    json_decref(e->td);
+    json_decref(e->agent_td);
+    free(e);
+}
+
+static uint32_t next_prio(tw_dir *d)
+{
+    /* xorshift64*: treap priorities need no cryptographic quality */
+    d->rng ^= d->rng >> 12;
+    d->rng ^= d->rng << 25;
+    d->rng ^= d->rng >> 27;
+    return (uint32_t)((d->rng * 0x2545F4914F6CDD1DULL) >> 32);
+}
+
+static json_t *registration(const tw_dir_info *in, bool retrieved)
+{
+    char t[TW_TIME_LEN];
+    json_t *r = json_object();
+    if (!r) return NULL;
+    tw_time_format(in->created_ms, t);
+    json_object_set_new(r, "created", json_string(t));
+    tw_time_format(in->modified_ms, t);
+    json_object_set_new(r, "modified", json_string(t));
+    if (in->expires_ms) {
+        tw_time_format(in->expires_ms, t);
+        json_object_set_new(r, "expires", json_string(t));
+    }
+    if (in->ttl_s) json_object_set_new(r, "ttl", json_integer(in->ttl_s));
+    if (retrieved) {
+        tw_time_format(tw_now_ms(), t);
+        json_object_set_new(r, "retrieved", json_string(t));
+    }
+    return r;
+}
+
+/* A shallow copy of the stored TD with registration info (read-only use). */
+static json_t *enriched(const entry *e)
+{
+    json_t *out = json_copy(e->td);
+    if (out) json_object_set_new(out, "registration", registration(&e->info, true));
+    return out;
+}
+
+/* ---- SQLite ------------------------------------------------------------- */
+
+static const char *const MIGRATIONS[] = {
+    "CREATE TABLE twin_things("
+    "  id TEXT PRIMARY KEY, agent_id TEXT NOT NULL, td TEXT NOT NULL, agent_td TEXT,"
+    "  created INTEGER NOT NULL, modified INTEGER NOT NULL, expires INTEGER NOT NULL,"
+    "  ttl INTEGER NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE twin_changes("
+    "  seq INTEGER PRIMARY KEY, kind INTEGER NOT NULL, thing_id TEXT NOT NULL, data TEXT,"
+    "  ts INTEGER NOT NULL);",
+};
+
+typedef struct waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int rc;
+} waiter;
+
+/* One write: the Thing row (put or delete) and its change-feed row. */
+typedef struct dir_job {
+    bool del;
+    char *id;
+    char *agent_id;
+    char *td_text;       /* put */
+    char *agent_td_text; /* may be NULL */
+    tw_dir_info info;
+    int kind;        /* tw_dir_change_kind */
+    char *data_text; /* change data, may be NULL or == td_text */
+    int64_t ts_ms;
+    uint64_t prune_upto; /* delete change rows with seq <= this */
+    waiter *w;           /* NULL = nowait */
+} dir_job;
+
+static void dir_job_free(dir_job *j)
+{
+    if (j->data_text != j->td_text) free(j->data_text);
+    free(j->td_text);
+    free(j->agent_td_text);
+    free(j->id);
+    free(j->agent_id);
+    free(j);
+}
+
+static int dir_job_run(tw_store_tx *tx, void *arg)
+{
+    dir_job *j = arg;
+    sqlite3_stmt *st;
+    if (j->del) {
+        st = tw_store_stmt(tx, "DELETE FROM twin_things WHERE id=?1");
+        if (!st) return TW_EDB;
+        sqlite3_bind_text(st, 1, j->id, -1, SQLITE_STATIC);
+    } else {
+        st = tw_store_stmt(tx, "INSERT OR REPLACE INTO twin_things(id, agent_id, td, agent_td, "
+                               "created, modified, expires, ttl, seq) "
+                               "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)");
+        if (!st) return TW_EDB;
+        sqlite3_bind_text(st, 1, j->id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, j->agent_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, j->td_text, -1, SQLITE_STATIC);
+        if (j->agent_td_text) sqlite3_bind_text(st, 4, j->agent_td_text, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, j->info.created_ms);
+        sqlite3_bind_int64(st, 6, j->info.modified_ms);
+        sqlite3_bind_int64(st, 7, j->info.expires_ms);
+        sqlite3_bind_int64(st, 8, j->info.ttl_s);
+        sqlite3_bind_int64(st, 9, (sqlite3_int64)j->info.seq);
+    }
+    if (sqlite3_step(st) != SQLITE_DONE) goto db_error;
+    st = tw_store_stmt(tx, "INSERT INTO twin_changes(seq, kind, thing_id, data, ts) "
+                           "VALUES(?1,?2,?3,?4,?5)");
+    if (!st) return TW_EDB;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)j->info.seq);
+    sqlite3_bind_int(st, 2, j->kind);
+    sqlite3_bind_text(st, 3, j->id, -1, SQLITE_STATIC);
+    if (j->data_text) sqlite3_bind_text(st, 4, j->data_text, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, j->ts_ms);
+    if (sqlite3_step(st) != SQLITE_DONE) goto db_error;
+    if (j->prune_upto) {
+        st = tw_store_stmt(tx, "DELETE FROM twin_changes WHERE seq<=?1");
+        if (!st) return TW_EDB;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)j->prune_upto);
+        if (sqlite3_step(st) != SQLITE_DONE) goto db_error;
+    }
+    return 0;
+db_error:
+    tw_log_error(MOD, "writing %s: %s", j->id, sqlite3_errmsg(tw_store_db(tx)));
+    return TW_EDB;
+}
+
+static void dir_job_done(void *arg, int rc)
+{
+    dir_job *j = arg;
+    waiter *w = j->w;
+    if (rc < 0) tw_log_error(MOD, "the write of %s failed: %s", j->id, tw_strerror(rc));
+    dir_job_free(j);
+    if (w) {
+        pthread_mutex_lock(&w->mu);
+        w->rc = rc;
+        w->done = true;
+        pthread_cond_signal(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+    }
+}
+
+static int waiter_wait(waiter *w)
+{
+    pthread_mutex_lock(&w->mu);
+    while (!w->done)
+        pthread_cond_wait(&w->cv, &w->mu);
+    pthread_mutex_unlock(&w->mu);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    return w->rc;
+}
+
+/* ---- open / close / load ------------------------------------------------ */
+
+typedef struct load_ctx {
+    tw_dir *d;
+    size_t loaded, bad;
+} load_ctx;
+
+static int load_job(tw_store_tx *tx, void *arg)
+{
+    load_ctx *lc = arg;
+    tw_dir *d = lc->d;
+    sqlite3_stmt *st = tw_store_stmt(tx, "SELECT id, agent_id, td, agent_td, created, modified, "
+                                         "expires, ttl, seq FROM twin_things");
+    if (!st) return TW_EDB;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        entry *e = calloc(1, sizeof *e);
+        if (!e) return TW_ENOMEM;
+        const char *id = (const char *)sqlite3_column_text(st, 0);
+        const char *agent = (const char *)sqlite3_column_text(st, 1);
+        const char *td = (const char *)sqlite3_column_text(st, 2);
+        const char *atd = (const char *)sqlite3_column_text(st, 3);
+        e->id = strdup(id ? id : "");
+        e->td = td ? json_loads(td, 0, NULL) : NULL;
+        e->agent_td = atd ? json_loads(atd, 0, NULL) : NULL;
+        tw_strlcpy(e->info.agent_id, agent ? agent : "", sizeof e->info.agent_id);
+        e->info.created_ms = sqlite3_column_int64(st, 4);
+        e->info.modified_ms = sqlite3_column_int64(st, 5);
+        e->info.expires_ms = sqlite3_column_int64(st, 6);
+        e->info.ttl_s = sqlite3_column_int64(st, 7);
+        e->info.seq = (uint64_t)sqlite3_column_int64(st, 8);
+        int err = 0;
+        if (!e->id || !json_is_object(e->td) || tw_hmap_get(&d->by_id, e->id)) {
+            tw_log_error(MOD, "skipping an unreadable stored TD %s", e->id ? e->id : "?");
+            entry_free(e);
+            lc->bad++;
+            continue;
+        }
+        tw_hmap_put(&d->by_id, e->id, e, &err);
+        if (err) {
+            entry_free(e);
+            return TW_ENOMEM;
+        }
+        e->prio = next_prio(d);
+        e->size = 1;
+        d->root = tinsert(d->root, e);
+        if (e->info.seq > d->seq) d->seq = e->info.seq;
+        lc->loaded++;
+    }
+    if (rc != SQLITE_DONE) return TW_EDB;
+    st = tw_store_stmt(tx, "SELECT MAX(seq) FROM twin_changes");
+    if (!st) return TW_EDB;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        uint64_t s = (uint64_t)sqlite3_column_int64(st, 0);
+        if (s > d->seq) d->seq = s;
+    }
+    return 0;
+}
+
+static void free_tree(entry *t)
+{
+    if (!t) return;
+    free_tree(t->l);
+    free_tree(t->r);
+    entry_free(t);
+}
+
+int tw_dir_open(tw_store *s, const tw_dir_opts *opts, tw_dir **out)
+{
+    *out = NULL;
+    if (!s) return TW_EINVAL;
+    if (sodium_init() < 0) return TW_ECRYPTO;
+    tw_dir *d = calloc(1, sizeof *d);
+    if (!d) return TW_ENOMEM;
+    d->store = s;
+    if (opts) d->opts = *opts;
+    if (!d->opts.max_things) d->opts.max_things = 1000000;
+    if (!d->opts.max_changes) d->opts.max_changes = 10000;
+    if (!d->opts.max_td_bytes) d->opts.max_td_bytes = 1024 * 1024;
+    if (!d->opts.max_query_results) d->opts.max_query_results = 100000;
+    randombytes_buf(&d->rng, sizeof d->rng);
+    d->rng |= 1;
+    pthread_rwlock_init(&d->lock, NULL);
+    pthread_mutex_init(&d->snap_mu, NULL);
+    tw_hmap_init(&d->by_id);
+    int rc = tw_store_migrate(s, "twin_dir", MIGRATIONS,
+                              (int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]));
+    if (rc == 0) {
+        int64_t t0 = tw_mono_us();
+        load_ctx lc = {.d = d};
+        rc = tw_store_read(s, load_job, &lc);
+        if (rc == 0)
+            tw_log_info(MOD, "loaded %zu Things in %.1f ms (%zu unreadable), sequence %llu",
+                        lc.loaded, (double)(tw_mono_us() - t0) / 1000.0, lc.bad,
+                        (unsigned long long)d->seq);
+    }
+    if (rc) {
+        tw_log_error(MOD, "cannot open the directory: %s", tw_strerror(rc));
+        tw_dir_close(d);
+        return rc;
+    }
+    *out = d;
+    return 0;
+}
+
+void tw_dir_close(tw_dir *d)
+{
+    if (!d) return;
+    tw_store_flush(d->store);
+    free_tree(d->root);
+    tw_hmap_fini(&d->by_id);
+    free(d->listeners);
+    json_decref(d->snap);
+    pthread_mutex_destroy(&d->snap_mu);
+    pthread_rwlock_destroy(&d->lock);
+    free(d);
+}
+
+/* ---- writes ------------------------------------------------------------- */
+
+static json_t *problem_simple(int code, const char *detail, const char *field)
+{
+    return tw_problem_from_error(code, detail, field);
+}
+
+static void set_problem(json_t **problem, json_t *p)
+{
+    if (problem)
+        *problem = p;
+    else
+        json_decref(p);
+}
+
+static bool is_twin_id(const char *id)
+{
+    return strncmp(id, "dtw:", 4) == 0;
+}
+
+/* Called with the write lock held. */
+static void notify(tw_dir *d, tw_dir_change_kind kind, const char *id, json_t *data, int64_t ts)
+{
+    tw_dir_change ch = {.seq = d->seq, .kind = kind, .id = id, .data = data, .ts_ms = ts};
+    for (size_t i = 0; i < d->nlisteners; i++)
+        d->listeners[i].fn(d->listeners[i].ctx, &ch);
+}
+
+/* Submits j (under the write lock); returns what to wait for. */
+static int submit(tw_dir *d, dir_job *j, waiter *w)
+{
+    if (d->seq > d->opts.max_changes) j->prune_upto = d->seq - d->opts.max_changes;
+    if (w) {
+        pthread_mutex_init(&w->mu, NULL);
+        pthread_cond_init(&w->cv, NULL);
+        w->done = false;
+        w->rc = 0;
+    }
+    j->w = w;
+    int rc = tw_store_submit(d->store, dir_job_run, j, dir_job_done);
+    if (rc < 0) {
+        if (w) {
+            pthread_mutex_destroy(&w->mu);
+            pthread_cond_destroy(&w->cv);
+        }
+        dir_job_free(j);
+    }
+    return rc;
+}
+
+static bool owner_ok(const entry *e, const char *agent_id)
+{
+    return strcmp(e->info.agent_id, agent_id ? agent_id : "") == 0;
+}
+
+/*
+ * Installs td (new reference stolen) under id. Validation already happened.
+ * old_for_diff: for patch, the old TD to diff against is the entry's.
+ */
+static int install(tw_dir *d, const char *id, json_t *td, const tw_dir_put_opts *o, bool *created,
+                   json_t **problem)
+{
+    const char *agent = (o && o->agent_id) ? o->agent_id : "";
+    char *td_text = json_dumps(td, JSON_COMPACT);
+    char *atd_text = (o && o->agent_td) ? json_dumps(o->agent_td, JSON_COMPACT) : NULL;
+    entry *e = calloc(1, sizeof *e);
+    dir_job *j = calloc(1, sizeof *j);
+    json_t *agent_td = (o && o->agent_td) ? json_deep_copy(o->agent_td) : NULL;
+    int rc = 0;
+    if (!td_text || !e || !j || ((o && o->agent_td) && (!atd_text || !agent_td)) ||
+        !(e->id = strdup(id)) || !(j->id = strdup(id)) || !(j->agent_id = strdup(agent))) {
+        rc = TW_ENOMEM;
+        goto fail;
+    }
+    if (strlen(td_text) > d->opts.max_td_bytes) {
+        rc = TW_ETOOBIG;
+        set_problem(problem,
+                    problem_simple(rc, "the TD is larger than the directory allows", NULL));
+        goto fail;
+    }
+    if (strlen(agent) >= TW_ID_MAX) {
+        rc = TW_EINVAL;
+        goto fail;
+    }
+    int64_t ttl = o ? o->ttl_s : 0;
+    if (!ttl) {
+        json_t *t = json_object_get(json_object_get(td, "registration"), "ttl");
+        if (json_is_integer(t) && json_integer_value(t) > 0) ttl = json_integer_value(t);
+    }
+    json_object_del(td, "registration");
+    free(td_text); /* re-encode without registration */
+    td_text = json_dumps(td, JSON_COMPACT);
+    if (!td_text) {
+        rc = TW_ENOMEM;
+        goto fail;
+    }
+    e->td = td;
+    td = NULL;
+    e->agent_td = agent_td;
+    agent_td = NULL;
+    tw_strlcpy(e->info.agent_id, agent, sizeof e->info.agent_id);
+    int64_t now = tw_now_ms();
+
+    waiter w;
+    bool wait = !(o && o->nowait);
+    pthread_rwlock_wrlock(&d->lock);
+    entry *old = tw_hmap_get(&d->by_id, id);
+    if (old && !owner_ok(old, o ? o->agent_id : NULL)) {
+        pthread_rwlock_unlock(&d->lock);
+        rc = TW_EPERM;
+        set_problem(problem, tw_problem_new(403, "not-owner", "forbidden",
+                                            old->info.agent_id[0]
+                                                ? "this Thing belongs to another agent"
+                                                : "this Thing is a directory entry, not an "
+                                                  "agent's",
+                                            "id"));
+        goto fail;
+    }
+    if (!old && tw_hmap_get(&d->by_id, id) == NULL && d->by_id.len >= d->opts.max_things) {
+        pthread_rwlock_unlock(&d->lock);
+        rc = TW_EFULL;
+        set_problem(problem, problem_simple(rc, "the directory is full", NULL));
+        goto fail;
+    }
+    e->info.created_ms = old ? old->info.created_ms : now;
+    e->info.modified_ms = now;
+    e->info.ttl_s = ttl;
+    e->info.expires_ms = ttl ? now + ttl * 1000 : 0;
+    e->info.seq = ++d->seq;
+    json_t *data;
+    if (old) {
+        data = tw_merge_patch_diff(old->td, e->td);
+        j->kind = TW_DIR_UPDATED;
+        j->data_text = data ? json_dumps(data, JSON_COMPACT) : NULL;
+    } else {
+        data = json_incref(e->td);
+        j->kind = TW_DIR_CREATED;
+        j->data_text = td_text;
+    }
+    int err = 0;
+    tw_hmap_put(&d->by_id, e->id, e, &err);
+    if (err) {
+        d->seq--;
+        pthread_rwlock_unlock(&d->lock);
+        json_decref(data);
+        if (j->data_text == td_text) j->data_text = NULL;
+        rc = TW_ENOMEM;
+        goto fail;
+    }
+    if (old) {
+        d->root = treplace(d->root, e);
+    } else {
+        e->prio = next_prio(d);
+        e->size = 1;
+        d->root = tinsert(d->root, e);
+    }
+    j->td_text = td_text;
+    td_text = NULL;
+    j->agent_td_text = atd_text;
+    atd_text = NULL;
+    j->info = e->info;
+    j->ts_ms = now;
+    notify(d, j->kind, e->id, data, now);
+    json_decref(data);
+    rc = submit(d, j, wait ? &w : NULL);
+    j = NULL;
+    pthread_rwlock_unlock(&d->lock);
+    entry_free(old);
+    if (created) *created = old == NULL;
+    if (rc == 0 && wait) rc = waiter_wait(&w);
+    if (rc < 0)
+        set_problem(problem, problem_simple(rc, "the directory could not store the TD", NULL));
+    return rc;
+fail:
+    if (j) {
+        if (j->data_text == td_text) j->data_text = NULL;
+        dir_job_free(j);
+    }
+    free(td_text);
+    free(atd_text);
+    json_decref(td);
+    json_decref(agent_td);
+    entry_free(e); /* owns td and agent_td once they were moved into it */
+    if (rc == TW_ENOMEM) set_problem(problem, problem_simple(rc, NULL, NULL));
+    return rc;
+}
+
+static int validate(const tw_dir_put_opts *o, json_t *td, json_t **problem)
+{
+    if (o && o->skip_validate) return 0;
+    json_t *errors = NULL;
+    int rc = tw_td_validate(td, 0, &errors);
+    if (rc == TW_EINVAL)
+        set_problem(problem, tw_td_problem(errors));
+    else if (rc)
+        set_problem(problem, problem_simple(rc, NULL, NULL));
+    return rc;
+}
+
+static bool id_ok(const char *id, json_t **problem)
+{
+    if (!id || !*id || strlen(id) >= TW_THING_ID_MAX) {
+        set_problem(problem, problem_simple(TW_EINVAL, "a Thing id is 1 to 255 bytes", "id"));
+        return false;
+    }
+    return true;
+}
+
+int tw_dir_put(tw_dir *d, const char *id, json_t *td, const tw_dir_put_opts *opts, bool *created,
+               json_t **problem)
+{
+    if (problem) *problem = NULL;
+    if (!id_ok(id, problem)) return TW_EINVAL;
+    if (!json_is_object(td)) {
+        set_problem(problem, problem_simple(TW_EINVAL, "a TD is a JSON object", NULL));
+        return TW_EINVAL;
+    }
+    bool agent = opts && opts->agent_id && opts->agent_id[0];
+    if (!agent && is_twin_id(id)) {
+        set_problem(problem, tw_problem_new(403, "reserved-id", "forbidden",
+                                            "ids starting with dtw: name agents' twins; "
+                                            "they are managed by their agents",
+                                            "id"));
+        return TW_EPERM;
+    }
+    json_t *tid = json_object_get(td, "id");
+    if (tid && (!json_is_string(tid) || strcmp(json_string_value(tid), id) != 0)) {
+        set_problem(problem, problem_simple(TW_EINVAL,
+                                            "the TD's id differs from the id it is "
+                                            "stored under",
+                                            "/id"));
+        return TW_EINVAL;
+    }
+    json_t *copy = json_deep_copy(td);
+    if (!copy) return TW_ENOMEM;
+    if (!tid) json_object_set_new(copy, "id", json_string(id));
+    int rc = validate(opts, copy, problem);
+    if (rc) {
+        json_decref(copy);
+        return rc;
+    }
+    return install(d, id, copy, opts, created, problem);
+}
+
+int tw_dir_create_anonymous(tw_dir *d, json_t *td, const tw_dir_put_opts *opts, char **id_out,
+                            json_t **problem)
+{
+    *id_out = NULL;
+    if (problem) *problem = NULL;
+    if (json_is_object(td) && json_object_get(td, "id")) {
+        set_problem(problem, problem_simple(TW_EINVAL,
+                                            "an anonymous TD has no id (PUT it "
+                                            "under its id instead)",
+                                            "/id"));
+        return TW_EINVAL;
+    }
+    uint8_t u[16];
+    randombytes_buf(u, sizeof u);
+    u[6] = (uint8_t)((u[6] & 0x0F) | 0x40); /* version 4 */
+    u[8] = (uint8_t)((u[8] & 0x3F) | 0x80); /* RFC 4122 variant */
+    char id[64];
+    snprintf(id, sizeof id,
+             "urn:uuid:%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0],
+             u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13],
+             u[14], u[15]);
+    int rc = tw_dir_put(d, id, td, opts, NULL, problem);
+    if (rc == 0 && !(*id_out = strdup(id))) rc = TW_ENOMEM;
+    return rc;
+}
+
+int tw_dir_patch(tw_dir *d, const char *id, const json_t *patch, const char *agent_id,
+                 json_t **problem)
+{
+    if (problem) *problem = NULL;
+    if (!json_is_object(patch)) {
+        set_problem(problem, problem_simple(TW_EINVAL, "a merge patch of a TD is an object", NULL));
+        return TW_EINVAL;
+    }
+    json_t *pid = json_object_get(patch, "id");
+    if (pid && !(json_is_string(pid) && strcmp(json_string_value(pid), id) == 0)) {
+        set_problem(problem, problem_simple(TW_EINVAL, "a patch cannot change the id", "/id"));
+        return TW_EINVAL;
+    }
+    json_t *cur = NULL;
+    tw_dir_info info;
+    int rc = tw_dir_get_info(d, id, &info, &cur, NULL);
+    if (rc) {
+        set_problem(problem, problem_simple(rc, "no such Thing", "id"));
+        return rc;
+    }
+    if (strcmp(info.agent_id, agent_id ? agent_id : "") != 0) {
+        json_decref(cur);
+        set_problem(problem, tw_problem_new(403, "not-owner", "forbidden",
+                                            "this Thing belongs to another agent", "id"));
+        return TW_EPERM;
+    }
+    json_t *next = tw_merge_patch_apply(cur, patch);
+    json_decref(cur);
+    if (!next) return TW_ENOMEM;
+    tw_dir_put_opts o = {.agent_id = agent_id, .ttl_s = info.ttl_s};
+    rc = validate(&o, next, problem);
+    if (rc == 0)
+        rc = install(d, id, next, &o, NULL, problem);
+    else
+        json_decref(next);
+    return rc;
+}
+
+/* Removes an entry (write lock held) and submits the delete. Returns
+ * TW_ENOMEM with nothing changed, or the submit result with e removed from
+ * memory (the caller frees it). */
+static int remove_locked(tw_dir *d, entry *e, waiter *w, bool *removed)
+{
+    *removed = false;
+    dir_job *j = calloc(1, sizeof *j);
+    if (!j || !(j->id = strdup(e->id)) || !(j->agent_id = strdup(""))) {
+        if (j) free(j->id);
+        free(j);
+        return TW_ENOMEM;
+    }
+    j->del = true;
+    j->kind = TW_DIR_DELETED;
+    j->info.seq = ++d->seq;
+    j->ts_ms = tw_now_ms();
+    tw_hmap_del(&d->by_id, e->id);
+    d->root = terase(d->root, e->id);
+    *removed = true;
+    notify(d, TW_DIR_DELETED, e->id, NULL, j->ts_ms);
+    return submit(d, j, w);
+}
+
+int tw_dir_delete(tw_dir *d, const char *id, const char *agent_id)
+{
+    if (!id) return TW_EINVAL;
+    pthread_rwlock_wrlock(&d->lock);
+    entry *e = tw_hmap_get(&d->by_id, id);
+    if (!e) {
+        pthread_rwlock_unlock(&d->lock);
+        return TW_ENOTFOUND;
+    }
+    if (agent_id && !owner_ok(e, agent_id)) {
+        pthread_rwlock_unlock(&d->lock);
+        return TW_EPERM;
+    }
+    waiter w;
+    bool removed;
+    int rc = remove_locked(d, e, &w, &removed);
+    pthread_rwlock_unlock(&d->lock);
+    if (removed) entry_free(e);
+    if (rc == 0) rc = waiter_wait(&w);
+    return rc;
+}
+
+typedef struct purge_ctx {
+    int64_t now;
+    char **ids;
+    size_t n, cap;
+} purge_ctx;
+
+static bool purge_visit(void *ctx, entry *e)
+{
+    purge_ctx *pc = ctx;
+    if (!e->info.expires_ms || e->info.expires_ms >= pc->now) return true;
+    if (pc->n == pc->cap) {
+        size_t cap = pc->cap ? pc->cap * 2 : 16;
+        char **ids = realloc(pc->ids, cap * sizeof *ids);
+        if (!ids) return false;
+        pc->ids = ids;
+        pc->cap = cap;
+    }
+    pc->ids[pc->n] = strdup(e->id);
+    if (pc->ids[pc->n]) pc->n++;
+    return true;
+}
+
+int tw_dir_purge_expired(tw_dir *d, int64_t now_ms, size_t *purged)
+{
+    purge_ctx pc = {.now = now_ms};
+    pthread_rwlock_rdlock(&d->lock);
+    walk_from(d->root, 0, purge_visit, &pc);
+    pthread_rwlock_unlock(&d->lock);
+    size_t n = 0;
+    for (size_t i = 0; i < pc.n; i++) {
+        pthread_rwlock_wrlock(&d->lock);
+        entry *e = tw_hmap_get(&d->by_id, pc.ids[i]);
+        bool removed = false;
+        /* re-check: it may have been renewed since the scan */
+        if (e && e->info.expires_ms && e->info.expires_ms < now_ms)
+            remove_locked(d, e, NULL, &removed);
+        pthread_rwlock_unlock(&d->lock);
+        if (removed) {
+            entry_free(e);
+            n++;
+        }
+        free(pc.ids[i]);
+    }
+    free(pc.ids);
+    if (n) tw_log_info(MOD, "purged %zu expired TDs", n);
+    if (purged) *purged = n;
+    return 0;
+}
+
+/* ---- reads -------------------------------------------------------------- */
+
+static bool expired(const entry *e)
+{
+    return e->info.expires_ms && e->info.expires_ms < tw_now_ms();
+}
+
+int tw_dir_get(tw_dir *d, const char *id, json_t **td_out)
+{
+    *td_out = NULL;
+    if (!id) return TW_EINVAL;
+    pthread_rwlock_rdlock(&d->lock);
+    entry *e = tw_hmap_get(&d->by_id, id);
+    if (e && !expired(e)) *td_out = enriched(e);
+    pthread_rwlock_unlock(&d->lock);
+    if (!e) return TW_ENOTFOUND;
+    return *td_out ? 0 : (expired(e) ? TW_ENOTFOUND : TW_ENOMEM);
+}
+
+int tw_dir_get_info(tw_dir *d, const char *id, tw_dir_info *info, json_t **td_out,
+                    json_t **agent_td_out)
+{
+    if (td_out) *td_out = NULL;
+    if (agent_td_out) *agent_td_out = NULL;
+    if (!id) return TW_EINVAL;
+    pthread_rwlock_rdlock(&d->lock);
+    entry *e = tw_hmap_get(&d->by_id, id);
+    if (e) {
+        if (info) *info = e->info;
+        if (td_out) *td_out = json_incref(e->td);
+        if (agent_td_out) *agent_td_out = json_incref(e->agent_td);
+    }
+    pthread_rwlock_unlock(&d->lock);
+    return e ? 0 : TW_ENOTFOUND;
+}
+
+size_t tw_dir_count(tw_dir *d)
+{
+    pthread_rwlock_rdlock(&d->lock);
+    size_t n = d->by_id.len;
+    pthread_rwlock_unlock(&d->lock);
+    return n;
+}
+
+uint64_t tw_dir_etag(tw_dir *d)
+{
+    pthread_rwlock_rdlock(&d->lock);
+    uint64_t s = d->seq;
+    pthread_rwlock_unlock(&d->lock);
+    return s;
+}
+
+typedef struct page_ctx {
+    json_t *page;
+    size_t left;
+    bool failed;
+} page_ctx;
+
+static bool page_visit(void *ctx, entry *e)
+{
+    page_ctx *pc = ctx;
+    if (!pc->left) return false;
+    if (json_array_append_new(pc->page, enriched(e)) != 0) {
+        pc->failed = true;
+        return false;
+    }
+    return --pc->left > 0;
+}
+
+int tw_dir_list(tw_dir *d, size_t offset, size_t limit, json_t **page, size_t *total,
+                uint64_t *etag)
+{
+    page_ctx pc = {.page = json_array(), .left = limit};
+    *page = NULL;
+    if (!pc.page) return TW_ENOMEM;
+    pthread_rwlock_rdlock(&d->lock);
+    if (limit && offset < tsize(d->root)) walk_from(d->root, offset, page_visit, &pc);
+    if (total) *total = tsize(d->root);
+    if (etag) *etag = d->seq;
+    pthread_rwlock_unlock(&d->lock);
+    if (pc.failed) {
+        json_decref(pc.page);
+        return TW_ENOMEM;
+    }
+    *page = pc.page;
+    return 0;
+}
+
+static bool has_type(const json_t *td, const char *type)
+{
+    json_t *t = json_object_get(td, "@type");
+    if (json_is_string(t)) return strcmp(json_string_value(t), type) == 0;
+    size_t i;
+    json_t *x;
+    json_array_foreach(t, i, x) if (json_is_string(x) &&
+                                    strcmp(json_string_value(x), type) == 0) return true;
+    return false;
+}
+
+static bool has_affordance(const json_t *td, const char *name)
+{
+    return json_object_get(json_object_get(td, "properties"), name) ||
+           json_object_get(json_object_get(td, "actions"), name) ||
+           json_object_get(json_object_get(td, "events"), name);
+}
+
+static bool matches(const entry *e, const tw_dir_filter *f)
+{
+    if (f->type && *f->type && !has_type(e->td, f->type)) return false;
+    if (f->title && *f->title) {
+        const char *t = json_string_value(json_object_get(e->td, "title"));
+        if (!t || !strcasestr(t, f->title)) return false;
+    }
+    if (f->name && *f->name && !has_affordance(e->td, f->name)) return false;
+    if (f->agent && *f->agent) {
+        const char *a = strcmp(f->agent, "-") == 0 ? "" : f->agent;
+        if (strcmp(e->info.agent_id, a) != 0) return false;
+    }
+    return true;
+}
+
+typedef struct search_ctx {
+    const tw_dir_filter *f;
+    size_t skip, left, total;
+    json_t *page;
+    bool failed;
+} search_ctx;
+
+static bool search_visit(void *ctx, entry *e)
+{
+    search_ctx *sc = ctx;
+    if (!matches(e, sc->f)) return true;
+    sc->total++;
+    if (sc->skip) {
+        sc->skip--;
+    } else if (sc->left) {
+        sc->left--;
+        if (json_array_append_new(sc->page, enriched(e)) != 0) sc->failed = true;
+    }
+    return true;
+}
+
+int tw_dir_search(tw_dir *d, const tw_dir_filter *f, size_t offset, size_t limit, json_t **page,
+                  size_t *total)
+{
+    static const tw_dir_filter none = {0};
+    search_ctx sc = {.f = f ? f : &none, .skip = offset, .left = limit, .page = json_array()};
+    *page = NULL;
+    if (!sc.page) return TW_ENOMEM;
+    pthread_rwlock_rdlock(&d->lock);
+    walk_from(d->root, 0, search_visit, &sc);
+    pthread_rwlock_unlock(&d->lock);
+    if (sc.failed) {
+        json_decref(sc.page);
+        return TW_ENOMEM;
+    }
+    if (total) *total = sc.total;
+    *page = sc.page;
+    return 0;
+}
+
+static bool snap_visit(void *ctx, entry *e)
+{
+    return json_array_append(ctx, e->td) == 0;
+}
+
+/* The array of every stored TD, rebuilt only after a write. */
+static json_t *snapshot(tw_dir *d)
+{
+    json_t *arr = NULL;
+    pthread_mutex_lock(&d->snap_mu);
+    pthread_rwlock_rdlock(&d->lock);
+    if (d->snap && d->snap_seq == d->seq) {
+        arr = json_incref(d->snap);
+    } else {
+        arr = json_array();
+        if (arr && !walk_from(d->root, 0, snap_visit, arr)) {
+            json_decref(arr);
+            arr = NULL;
+        }
+        if (arr) {
+            json_decref(d->snap);
+            d->snap = json_incref(arr);
+            d->snap_seq = d->seq;
+        }
+    }
+    pthread_rwlock_unlock(&d->lock);
+    pthread_mutex_unlock(&d->snap_mu);
+    return arr;
+}
+
+int tw_dir_query(tw_dir *d, const char *jsonpath, json_t **result, json_t **problem)
+{
+    *result = NULL;
+    if (problem) *problem = NULL;
+    tw_jsonpath *p = NULL;
+    char err[256];
+    size_t off = 0;
+    int rc = tw_jsonpath_compile(jsonpath, &p, err, sizeof err, &off);
+    if (rc) {
+        json_t *pr = tw_problem_new(rc == TW_ETOOBIG ? 413 : 400, "invalid-jsonpath",
+                                    "Invalid JSONPath query", err, "query");
+        if (pr) json_object_set_new(pr, "offset", json_integer((json_int_t)off));
+        set_problem(problem, pr);
+        return rc;
+    }
+    json_t *all = snapshot(d);
+    if (!all) {
+        tw_jsonpath_free(p);
+        return TW_ENOMEM;
+    }
+    rc = tw_jsonpath_query(p, all, d->opts.max_query_results, result);
+    json_decref(all);
+    tw_jsonpath_free(p);
+    if (rc == TW_ETOOBIG)
+        set_problem(problem, tw_problem_new(413, "too-many-results", "Too many results",
+                                            "the query matches more nodes than the directory "
+                                            "returns; narrow it",
+                                            "query"));
+    return rc;
+}
+
+/* ---- change feed -------------------------------------------------------- */
+
+const char *tw_dir_change_name(tw_dir_change_kind k)
+{
+    switch (k) {
+    case TW_DIR_CREATED:
+        return "thing_created";
+    case TW_DIR_UPDATED:
+        return "thing_updated";
+    case TW_DIR_DELETED:
+        return "thing_deleted";
+    }
+    return "";
+}
+
+tw_dir_change_kind tw_dir_change_parse(const char *name)
+{
+    if (!name) return 0;
+    if (strcmp(name, "thing_created") == 0) return TW_DIR_CREATED;
+    if (strcmp(name, "thing_updated") == 0) return TW_DIR_UPDATED;
+    if (strcmp(name, "thing_deleted") == 0) return TW_DIR_DELETED;
+    return 0;
+}
+
+typedef struct replay_ctx {
+    uint64_t after;
+    int kinds;
+    size_t max;
+    tw_dir_change_fn fn;
+    void *ctx;
+    uint64_t oldest;
+} replay_ctx;
+
+static int replay_job(tw_store_tx *tx, void *arg)
+{
+    replay_ctx *rc = arg;
+    sqlite3_stmt *st = tw_store_stmt(tx, "SELECT MIN(seq) FROM twin_changes");
+    if (!st) return TW_EDB;
+    if (sqlite3_step(st) == SQLITE_ROW) rc->oldest = (uint64_t)sqlite3_column_int64(st, 0);
+    st = tw_store_stmt(tx, "SELECT seq, kind, thing_id, data, ts FROM twin_changes "
+                           "WHERE seq>?1 ORDER BY seq");
+    if (!st) return TW_EDB;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)rc->after);
+    size_t n = 0;
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        tw_dir_change ch = {.seq = (uint64_t)sqlite3_column_int64(st, 0),
+                            .kind = sqlite3_column_int(st, 1),
+                            .id = (const char *)sqlite3_column_text(st, 2),
+                            .ts_ms = sqlite3_column_int64(st, 4)};
+        if (rc->kinds && !(rc->kinds & (int)ch.kind)) continue;
+        const char *data = (const char *)sqlite3_column_text(st, 3);
+        ch.data = data ? json_loads(data, 0, NULL) : NULL;
+        rc->fn(rc->ctx, &ch);
+        json_decref(ch.data);
+        if (rc->max && ++n >= rc->max) break;
+    }
+    return (r == SQLITE_ROW || r == SQLITE_DONE) ? 0 : TW_EDB;
+}
+
+int tw_dir_changes(tw_dir *d, uint64_t after, int kinds, size_t max, tw_dir_change_fn fn, void *ctx,
+                   uint64_t *oldest)
+{
+    if (!fn) return TW_EINVAL;
+    replay_ctx rc = {.after = after, .kinds = kinds, .max = max, .fn = fn, .ctx = ctx};
+    int r = tw_store_read(d->store, replay_job, &rc);
+    if (oldest) *oldest = rc.oldest;
+    return r;
+}
+
+int tw_dir_subscribe(tw_dir *d, tw_dir_change_fn fn, void *ctx, uint64_t *handle)
+{
+    if (!fn) return TW_EINVAL;
+    pthread_rwlock_wrlock(&d->lock);
+    listener *l = realloc(d->listeners, (d->nlisteners + 1) * sizeof *l);
+    if (!l) {
+        pthread_rwlock_unlock(&d->lock);
+        return TW_ENOMEM;
+    }
+    d->listeners = l;
+    l[d->nlisteners] = (listener){.handle = ++d->next_handle, .fn = fn, .ctx = ctx};
+    d->nlisteners++;
+    if (handle) *handle = d->next_handle;
+    pthread_rwlock_unlock(&d->lock);
+    return 0;
+}
+
+void tw_dir_unsubscribe(tw_dir *d, uint64_t handle)
+{
+    pthread_rwlock_wrlock(&d->lock);
+    for (size_t i = 0; i < d->nlisteners; i++) {
+        if (d->listeners[i].handle == handle) {
+            memmove(&d->listeners[i], &d->listeners[i + 1],
+                    (d->nlisteners - i - 1) * sizeof *d->listeners);
+            d->nlisteners--;
+            break;
+        }
+    }
+    pthread_rwlock_unlock(&d->lock);
+}
