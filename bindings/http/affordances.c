@@ -1,0 +1,284 @@
+/*
+ * affordances.c - a Thing's properties, actions and events over HTTP, as the
+ * WoT HTTP Basic and SSE profiles describe them:
+ *
+ *   GET    /things/{id}/properties                 readallproperties
+ *   GET    /things/{id}/properties/{name}          readproperty
+ *   PUT    /things/{id}/properties/{name}          writeproperty
+ *   (either GET with Accept: text/event-stream)    observe(all)properties
+ *   POST   /things/{id}/actions/{name}             invokeaction: 200 + output when
+ *                                                  it completes within action_wait_ms,
+ *                                                  else 201 + Location
+ *   GET    /things/{id}/actions                    queryallactions
+ *   GET    /things/{id}/actions/{name}/{actionID}  queryaction
+ *   DELETE /things/{id}/actions/{name}/{actionID}  cancelaction
+ *   GET    /things/{id}/events[/{name}]            SSE: subscribe(all)event(s);
+ *                                                  without Accept: text/event-stream,
+ *                                                  the last value (readevent)
+ *
+ * Each request is one message through the router (so authn, authz, rate
+ * limits and validation apply exactly as on every other binding); call.c
+ * waits for its answer.
+ */
+#include "http_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define READ_WAIT_MS 10000
+
+static enum MHD_Result timeout_reply(http_req *r)
+{
+    atomic_fetch_add_explicit(&r->h->st.rejected[6], 1, memory_order_relaxed);
+    if (atomic_load(&r->h->stopping))
+        return http_reply_error(r, 503, "stopping", "service unavailable",
+                                "the runtime is stopping");
+    return http_reply_error(r, 504, "timeout", "timed out", "no answer in time");
+}
+
+static json_t *output_of(tw_msg *resp)
+{
+    json_t *o = tw_msg_get(resp, "output");
+    if (!o) o = tw_msg_get(resp, "value");
+    return o;
+}
+
+/* The output of a read, as JSON. */
+static enum MHD_Result answer_output(http_req *r, tw_msg *resp)
+{
+    enum MHD_Result res;
+    if (!resp) return timeout_reply(r);
+    if (http_resp_error(r, resp, &res)) return res;
+    json_t *o = output_of(resp);
+    return http_reply_json(r, 200, NULL, o ? json_incref(o) : json_null(), NULL);
+}
+
+/* Appends s percent-encoded as a path segment. */
+static void seg_encode(char *out, size_t n, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t w = strlen(out);
+    for (; *s && w + 4 < n; s++) {
+        unsigned char c = (unsigned char)*s;
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+            strchr("-._~:@!$&'()*+,;=", c)) {
+            out[w++] = (char)c;
+        } else {
+            out[w++] = '%';
+            out[w++] = hex[c >> 4];
+            out[w++] = hex[c & 15];
+        }
+    }
+    out[w] = '\0';
+}
+
+static void action_href(http_req *r, const char *action_id, char *out, size_t n)
+{
+    snprintf(out, n, "/things/");
+    seg_encode(out, n, r->segs[1]);
+    strncat(out, "/actions/", n - strlen(out) - 1);
+    seg_encode(out, n, r->aux);
+    strncat(out, "/", n - strlen(out) - 1);
+    seg_encode(out, n, action_id);
+}
+
+/* An action status as the HTTP Basic Profile shows it. */
+static json_t *status_body(tw_msg *resp, const char *href)
+{
+    tw_status st = tw_msg_status(resp);
+    json_t *b = json_pack("{s:s,s:s}", "status", tw_status_wot(st ? st : TW_STATUS_PENDING),
+                          "twindStatus", tw_status_name(st ? st : TW_STATUS_PENDING));
+    if (!b) return NULL;
+    if (href) json_object_set_new(b, "href", json_string(href));
+    json_t *id = tw_msg_get(resp, "actionID");
+    if (id) json_object_set(b, "actionID", id);
+    json_t *o = tw_msg_get(resp, "output");
+    if (o) json_object_set(b, "output", o);
+    return b;
+}
+
+static enum MHD_Result answer_invoke(http_req *r, tw_msg *resp)
+{
+    enum MHD_Result res;
+    if (!resp) return timeout_reply(r); /* not even a pending answer */
+    if (http_resp_error(r, resp, &res)) return res;
+    tw_status st = tw_msg_status(resp);
+    if (st == TW_STATUS_COMPLETED || st == TW_STATUS_NONE) {
+        json_t *o = output_of(resp);
+        if (!o || json_is_null(o)) return http_reply_empty(r, 204, NULL);
+        return http_reply_json(r, 200, NULL, json_incref(o), NULL);
+    }
+    const char *aid = json_string_value(tw_msg_get(resp, "actionID"));
+    char href[1024] = "";
+    if (aid) action_href(r, aid, href, sizeof href);
+    return http_reply_json(r, 201, NULL, status_body(resp, aid ? href : NULL), "Location",
+                           aid ? href : NULL, NULL);
+}
+
+static enum MHD_Result answer_write(http_req *r, tw_msg *resp)
+{
+    enum MHD_Result res;
+    if (!resp) return timeout_reply(r);
+    if (http_resp_error(r, resp, &res)) return res;
+    tw_status st = tw_msg_status(resp);
+    if (st == TW_STATUS_COMPLETED || st == TW_STATUS_NONE) return http_reply_empty(r, 204, NULL);
+    return http_reply_json(r, 202, NULL, status_body(resp, NULL), NULL);
+}
+
+static enum MHD_Result answer_query(http_req *r, tw_msg *resp)
+{
+    enum MHD_Result res;
+    if (!resp) return timeout_reply(r);
+    if (http_resp_error(r, resp, &res)) return res;
+    json_t *o = output_of(resp);
+    if (o && json_is_object(o) && r->op == TW_OP_QUERYACTION) {
+        /* Show the profile's four states beside twind's own. */
+        json_t *copy = json_deep_copy(o);
+        const char *st = json_string_value(json_object_get(copy, "status"));
+        if (st) {
+            json_object_set_new(copy, "twindStatus", json_string(st));
+            json_object_set_new(copy, "status", json_string(tw_status_wot(tw_status_parse(st))));
+        }
+        return http_reply_json(r, 200, NULL, copy, NULL);
+    }
+    return http_reply_json(r, 200, NULL, o ? json_incref(o) : json_null(), NULL);
+}
+
+static enum MHD_Result answer_cancel(http_req *r, tw_msg *resp)
+{
+    enum MHD_Result res;
+    if (!resp) return timeout_reply(r);
+    if (http_resp_error(r, resp, &res)) return res;
+    return http_reply_empty(r, 204, NULL);
+}
+
+static enum MHD_Result call(http_req *r, tw_op op, const char *name, json_t *input,
+                            enum MHD_Result (*on_answer)(http_req *, tw_msg *), http_call_wait wait,
+                            unsigned wait_ms)
+{
+    tw_msg *m = tw_msg_new(TW_TYPE_REQUEST, op, r->segs[1], name);
+    if (!m) {
+        json_decref(input);
+        return http_reply_code(r, TW_ENOMEM, NULL);
+    }
+    if (input && !json_is_null(input))
+        tw_msg_set(m, "input", input);
+    else
+        json_decref(input);
+    r->on_answer = on_answer;
+    return http_call_start(r, m, wait, wait_ms);
+}
+
+/* ---- streams ---- */
+
+static int setup_sub(http_req *r, http_stream *s, json_t **problem)
+{
+    return http_sse_subscribe(s, r->op, r->segs[1], r->nsegs > 3 ? r->segs[3] : NULL, problem);
+}
+
+static enum MHD_Result stream(http_req *r, tw_op op)
+{
+    r->op = op;
+    return http_sse_open(r, SSE_AFFORDANCE, setup_sub);
+}
+
+/* ---- dispatch ---- */
+
+static bool is(const http_req *r, const char *m)
+{
+    return strcmp(r->method, m) == 0;
+}
+
+static enum MHD_Result properties(http_req *r)
+{
+    bool get = is(r, "GET") || r->head;
+    if (r->nsegs == 3) {
+        if (!get) return http_reply_405(r, "GET, HEAD");
+        if (http_wants_sse(r)) return stream(r, TW_OP_OBSERVEALLPROPERTIES);
+        return call(r, TW_OP_READALLPROPERTIES, NULL, NULL, answer_output, CALL_WAIT_RESPONSE,
+                    READ_WAIT_MS);
+    }
+    if (r->nsegs != 4) return http_reply_code(r, TW_ENOTFOUND, "no such resource");
+    const char *name = r->segs[3];
+    if (get) {
+        if (http_wants_sse(r)) return stream(r, TW_OP_OBSERVEPROPERTY);
+        return call(r, TW_OP_READPROPERTY, name, NULL, answer_output, CALL_WAIT_RESPONSE,
+                    READ_WAIT_MS);
+    }
+    if (is(r, "PUT")) {
+        enum MHD_Result res;
+        json_t *v = http_body_json(r, NULL, false, &res);
+        if (!v) return res;
+        if (json_is_null(v)) v = json_null();
+        r->op = TW_OP_WRITEPROPERTY;
+        /* input must be present even when the value is null */
+        tw_msg *m = tw_msg_new(TW_TYPE_REQUEST, TW_OP_WRITEPROPERTY, r->segs[1], name);
+        if (!m) {
+            json_decref(v);
+            return http_reply_code(r, TW_ENOMEM, NULL);
+        }
+        tw_msg_set(m, "input", v);
+        r->on_answer = answer_write;
+        return http_call_start(r, m, CALL_WAIT_FINAL, r->h->cfg.action_wait_ms);
+    }
+    return http_reply_405(r, "GET, HEAD, PUT");
+}
+
+static enum MHD_Result actions(http_req *r)
+{
+    if (r->nsegs == 3) {
+        if (!is(r, "GET") && !r->head) return http_reply_405(r, "GET, HEAD");
+        return call(r, TW_OP_QUERYALLACTIONS, NULL, NULL, answer_query, CALL_WAIT_RESPONSE,
+                    READ_WAIT_MS);
+    }
+    const char *name = r->segs[3];
+    if (tw_strlcpy(r->aux, name, sizeof r->aux))
+        return http_reply_code(r, TW_ENOTFOUND, "no such action");
+    if (r->nsegs == 4) {
+        if (!is(r, "POST")) return http_reply_405(r, "POST");
+        enum MHD_Result res;
+        json_t *in = http_body_json(r, NULL, true, &res);
+        if (!in) return res;
+        return call(r, TW_OP_INVOKEACTION, name, in, answer_invoke, CALL_WAIT_FINAL,
+                    r->h->cfg.action_wait_ms);
+    }
+    if (r->nsegs != 5) return http_reply_code(r, TW_ENOTFOUND, "no such resource");
+    const char *aid = r->segs[4];
+    tw_op op;
+    enum MHD_Result (*fn)(http_req *, tw_msg *);
+    if (is(r, "GET") || r->head) {
+        op = TW_OP_QUERYACTION;
+        fn = answer_query;
+    } else if (is(r, "DELETE")) {
+        op = TW_OP_CANCELACTION;
+        fn = answer_cancel;
+    } else {
+        return http_reply_405(r, "GET, HEAD, DELETE");
+    }
+    tw_msg *m = tw_msg_new(TW_TYPE_REQUEST, op, r->segs[1], name);
+    if (!m) return http_reply_code(r, TW_ENOMEM, NULL);
+    tw_msg_set_str(m, "actionID", aid);
+    tw_msg_set_str(m, "input", aid);
+    r->on_answer = fn;
+    return http_call_start(r, m, CALL_WAIT_RESPONSE, READ_WAIT_MS);
+}
+
+static enum MHD_Result events(http_req *r)
+{
+    if (!is(r, "GET") && !r->head) return http_reply_405(r, "GET, HEAD");
+    if (r->nsegs > 4) return http_reply_code(r, TW_ENOTFOUND, "no such resource");
+    bool one = r->nsegs == 4;
+    if (http_wants_sse(r)) return stream(r, one ? TW_OP_SUBSCRIBEEVENT : TW_OP_SUBSCRIBEALLEVENTS);
+    return call(r, one ? TW_OP_READEVENT : TW_OP_READALLEVENTS, one ? r->segs[3] : NULL, NULL,
+                answer_output, CALL_WAIT_RESPONSE, READ_WAIT_MS);
+}
+
+enum MHD_Result http_affordance_route(http_req *r)
+{
+    const char *kind = r->segs[2];
+    if (strcmp(kind, "properties") == 0) return properties(r);
+    if (strcmp(kind, "actions") == 0) return actions(r);
+    if (strcmp(kind, "events") == 0) return events(r);
+    return http_reply_code(r, TW_ENOTFOUND, "no such resource");
+}

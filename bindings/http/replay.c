@@ -1,0 +1,205 @@
+/*
+ * replay.c - the window of recent stream messages, for Last-Event-ID.
+ *
+ * Every message the binding pushes to any SSE stream is entered once into a
+ * ring of the last `window` messages and gets the next sequence number, the
+ * SSE id every stream shows for it. A message fanned out to a thousand
+ * streams is one item: its envelope is encoded once (tw_msg_encode) and its
+ * value once, and every stream copies those bytes into its own buffer. The
+ * item is found by the message's address in a small open-addressing table
+ * (the ring holds a reference, so the address is unique while it is there).
+ *
+ * On reconnect a stream walks the ring after the client's Last-Event-ID and
+ * takes the items its filters match, in order. Thread-safe: one mutex, held
+ * for a table probe on the hot path.
+ */
+#include "http_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct http_replay {
+    pthread_mutex_t mu;
+    rp_item **ring; /* ring[seq % cap] */
+    size_t cap;
+    uint64_t first, next; /* items first..next-1 are in the ring */
+    rp_item **tab;        /* address -> item, linear probing */
+    size_t tabcap;        /* power of two >= 2 * cap */
+};
+
+static size_t hash_ptr(const void *p, size_t mask)
+{
+    uint64_t x = (uint64_t)(uintptr_t)p;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return (size_t)x & mask;
+}
+
+int http_replay_new(size_t window, http_replay **out)
+{
+    http_replay *rp = calloc(1, sizeof *rp);
+    if (!rp) return TW_ENOMEM;
+    rp->cap = window;
+    rp->tabcap = 16;
+    while (rp->tabcap < window * 2)
+        rp->tabcap *= 2;
+    rp->ring = calloc(window, sizeof *rp->ring);
+    rp->tab = calloc(rp->tabcap, sizeof *rp->tab);
+    if (!rp->ring || !rp->tab) {
+        free(rp->ring);
+        free(rp->tab);
+        free(rp);
+        return TW_ENOMEM;
+    }
+    rp->first = rp->next = 1;
+    pthread_mutex_init(&rp->mu, NULL);
+    *out = rp;
+    return 0;
+}
+
+void rp_item_unref(rp_item *it)
+{
+    if (!it || atomic_fetch_sub(&it->refs, 1) != 1) return;
+    tw_msg_unref(it->m);
+    free(it->val);
+    free(it);
+}
+
+void http_replay_free(http_replay *rp)
+{
+    if (!rp) return;
+    for (uint64_t s = rp->first; s < rp->next; s++)
+        rp_item_unref(rp->ring[s % rp->cap]);
+    free(rp->ring);
+    free(rp->tab);
+    pthread_mutex_destroy(&rp->mu);
+    free(rp);
+}
+
+static void tab_del(http_replay *rp, rp_item *it)
+{
+    size_t mask = rp->tabcap - 1, i = hash_ptr(it->m, mask);
+    while (rp->tab[i] && rp->tab[i] != it)
+        i = (i + 1) & mask;
+    if (!rp->tab[i]) return;
+    rp->tab[i] = NULL;
+    /* Backward-shift deletion keeps probe chains intact without tombstones. */
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (!rp->tab[j]) break;
+        size_t k = hash_ptr(rp->tab[j]->m, mask);
+        bool move = (i <= j) ? (k <= i || k > j) : (k <= i && k > j);
+        if (move) {
+            rp->tab[i] = rp->tab[j];
+            rp->tab[j] = NULL;
+            i = j;
+        }
+    }
+}
+
+static rp_kind classify(tw_msg *m)
+{
+    if (tw_msg_get_type(m) != TW_TYPE_NOTIFICATION) return RP_DIRECT;
+    switch (tw_msg_get_op(m)) {
+    case TW_OP_SUBSCRIBEEVENT:
+        return RP_EVENT;
+    case TW_OP_OBSERVEPROPERTY:
+        return RP_PROPERTY;
+    default:
+        return RP_DIRECT;
+    }
+}
+
+static rp_item *item_new(tw_msg *m, const char *client)
+{
+    rp_item *it = calloc(1, sizeof *it);
+    if (!it) return NULL;
+    it->env = tw_msg_encode(m, &it->env_len);
+    json_t *v = tw_msg_get(m, "value");
+    if (!v) v = tw_msg_get(m, "output");
+    it->val = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : strdup("null");
+    if (!it->env || !it->val) {
+        free(it->val);
+        free(it);
+        return NULL;
+    }
+    it->val_len = strlen(it->val);
+    it->m = tw_msg_ref(m);
+    it->kind = classify(m);
+    if (client) tw_strlcpy(it->client, client, sizeof it->client);
+    atomic_init(&it->refs, 1);
+    return it;
+}
+
+rp_item *http_replay_get(http_replay *rp, tw_msg *m, const char *client_id)
+{
+    size_t mask = rp->tabcap - 1;
+    pthread_mutex_lock(&rp->mu);
+    size_t i = hash_ptr(m, mask);
+    while (rp->tab[i]) {
+        if (rp->tab[i]->m == m) {
+            rp_item *it = rp->tab[i];
+            atomic_fetch_add(&it->refs, 1);
+            pthread_mutex_unlock(&rp->mu);
+            return it;
+        }
+        i = (i + 1) & mask;
+    }
+    pthread_mutex_unlock(&rp->mu);
+    /* Encode outside the lock; another thread may race us to it. */
+    rp_item *it = item_new(m, client_id);
+    if (!it) return NULL;
+    pthread_mutex_lock(&rp->mu);
+    i = hash_ptr(m, mask);
+    while (rp->tab[i]) {
+        if (rp->tab[i]->m == m) {
+            rp_item *other = rp->tab[i];
+            atomic_fetch_add(&other->refs, 1);
+            pthread_mutex_unlock(&rp->mu);
+            rp_item_unref(it);
+            return other;
+        }
+        i = (i + 1) & mask;
+    }
+    if (rp->next - rp->first == rp->cap) { /* evict the oldest */
+        rp_item *old = rp->ring[rp->first % rp->cap];
+        tab_del(rp, old);
+        rp->ring[rp->first % rp->cap] = NULL;
+        rp->first++;
+        rp_item_unref(old);
+        i = hash_ptr(m, mask);
+        while (rp->tab[i])
+            i = (i + 1) & mask;
+    }
+    it->seq = rp->next++;
+    rp->ring[it->seq % rp->cap] = it;
+    rp->tab[i] = it;
+    atomic_fetch_add(&it->refs, 1); /* the caller's */
+    pthread_mutex_unlock(&rp->mu);
+    return it;
+}
+
+uint64_t http_replay_each(http_replay *rp, uint64_t after, void (*fn)(void *, rp_item *), void *arg)
+{
+    uint64_t s = after + 1 > rp->first ? after + 1 : rp->first;
+    for (; s < rp->next; s++)
+        fn(arg, rp->ring[s % rp->cap]);
+    return rp->next - 1;
+}
+
+uint64_t http_replay_last(http_replay *rp)
+{
+    pthread_mutex_lock(&rp->mu);
+    uint64_t v = rp->next - 1;
+    pthread_mutex_unlock(&rp->mu);
+    return v;
+}
+
+void http_replay_locked(http_replay *rp, void (*fn)(void *), void *arg)
+{
+    pthread_mutex_lock(&rp->mu);
+    fn(arg);
+    pthread_mutex_unlock(&rp->mu);
+}

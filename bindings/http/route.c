@@ -1,0 +1,256 @@
+/*
+ * route.c - the access handler: request context, body collection within
+ * max_body, path splitting and dispatch to the endpoint files.
+ *
+ * libmicrohttpd is told not to unescape anything (http_unescape_noop): the
+ * raw path is split on '/' first and each segment percent-decoded after, so
+ * a Thing id may contain an encoded '/'. Query arguments are decoded on use.
+ *
+ * The handler runs on libmicrohttpd's threads. A request that waits for the
+ * router was suspended by call.c; when it is resumed libmicrohttpd calls the
+ * handler again and r->on_answer finishes it.
+ */
+#include "http_int.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+size_t http_unescape_noop(void *cls, struct MHD_Connection *c, char *s)
+{
+    return strlen(s);
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    c = tolower(c);
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
+long http_pct_decode(char *s, bool plus)
+{
+    char *w = s;
+    for (const char *p = s; *p; p++) {
+        if (*p == '%') {
+            int hi = hexval((unsigned char)p[1]), lo = hi < 0 ? -1 : hexval((unsigned char)p[2]);
+            if (hi < 0 || lo < 0) return -1;
+            int v = hi * 16 + lo;
+            if (v == 0) return -1;
+            *w++ = (char)v;
+            p += 2;
+        } else if (plus && *p == '+') {
+            *w++ = ' ';
+        } else {
+            *w++ = *p;
+        }
+    }
+    *w = '\0';
+    if (!tw_utf8_valid(s, (size_t)(w - s))) return -1;
+    return (long)(w - s);
+}
+
+char *http_query(http_req *r, const char *key, bool *bad)
+{
+    const char *v = MHD_lookup_connection_value(r->mc, MHD_GET_ARGUMENT_KIND, key);
+    if (!v) return NULL;
+    char *s = strdup(v);
+    if (!s) {
+        *bad = true;
+        return NULL;
+    }
+    if (http_pct_decode(s, true) < 0) {
+        free(s);
+        *bad = true;
+        return NULL;
+    }
+    return s;
+}
+
+const char *http_header(http_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->mc, MHD_HEADER_KIND, name);
+}
+
+bool http_wants_sse(http_req *r)
+{
+    const char *a = http_header(r, "Accept");
+    return a && strstr(a, "text/event-stream") != NULL;
+}
+
+static http_req *req_new(tw_http *h, struct MHD_Connection *mc, const char *url, const char *method)
+{
+    http_req *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->h = h;
+    r->mc = mc;
+    r->method = method;
+    r->start_us = tw_mono_us();
+    r->head = strcmp(method, "HEAD") == 0;
+    r->path = strdup(url);
+    if (!r->path) {
+        free(r);
+        return NULL;
+    }
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci && ci->client_addr) {
+        const struct sockaddr *sa = ci->client_addr;
+        char a[INET6_ADDRSTRLEN] = "?";
+        int port = 0;
+        if (sa->sa_family == AF_INET) {
+            const struct sockaddr_in *in = (const void *)sa;
+            inet_ntop(AF_INET, &in->sin_addr, a, sizeof a);
+            port = ntohs(in->sin_port);
+        } else if (sa->sa_family == AF_INET6) {
+            const struct sockaddr_in6 *in = (const void *)sa;
+            inet_ntop(AF_INET6, &in->sin6_addr, a, sizeof a);
+            port = ntohs(in->sin6_port);
+        }
+        snprintf(r->remote, sizeof r->remote, "%s:%d", a, port);
+    }
+    return r;
+}
+
+/* Splits the raw path into decoded segments. false when malformed. */
+static bool split_path(http_req *r)
+{
+    const char *p = r->path;
+    if (*p != '/') return false;
+    r->segbuf = strdup(p + 1);
+    if (!r->segbuf) return false;
+    char *s = r->segbuf;
+    size_t n = strlen(s);
+    if (n && s[n - 1] == '/') s[n - 1] = '\0'; /* tolerate one trailing slash */
+    r->nsegs = 0;
+    if (!*s) return true;
+    for (;;) {
+        if (r->nsegs == (int)(sizeof r->segs / sizeof r->segs[0])) return false;
+        char *slash = strchr(s, '/');
+        if (slash) *slash = '\0';
+        if (http_pct_decode(s, false) < 0) return false;
+        r->segs[r->nsegs++] = s;
+        if (!slash) break;
+        s = slash + 1;
+    }
+    return true;
+}
+
+static void count(tw_http *h, int kind)
+{
+    atomic_fetch_add_explicit(&h->st.rejected[kind], 1, memory_order_relaxed);
+}
+
+static enum MHD_Result dispatch(http_req *r)
+{
+    enum MHD_Result res;
+    if (!split_path(r)) {
+        count(r->h, 0);
+        return http_reply_error(r, 400, "bad-path", "malformed path",
+                                "the path is not valid percent-encoded UTF-8 or too deep");
+    }
+    const char *s0 = r->nsegs ? r->segs[0] : "";
+    /* Public endpoints. */
+    if (r->nsegs == 0 || strcmp(s0, "index.html") == 0 || strcmp(s0, "static") == 0 ||
+        strcmp(s0, "favicon.ico") == 0)
+        return http_static_route(r);
+    if (strcmp(s0, ".well-known") == 0) return http_wellknown_route(r);
+    if (strcmp(s0, "authn") == 0) return http_authn_route(r);
+    /* Everything else needs a bearer token. */
+    if (!http_authenticate(r, &res)) return res;
+    if (strcmp(s0, "things") == 0) {
+        if (r->nsegs >= 3) return http_affordance_route(r);
+        return http_things_route(r);
+    }
+    if (strcmp(s0, "search") == 0) return http_search_route(r);
+    if (strcmp(s0, "events") == 0) return http_dir_events_route(r);
+    if (strcmp(s0, "sse") == 0) return http_sse_route(r);
+    if (strcmp(s0, "messages") == 0) return http_messages_route(r);
+    if (strcmp(s0, "metrics") == 0) return http_metrics_route(r);
+    return http_reply_code(r, TW_ENOTFOUND, "no such resource");
+}
+
+enum MHD_Result http_access(void *cls, struct MHD_Connection *mc, const char *url,
+                            const char *method, const char *version, const char *upload,
+                            size_t *upload_size, void **con_cls)
+{
+    tw_http *h = cls;
+    http_req *r = *con_cls;
+    if (!r) {
+        r = req_new(h, mc, url, method);
+        if (!r) return MHD_NO;
+        *con_cls = r;
+        atomic_fetch_add_explicit(&h->st.requests, 1, memory_order_relaxed);
+        if (atomic_load(&h->stopping))
+            return http_reply_error(r, 503, "stopping", "service unavailable",
+                                    "the runtime is stopping");
+        const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Content-Length");
+        if (cl) {
+            char *end;
+            unsigned long long v = strtoull(cl, &end, 10);
+            if (*end || v > h->cfg.max_body) {
+                count(h, 1);
+                return http_reply_error(r, 413, "too-big", "content too large",
+                                        "the request body exceeds the limit");
+            }
+        }
+        return MHD_YES;
+    }
+    if (r->call) {
+        /* Resumed after the router answered (or the wait expired). */
+        tw_msg *resp = NULL;
+        if (!http_call_ready(r, &resp)) return MHD_YES; /* spurious: keep waiting */
+        enum MHD_Result res = r->on_answer(r, resp);
+        if (resp) tw_msg_unref(resp);
+        http_call_release(r);
+        return res;
+    }
+    if (*upload_size) {
+        size_t n = *upload_size;
+        *upload_size = 0;
+        if (r->body_too_big) return MHD_YES;
+        if (r->body_len + n > h->cfg.max_body) {
+            r->body_too_big = true;
+            free(r->body);
+            r->body = NULL;
+            r->body_len = r->body_cap = 0;
+            return MHD_YES;
+        }
+        if (r->body_len + n + 1 > r->body_cap) {
+            size_t cap = r->body_cap ? r->body_cap : 1024;
+            while (cap < r->body_len + n + 1)
+                cap *= 2;
+            char *nb = realloc(r->body, cap);
+            if (!nb) return MHD_NO;
+            r->body = nb;
+            r->body_cap = cap;
+        }
+        memcpy(r->body + r->body_len, upload, n);
+        r->body_len += n;
+        r->body[r->body_len] = '\0';
+        return MHD_YES;
+    }
+    if (r->body_too_big) {
+        count(h, 1);
+        return http_reply_error(r, 413, "too-big", "content too large",
+                                "the request body exceeds the limit");
+    }
+    return dispatch(r);
+}
+
+void http_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
+                    enum MHD_RequestTerminationCode toe)
+{
+    http_req *r = *con_cls;
+    if (!r) return;
+    *con_cls = NULL;
+    if (r->call) http_call_release(r);
+    if (r->stream) http_sse_closed(r->stream);
+    free(r->path);
+    free(r->segbuf);
+    free(r->body);
+    free(r);
+}

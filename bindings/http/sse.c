@@ -1,0 +1,411 @@
+/*
+ * sse.c - Server-Sent Events streams.
+ *
+ * A stream is a long-lived tw_conn whose bdata is an http_stream: a bounded
+ * byte buffer of frames waiting to be written. ops->send appends the frame
+ * of a message (bytes encoded once per message by replay.c, copied here) and
+ * resumes the libmicrohttpd connection if it sleeps. The content reader
+ * hands libmicrohttpd everything that is waiting, as many frames as fit,
+ * in one go, so a busy subscriber costs one write per wake-up, not one per
+ * event; with nothing to write it suspends the connection (no thread, no
+ * polling). A stream whose buffer would exceed stream_queue bytes is closed:
+ * the client reconnects with Last-Event-ID and gets what is still in the
+ * replay window. A slow reader therefore never holds anybody else up.
+ *
+ * Frames: "id: <seq>\nevent: <name>\ndata: <json>\n\n". On /sse the event is
+ * the message type and the data the envelope; on a Thing's streams the
+ * event is the affordance name and the data its value. A comment line is
+ * written after heartbeat_s seconds of silence.
+ *
+ * Start-up without gaps or duplicates: the stream subscribes first, then,
+ * under the replay window's lock, copies the window's matching items after
+ * Last-Event-ID (or after the window's newest item before it subscribed) and
+ * turns live; later items are appended as they come.
+ */
+#include "http_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SSE_BLOCK (32 * 1024)
+
+static void resume_locked(http_stream *s)
+{
+    if (s->suspended && !s->finished) {
+        s->suspended = false;
+        MHD_resume_connection(s->mc);
+    }
+}
+
+/* Appends n pieces; TW_EFULL (and the stream ends) when over the limit. */
+static int append_locked(http_stream *s, const char *const *parts, const size_t *lens, int n)
+{
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += lens[i];
+    size_t waiting = s->len - s->off;
+    if (waiting + total > s->h->cfg.stream_queue) {
+        if (!s->overflow) {
+            s->overflow = true;
+            atomic_fetch_add_explicit(&s->h->st.stream_overflows, 1, memory_order_relaxed);
+            tw_log_info(HTTP_LOG, "stream of %s (%s) overflowed %zu bytes: closing it", s->client,
+                        tw_conn_remote(s->conn), s->h->cfg.stream_queue);
+        }
+        resume_locked(s);
+        return TW_EFULL;
+    }
+    if (s->off && s->cap - s->len < total) {
+        memmove(s->buf, s->buf + s->off, waiting);
+        s->len = waiting;
+        s->off = 0;
+    }
+    if (s->cap - s->len < total) {
+        size_t cap = s->cap ? s->cap : 1024;
+        while (cap - s->len < total)
+            cap *= 2;
+        char *nb = realloc(s->buf, cap);
+        if (!nb) return TW_ENOMEM;
+        s->buf = nb;
+        s->cap = cap;
+    }
+    for (int i = 0; i < n; i++) {
+        memcpy(s->buf + s->len, parts[i], lens[i]);
+        s->len += lens[i];
+    }
+    s->last_write_us = tw_mono_us();
+    resume_locked(s);
+    return 0;
+}
+
+static int append_frame(http_stream *s, uint64_t id, const char *event, const char *data,
+                        size_t dlen)
+{
+    char head[200];
+    int hn;
+    if (id)
+        hn = snprintf(head, sizeof head, "id: %" PRIu64 "\nevent: %.120s\ndata: ", id, event);
+    else
+        hn = snprintf(head, sizeof head, "event: %.120s\ndata: ", event);
+    const char *parts[3] = {head, data, "\n\n"};
+    size_t lens[3] = {(size_t)hn, dlen, 2};
+    int rc = append_locked(s, parts, lens, 3);
+    if (!rc) atomic_fetch_add_explicit(&s->h->st.stream_frames, 1, memory_order_relaxed);
+    return rc;
+}
+
+static bool filter_match(const http_stream *s, const rp_item *it)
+{
+    tw_sub_kind k = it->kind == RP_EVENT ? TW_SUB_EVENT : TW_SUB_PROPERTY;
+    const char *thing = tw_msg_thing(it->m), *name = tw_msg_name(it->m);
+    for (int i = 0; i < s->nfilters; i++) {
+        const sse_filter *f = &s->filters[i];
+        if (f->kind != k) continue;
+        if (strcmp(f->thing, "*") && (!thing || strcmp(f->thing, thing))) continue;
+        if (strcmp(f->name, "*") && (!name || strcmp(f->name, name))) continue;
+        return true;
+    }
+    return false;
+}
+
+static bool item_match(const http_stream *s, const rp_item *it)
+{
+    if (it->kind == RP_DIRECT) return s->mode == SSE_ENVELOPE && strcmp(it->client, s->client) == 0;
+    return filter_match(s, it);
+}
+
+static int append_item(http_stream *s, const rp_item *it)
+{
+    if (s->mode == SSE_ENVELOPE)
+        return append_frame(s, it->seq, tw_msg_type_name(tw_msg_get_type(it->m)), it->env,
+                            it->env_len);
+    const char *name = tw_msg_name(it->m);
+    return append_frame(s, it->seq, name ? name : "value", it->val, it->val_len);
+}
+
+int http_sse_send(tw_http *h, http_stream *s, tw_msg *m)
+{
+    if (s->mode == SSE_DIRECTORY) return 0;
+    const char *corr = tw_msg_correlation(m);
+    pthread_mutex_lock(&s->mu);
+    if (s->capture[0] && corr && strcmp(corr, s->capture) == 0) {
+        if (s->captured) tw_msg_unref(s->captured);
+        s->captured = tw_msg_ref(m);
+        pthread_mutex_unlock(&s->mu);
+        return 0;
+    }
+    bool closed = s->finished || s->ended || s->overflow;
+    pthread_mutex_unlock(&s->mu);
+    if (closed) return TW_ECLOSED;
+    if (s->mode == SSE_AFFORDANCE && tw_msg_get_type(m) != TW_TYPE_NOTIFICATION) return 0;
+    rp_item *it = http_replay_get(h->replay, m, s->client);
+    if (!it) return TW_ENOMEM;
+    int rc = 0;
+    pthread_mutex_lock(&s->mu);
+    if (s->live && it->seq > s->live_from && !(s->mode == SSE_AFFORDANCE && it->kind == RP_DIRECT))
+        rc = append_item(s, it);
+    /* Not live yet: the start-up replay takes it from the window. */
+    pthread_mutex_unlock(&s->mu);
+    rp_item_unref(it);
+    return rc;
+}
+
+int http_sse_push_raw(http_stream *s, uint64_t id, const char *event, const char *data, size_t dlen)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = s->finished || s->ended || s->overflow ? TW_ECLOSED
+                                                    : append_frame(s, id, event, data, dlen);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    http_stream *s = cls;
+    pthread_mutex_lock(&s->mu);
+    if (s->overflow) {
+        pthread_mutex_unlock(&s->mu);
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    size_t waiting = s->len - s->off;
+    if (waiting) {
+        size_t n = waiting < max ? waiting : max;
+        memcpy(buf, s->buf + s->off, n);
+        s->off += n;
+        if (s->off == s->len) {
+            s->off = s->len = 0;
+            if (s->cap > 64 * 1024) { /* give a burst's memory back */
+                free(s->buf);
+                s->buf = NULL;
+                s->cap = 0;
+            }
+        }
+        pthread_mutex_unlock(&s->mu);
+        return (ssize_t)n;
+    }
+    if (s->ended) {
+        pthread_mutex_unlock(&s->mu);
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    s->suspended = true;
+    MHD_suspend_connection(s->mc);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+static void replay_one(void *arg, rp_item *it)
+{
+    http_stream *s = arg;
+    if (item_match(s, it)) append_item(s, it);
+}
+
+typedef struct start_ctx {
+    http_stream *s;
+    uint64_t after;
+} start_ctx;
+
+static void go_live(void *arg)
+{
+    start_ctx *sc = arg;
+    http_stream *s = sc->s;
+    pthread_mutex_lock(&s->mu);
+    s->live_from = http_replay_each(s->h->replay, sc->after, replay_one, s);
+    s->live = true;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void stream_unlink(tw_http *h, http_stream *s)
+{
+    pthread_mutex_lock(&h->mu);
+    if (s->prev || h->streams == s) {
+        if (s->prev)
+            s->prev->next = s->next;
+        else
+            h->streams = s->next;
+        if (s->next) s->next->prev = s->prev;
+        s->next = s->prev = NULL;
+        h->nstreams--;
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* Parses Last-Event-ID (header, or ?lastEventId= for EventSource polyfills). */
+bool http_last_event_id(http_req *r, uint64_t *out)
+{
+    const char *v = http_header(r, "Last-Event-ID");
+    char *q = NULL;
+    bool bad = false;
+    if (!v) v = q = http_query(r, "lastEventId", &bad);
+    if (!v) return false;
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    bool ok = *v && !*end && errno == 0;
+    free(q);
+    if (ok) *out = n;
+    return ok;
+}
+
+enum MHD_Result http_sse_open(http_req *r, sse_mode mode, sse_setup_fn setup)
+{
+    tw_http *h = r->h;
+    http_stream *s = calloc(1, sizeof *s);
+    if (!s) return http_reply_code(r, TW_ENOMEM, NULL);
+    s->bd.tag = BDATA_STREAM;
+    s->h = h;
+    s->mc = r->mc;
+    s->mode = mode;
+    pthread_mutex_init(&s->mu, NULL);
+    tw_strlcpy(s->client, r->id.client_id, sizeof s->client);
+    tw_strlcpy(s->session, r->id.session_id, sizeof s->session);
+    uint64_t before = http_replay_last(h->replay);
+    s->conn = tw_conn_new(h->rt, h->b, s, r->remote);
+    if (!s->conn) {
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+        return http_reply_code(r, TW_ENOMEM, NULL);
+    }
+    r->stream = s; /* from here on, http_completed cleans up */
+    pthread_mutex_lock(&h->mu);
+    s->next = h->streams;
+    if (h->streams) h->streams->prev = s;
+    h->streams = s;
+    h->nstreams++;
+    pthread_mutex_unlock(&h->mu);
+    if (tw_conn_set_identity(s->conn, &r->id))
+        return http_reply_error(r, 401, "unauthenticated", "unauthenticated", "the token expired");
+    static const char hello[] = ": twind\nretry: 2000\n\n";
+    const char *parts[1] = {hello};
+    size_t lens[1] = {sizeof hello - 1};
+    pthread_mutex_lock(&s->mu);
+    append_locked(s, parts, lens, 1);
+    pthread_mutex_unlock(&s->mu);
+
+    uint64_t after = 0;
+    bool resume = http_last_event_id(r, &after);
+    if (setup) {
+        json_t *problem = NULL;
+        int rc = setup(r, s, &problem);
+        if (rc)
+            return http_reply_problem(r, problem ? problem : tw_problem_from_error(rc, NULL, NULL));
+    }
+    if (mode != SSE_DIRECTORY) {
+        start_ctx sc = {s, resume ? after : before};
+        http_replay_locked(h->replay, go_live, &sc);
+    }
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, SSE_BLOCK, reader, s, NULL);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+    MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    atomic_fetch_add_explicit(&h->st.streams_opened, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->st.by_status[0], 1, memory_order_relaxed);
+    enum MHD_Result res = MHD_queue_response(r->mc, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    return res;
+}
+
+void http_sse_end(http_stream *s, bool error)
+{
+    pthread_mutex_lock(&s->mu);
+    if (error)
+        s->overflow = true;
+    else
+        s->ended = true;
+    resume_locked(s);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void http_sse_closed(http_stream *s)
+{
+    tw_http *h = s->h;
+    stream_unlink(h, s);
+    pthread_mutex_lock(&s->mu);
+    s->finished = true;
+    if (s->captured) {
+        tw_msg_unref(s->captured);
+        s->captured = NULL;
+    }
+    json_decref(s->dir_pending);
+    s->dir_pending = NULL;
+    pthread_mutex_unlock(&s->mu);
+    tw_conn_close(s->conn);
+    tw_conn_unref(s->conn);
+    http_graveyard_park(h, &s->bd);
+}
+
+void http_sse_heartbeat(tw_http *h, int64_t now_us)
+{
+    static const char hb[] = ":\n\n";
+    const char *parts[1] = {hb};
+    size_t lens[1] = {sizeof hb - 1};
+    int64_t period = (int64_t)h->cfg.heartbeat_s * 1000000;
+    pthread_mutex_lock(&h->mu);
+    for (http_stream *s = h->streams; s; s = s->next) {
+        pthread_mutex_lock(&s->mu);
+        if (s->live && !s->finished && now_us - s->last_write_us >= period)
+            append_locked(s, parts, lens, 1);
+        pthread_mutex_unlock(&s->mu);
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+void http_sse_end_all(tw_http *h)
+{
+    pthread_mutex_lock(&h->mu);
+    for (http_stream *s = h->streams; s; s = s->next)
+        http_sse_end(s, false);
+    pthread_mutex_unlock(&h->mu);
+}
+
+void http_sse_close_session(tw_http *h, tw_conn *c)
+{
+    http_stream *s = tw_conn_bdata(c);
+    http_sse_end(s, false);
+}
+
+int http_sse_subscribe(http_stream *s, tw_op op, const char *thing, const char *name,
+                       json_t **problem)
+{
+    tw_http *h = s->h;
+    tw_msg *m = tw_msg_new(TW_TYPE_REQUEST, op, thing, name);
+    if (!m) return TW_ENOMEM;
+    pthread_mutex_lock(&s->mu);
+    tw_id_new("s", s->capture);
+    tw_msg_set_str(m, "correlationID", s->capture);
+    pthread_mutex_unlock(&s->mu);
+    tw_router_handle(h->rt, s->conn, m);
+    tw_msg_unref(m);
+    pthread_mutex_lock(&s->mu);
+    tw_msg *resp = s->captured;
+    s->captured = NULL;
+    s->capture[0] = '\0';
+    pthread_mutex_unlock(&s->mu);
+    int rc = 0;
+    json_t *err = resp ? tw_msg_get(resp, "error") : NULL;
+    if (err) {
+        json_t *st = json_object_get(err, "status");
+        int status = json_is_integer(st) ? (int)json_integer_value(st) : 500;
+        rc = status == 403   ? TW_EPERM
+             : status == 404 ? TW_ENOTFOUND
+             : status == 401 ? TW_EAUTH
+                             : TW_EINVAL;
+        *problem = json_deep_copy(err);
+    }
+    if (resp) tw_msg_unref(resp);
+    if (rc) return rc;
+    pthread_mutex_lock(&s->mu);
+    if (s->nfilters < SSE_MAX_FILTERS) {
+        sse_filter *f = &s->filters[s->nfilters++];
+        f->kind = (op == TW_OP_SUBSCRIBEEVENT || op == TW_OP_SUBSCRIBEALLEVENTS) ? TW_SUB_EVENT
+                                                                                 : TW_SUB_PROPERTY;
+        tw_strlcpy(f->thing, thing ? thing : "*", sizeof f->thing);
+        bool all = op == TW_OP_SUBSCRIBEALLEVENTS || op == TW_OP_OBSERVEALLPROPERTIES;
+        tw_strlcpy(f->name, (!all && name) ? name : "*", sizeof f->name);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
