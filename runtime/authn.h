@@ -29,6 +29,10 @@ typedef struct tw_authn_opts {
     int64_t consumer_token_ms; /* default 1 day */
     int64_t agent_token_ms;    /* default 90 days (agents and services) */
     int login_fail_limit;      /* bad logins per minute per id and per address; default 10 */
+    /* argon2id cost of new password hashes; 0 = libsodium's INTERACTIVE
+     * limits (64 MiB). Tests use crypto_pwhash_OPSLIMIT_MIN/MEMLIMIT_MIN. */
+    unsigned long long pw_opslimit;
+    size_t pw_memlimit;
 } tw_authn_opts;
 
 /*
@@ -51,8 +55,14 @@ int tw_authn_refresh(tw_authn *a, const char *token, char **new_token, int64_t *
 /* Revokes the session (every token of it). The caller closes the session's
  * connections (tw_conns_close_session). */
 int tw_authn_logout(tw_authn *a, const char *session_id);
+/* Whether a session is live (not revoked, not expired): a cheap in-memory
+ * check for connections that authenticated once and stay open. */
+bool tw_authn_session_live(tw_authn *a, const char *session_id);
 
-/* Client administration. */
+/* Client administration. remove_client and set_role revoke the client's
+ * sessions (and, once tw_authn_register_service() gave authn the runtime,
+ * close their connections); the last admin can be neither removed nor
+ * demoted (TW_ECONFLICT). */
 int tw_authn_add_client(tw_authn *a, const char *client_id, tw_client_kind kind, tw_role role,
                         const char *display_name, const char *password);
 int tw_authn_remove_client(tw_authn *a, const char *client_id);

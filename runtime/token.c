@@ -202,8 +202,13 @@ int tw_token_issue(const uint8_t sk[TW_TOKEN_SK_BYTES], const tw_token_claims *c
     char iat[TW_TIME_LEN], exp[TW_TIME_LEN];
     tw_time_format(c->iat_ms, iat);
     tw_time_format(c->exp_ms, exp);
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s}", "sub", c->sub, "sid", c->sid, "role",
-                          tw_role_name(c->role), "iat", iat, "exp", exp);
+    char jti[TW_ID_MAX];
+    if (c->jti[0])
+        tw_strlcpy(jti, c->jti, sizeof jti);
+    else
+        tw_id_new("t", jti);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "sub", c->sub, "sid", c->sid, "role",
+                          tw_role_name(c->role), "iat", iat, "exp", exp, "jti", jti);
     if (!o) return TW_ENOMEM;
     char *js = json_dumps(o, JSON_COMPACT);
     json_decref(o);
@@ -253,7 +258,8 @@ int tw_token_check(const uint8_t pk[TW_TOKEN_PK_BYTES], const char *token, int64
     out->role = tw_role_parse(role);
     if (claim_str(o, "sub", out->sub, sizeof out->sub) || !tw_client_id_valid(out->sub) ||
         claim_str(o, "sid", out->sid, sizeof out->sid) || claim_time(o, "iat", &out->iat_ms) ||
-        claim_time(o, "exp", &out->exp_ms) || out->role == TW_ROLE_NONE)
+        claim_time(o, "exp", &out->exp_ms) || out->role == TW_ROLE_NONE ||
+        (json_object_get(o, "jti") && claim_str(o, "jti", out->jti, sizeof out->jti)))
         rc = TW_EAUTH;
     json_decref(o);
     if (rc) {

@@ -11,7 +11,9 @@
  *
  * The claims layer signs and checks twind's JSON claims:
  *   {"sub": client id, "sid": session id, "role": role name,
- *    "iat": RFC 3339, "exp": RFC 3339}
+ *    "iat": RFC 3339, "exp": RFC 3339, "jti": token id}
+ * (the random jti makes every token unique, even two issued for the same
+ * session in the same millisecond).
  *
  * Keys: the signing key of a data directory is a 32-byte Ed25519 seed in
  * <data_dir>/keys/token.key (file 0600, directory 0700), created on first
@@ -57,6 +59,7 @@ int tw_paseto_v4_verify(const uint8_t pk[TW_TOKEN_PK_BYTES], const char *token,
 typedef struct tw_token_claims {
     char sub[TW_ID_MAX]; /* client id */
     char sid[TW_ID_MAX]; /* session id */
+    char jti[TW_ID_MAX]; /* token id; tw_token_issue makes a random one when empty */
     tw_role role;
     int64_t iat_ms; /* issued at, ms since the epoch (whole seconds are kept) */
     int64_t exp_ms; /* expiry, ms since the epoch */
