@@ -1,0 +1,367 @@
+/*
+ * agent.c - the agent side of libtwin: publishing TDs, events and property
+ * values, and answering the runtime's requests (invokeaction, writeproperty,
+ * cancelaction) through handlers.
+ *
+ * The client remembers what the runtime must know after a reconnect: every
+ * published TD and the latest value of every property. sdk_agent_resync()
+ * sends them again right after the login, before anything else.
+ *
+ * A request becomes a tw_req, registered by action id (so a cancelaction can
+ * flag it) until it is completed or failed, then handed to its handler on
+ * the callback thread. Answers may come from any thread; answers given while
+ * the link is down wait in the send queue for the next one (see libtwin.h).
+ */
+#include "sdk_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- publishing --------------------------------------------------------------- */
+
+int tw_agent_publish_td(tw_client *c, json_t *td, char **twin_id, json_t **problem)
+{
+    if (twin_id) *twin_id = NULL;
+    if (problem) *problem = NULL;
+    const char *id = json_string_value(json_object_get(td, "id"));
+    if (!json_is_object(td) || !id || !id[0] || strlen(id) >= TW_THING_ID_MAX) return TW_EINVAL;
+    json_t *copy = json_deep_copy(td);
+    if (!copy) return TW_ENOMEM;
+    int err = 0;
+    pthread_mutex_lock(&c->mtx);
+    json_t *old = tw_hmap_put(&c->tds, id, copy, &err);
+    pthread_mutex_unlock(&c->mtx);
+    if (err) {
+        json_decref(copy);
+        return TW_ENOMEM;
+    }
+    json_decref(old);
+    char corr[TW_ID_MAX];
+    json_t *env = sdk_request(c, "updatething", id, NULL, corr);
+    if (!env) return TW_ENOMEM;
+    json_object_set_new(env, "input", json_deep_copy(td));
+    json_t *resp = NULL;
+    int rc = sdk_call(c, env, corr, 0, &resp);
+    if (rc == 0 && twin_id) {
+        const char *tid =
+            json_string_value(json_object_get(json_object_get(resp, "output"), "thingID"));
+        *twin_id = tid ? strdup(tid) : NULL;
+    }
+    if (rc && problem && json_object_get(resp, "error"))
+        *problem = json_incref(json_object_get(resp, "error"));
+    json_decref(resp);
+    return rc;
+}
+
+int tw_agent_delete_td(tw_client *c, const char *thing_id)
+{
+    if (!thing_id) return TW_EINVAL;
+    pthread_mutex_lock(&c->mtx);
+    json_decref(tw_hmap_del(&c->tds, thing_id));
+    /* its remembered property values go too */
+    size_t tl = strlen(thing_id), pos = 0;
+    const char *k;
+    void *v;
+    while (tw_hmap_next(&c->props, &pos, &k, &v))
+        if (strncmp(k, thing_id, tl) == 0 && k[tl] == '\n') {
+            json_decref(v);
+            tw_hmap_del(&c->props, k);
+        }
+    pthread_mutex_unlock(&c->mtx);
+    char corr[TW_ID_MAX];
+    json_t *env = sdk_request(c, "deletething", thing_id, NULL, corr);
+    if (!env) return TW_ENOMEM;
+    return sdk_call(c, env, corr, 0, NULL);
+}
+
+static json_t *value_env(tw_client *c, const char *op, const char *thing, const char *name,
+                         json_t *value)
+{
+    char mid[TW_ID_MAX], ts[TW_TIME_LEN];
+    sdk_new_id(c, mid);
+    tw_time_format(tw_now_ms(), ts);
+    return json_pack("{s:s, s:s, s:s, s:s, s:O, s:s, s:s}", "type", "notification", "operation", op,
+                     "thingID", thing, "name", name, "value", value ? value : json_null(),
+                     "messageID", mid, "timestamp", ts);
+}
+
+int tw_agent_publish_event(tw_client *c, const char *thing_id, const char *name, json_t *value)
+{
+    if (!thing_id || !name) return TW_EINVAL;
+    json_t *env = value_env(c, "subscribeevent", thing_id, name, value);
+    if (!env) return TW_ENOMEM;
+    return sdk_enqueue(c, env, OUT_VALUE, NULL);
+}
+
+int tw_agent_publish_property(tw_client *c, const char *thing_id, const char *name, json_t *value)
+{
+    if (!thing_id || !name) return TW_EINVAL;
+    char key[TW_THING_ID_MAX + 260];
+    if ((size_t)snprintf(key, sizeof key, "%s\n%s", thing_id, name) >= sizeof key)
+        return TW_ETOOBIG;
+    json_t *entry = json_pack("[s, s, O]", thing_id, name, value ? value : json_null());
+    if (!entry) return TW_ENOMEM;
+    int err = 0;
+    pthread_mutex_lock(&c->mtx);
+    json_t *old = tw_hmap_put(&c->props, key, entry, &err);
+    pthread_mutex_unlock(&c->mtx);
+    if (err) json_decref(entry);
+    json_decref(old);
+    json_t *env = value_env(c, "observeproperty", thing_id, name, value);
+    if (!env) return TW_ENOMEM;
+    return sdk_enqueue(c, env, OUT_VALUE, NULL);
+}
+
+int sdk_agent_resync(tw_client *c, char **buf, size_t *len, size_t *cap)
+{
+    size_t pos = 0;
+    const char *k;
+    void *v;
+    int rc = 0;
+    while (!rc && tw_hmap_next(&c->tds, &pos, &k, &v)) {
+        char corr[TW_ID_MAX];
+        json_t *env = sdk_request(c, "updatething", k, NULL, corr);
+        if (!env) return TW_ENOMEM;
+        json_object_set(env, "input", v);
+        rc = sdk_append_line(buf, len, cap, env);
+        json_decref(env);
+    }
+    pos = 0;
+    while (!rc && tw_hmap_next(&c->props, &pos, &k, &v)) {
+        json_t *env = value_env(c, "observeproperty", json_string_value(json_array_get(v, 0)),
+                                json_string_value(json_array_get(v, 1)), json_array_get(v, 2));
+        if (!env) return TW_ENOMEM;
+        rc = sdk_append_line(buf, len, cap, env);
+        json_decref(env);
+    }
+    return rc;
+}
+
+/* ---- handlers and requests -------------------------------------------------------- */
+
+static int add_handler(tw_client *c, bool write, const char *thing, const char *name, tw_req_fn fn,
+                       void *arg)
+{
+    if (!fn) return TW_EINVAL;
+    handler h = {write, strdup(thing ? thing : "*"), strdup(name ? name : "*"), fn, arg};
+    if (!h.thing || !h.name) {
+        free(h.thing);
+        free(h.name);
+        return TW_ENOMEM;
+    }
+    pthread_mutex_lock(&c->mtx);
+    if (c->nhs == c->caphs) {
+        size_t nc = c->caphs ? c->caphs * 2 : 8;
+        handler *nh = realloc(c->hs, nc * sizeof *nh);
+        if (!nh) {
+            pthread_mutex_unlock(&c->mtx);
+            free(h.thing);
+            free(h.name);
+            return TW_ENOMEM;
+        }
+        c->hs = nh;
+        c->caphs = nc;
+    }
+    c->hs[c->nhs++] = h;
+    pthread_mutex_unlock(&c->mtx);
+    return 0;
+}
+
+int tw_agent_on_action(tw_client *c, const char *thing_id, const char *name, tw_req_fn fn,
+                       void *arg)
+{
+    return add_handler(c, false, thing_id, name, fn, arg);
+}
+
+int tw_agent_on_write(tw_client *c, const char *thing_id, const char *name, tw_req_fn fn, void *arg)
+{
+    return add_handler(c, true, thing_id, name, fn, arg);
+}
+
+/* The most specific handler (exact beats wildcard). mtx held. */
+static const handler *find_handler(tw_client *c, bool write, const char *thing, const char *name)
+{
+    const handler *best = NULL;
+    int best_score = -1;
+    for (size_t i = 0; i < c->nhs; i++) {
+        const handler *h = &c->hs[i];
+        if (h->write != write) continue;
+        bool te = strcmp(h->thing, thing) == 0, ne = strcmp(h->name, name) == 0;
+        if (!(te || strcmp(h->thing, "*") == 0) || !(ne || strcmp(h->name, "*") == 0)) continue;
+        int score = (te ? 2 : 0) + (ne ? 1 : 0);
+        if (score > best_score) {
+            best = h;
+            best_score = score;
+        }
+    }
+    return best;
+}
+
+static void req_free(tw_req *r)
+{
+    free(r->thing);
+    free(r->name);
+    free(r->sender);
+    json_decref(r->input);
+    free(r);
+}
+
+/* Sends an answer for r; final answers unregister and free r. */
+static int req_answer(tw_req *r, const char *type, tw_status st, json_t *output, json_t *error)
+{
+    tw_client *c = r->c;
+    bool final = tw_status_final(st);
+    if (atomic_load(&r->answered)) return TW_ECONFLICT;
+    if (final && atomic_exchange(&r->answered, true)) return TW_ECONFLICT;
+    char mid[TW_ID_MAX];
+    sdk_new_id(c, mid);
+    json_t *env =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "type", type, "operation",
+                  r->write ? "writeproperty" : "invokeaction", "thingID", r->thing, "name", r->name,
+                  "correlationID", r->action_id, "status", tw_status_name(st));
+    if (env) {
+        json_object_set_new(env, "messageID", json_string(mid));
+        if (output) json_object_set(env, "output", output);
+        if (error) json_object_set(env, "error", error);
+    }
+    int rc = env ? sdk_enqueue(c, env, OUT_ANSWER, NULL) : TW_ENOMEM;
+    if (final) {
+        pthread_mutex_lock(&c->mtx);
+        if (tw_hmap_get(&c->reqs, r->action_id) == r) tw_hmap_del(&c->reqs, r->action_id);
+        pthread_mutex_unlock(&c->mtx);
+        req_free(r);
+    }
+    return rc;
+}
+
+int tw_req_progress(tw_req *r, json_t *output)
+{
+    /* invokeaction progress is a notification; the runtime takes a running
+     * response for writes, which have no progress notification */
+    return req_answer(r, r->write ? "response" : "notification", TW_STATUS_RUNNING, output, NULL);
+}
+
+int tw_req_complete(tw_req *r, json_t *output)
+{
+    return req_answer(r, "response", TW_STATUS_COMPLETED, output, NULL);
+}
+
+int tw_req_fail(tw_req *r, int code, const char *detail)
+{
+    int http = tw_error_http_status(code);
+    json_t *p = json_pack("{s:s, s:s, s:i, s:s}", "type", "urn:twind:problem:agent", "title",
+                          tw_strerror(code), "status", http < 400 ? 500 : http, "detail",
+                          detail ? detail : tw_strerror(code));
+    int rc = req_answer(r, "response", TW_STATUS_FAILED, NULL, p);
+    json_decref(p);
+    return rc;
+}
+
+const char *tw_req_thing(const tw_req *r)
+{
+    return r->thing;
+}
+const char *tw_req_name(const tw_req *r)
+{
+    return r->name;
+}
+const char *tw_req_sender(const tw_req *r)
+{
+    return r->sender ? r->sender : "";
+}
+const char *tw_req_action_id(const tw_req *r)
+{
+    return r->action_id;
+}
+bool tw_req_is_write(const tw_req *r)
+{
+    return r->write;
+}
+json_t *tw_req_input(const tw_req *r)
+{
+    return r->input;
+}
+bool tw_req_cancelled(const tw_req *r)
+{
+    return atomic_load(&r->cancelled);
+}
+
+void sdk_agent_request(tw_client *c, json_t *env)
+{
+    const char *op = json_string_value(json_object_get(env, "operation"));
+    const char *corr = json_string_value(json_object_get(env, "correlationID"));
+    if (!op || !corr || strlen(corr) >= TW_ID_MAX * 2) return;
+    if (strcmp(op, "cancelaction") == 0) {
+        pthread_mutex_lock(&c->mtx);
+        tw_req *r = tw_hmap_get(&c->reqs, corr);
+        if (r) atomic_store(&r->cancelled, true);
+        pthread_mutex_unlock(&c->mtx);
+        return;
+    }
+    bool write = strcmp(op, "writeproperty") == 0;
+    if (!write && strcmp(op, "invokeaction") != 0) return;
+    const char *thing = json_string_value(json_object_get(env, "thingID"));
+    const char *name = json_string_value(json_object_get(env, "name"));
+    tw_req *r = calloc(1, sizeof *r);
+    if (!r) return;
+    r->c = c;
+    r->write = write;
+    tw_strlcpy(r->action_id, corr, sizeof r->action_id);
+    r->thing = strdup(thing ? thing : "");
+    r->name = strdup(name ? name : "");
+    const char *sender = json_string_value(json_object_get(env, "senderID"));
+    r->sender = sender ? strdup(sender) : NULL;
+    json_t *in = json_object_get(env, "input");
+    r->input = in ? json_incref(in) : NULL;
+    atomic_init(&r->cancelled, false);
+    atomic_init(&r->answered, false);
+    if (!r->thing || !r->name) {
+        req_free(r);
+        return;
+    }
+    job *j = calloc(1, sizeof *j);
+    pthread_mutex_lock(&c->mtx);
+    const handler *h = find_handler(c, write, r->thing, r->name);
+    int err = 0;
+    if (h && j) tw_hmap_put(&c->reqs, r->action_id, r, &err);
+    if (h && j && !err) {
+        j->kind = JOB_REQ;
+        j->rfn = h->fn;
+        j->arg = h->arg;
+        j->req = r;
+        sdk_push_job_locked(c, j);
+        pthread_mutex_unlock(&c->mtx);
+        return;
+    }
+    pthread_mutex_unlock(&c->mtx);
+    free(j);
+    if (!h) {
+        char detail[300];
+        snprintf(detail, sizeof detail, "this agent has no handler for %s %s/%s",
+                 write ? "writes of" : "action", r->thing, r->name);
+        tw_req_fail(r, TW_ENOTFOUND, detail);
+    } else {
+        tw_req_fail(r, TW_ENOMEM, NULL);
+    }
+}
+
+void sdk_agent_free(tw_client *c)
+{
+    for (size_t i = 0; i < c->nhs; i++) {
+        free(c->hs[i].thing);
+        free(c->hs[i].name);
+    }
+    free(c->hs);
+    size_t pos = 0;
+    void *v;
+    while (tw_hmap_next(&c->tds, &pos, NULL, &v))
+        json_decref(v);
+    pos = 0;
+    while (tw_hmap_next(&c->props, &pos, NULL, &v))
+        json_decref(v);
+    /* requests never answered: the runtime's expiry takes care of them */
+    pos = 0;
+    while (tw_hmap_next(&c->reqs, &pos, NULL, &v))
+        req_free(v);
+}

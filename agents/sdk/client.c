@@ -1,0 +1,1012 @@
+/*
+ * client.c - a tw_client's connection: the I/O thread (connect, login,
+ * resync, read and route), the writer thread (batches the send queue into
+ * few large writes), the callback thread (runs user callbacks in order) and
+ * the request/response plumbing every call in agent.c and consumer.c uses.
+ *
+ * Reconnect: after a failed connect or a dropped link the I/O thread waits a
+ * backoff that doubles from reconnect_min_ms up to reconnect_max_ms, with
+ * full jitter in its upper half (so a thousand agents cut off together do
+ * not come back together). A successful login resets it. Login uses the
+ * session token of the previous login when there is one (no password hash
+ * on the server per reconnect), falling back to the configured credentials
+ * if the runtime refuses it. The login carries the inbox cursor ("since"),
+ * so the runtime replays what this client missed.
+ *
+ * Batching: publishers append encoded envelopes to a bounded ring and return.
+ * The writer takes everything queued (up to TW_NNG_BATCH_MAX bytes) in one
+ * go, so while one write is in flight the next batch builds up; a lone
+ * envelope leaves at once.
+ *
+ * Pending calls are keyed by correlationID. Plain requests complete with
+ * their response; actions (invokeaction, writeproperty) see every status
+ * the runtime reports (all of them are responses with the request's
+ * correlationID) and complete with a final one. Async timeouts are checked
+ * by the callback thread every 100 ms.
+ */
+#include "sdk_int.h"
+
+#include "bindings/nng/nng_frame.h"
+
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_JOBS 65536
+
+const char *tw_client_state_name(tw_client_state s)
+{
+    static const char *names[] = {"disconnected", "connecting", "connected", "auth-failed",
+                                  "closed"};
+    return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "unknown";
+}
+
+static char *dupz(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static void abstime(struct timespec *ts, int64_t ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (ms % 1000) * 1000000;
+    if (ts->tv_nsec >= 1000000000) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000;
+    }
+}
+
+void sdk_new_id(tw_client *c, char out[TW_ID_MAX])
+{
+    uint64_t n = __atomic_add_fetch(&c->idseq, 1, __ATOMIC_RELAXED);
+    snprintf(out, TW_ID_MAX, "%s%llx", c->idprefix, (unsigned long long)n);
+}
+
+json_t *sdk_request(tw_client *c, const char *op, const char *thing, const char *name,
+                    char corr[TW_ID_MAX])
+{
+    sdk_new_id(c, corr);
+    json_t *env = json_pack("{s:s, s:s, s:s, s:s}", "type", "request", "operation", op,
+                            "correlationID", corr, "messageID", corr);
+    if (env && thing) json_object_set_new(env, "thingID", json_string(thing));
+    if (env && name) json_object_set_new(env, "name", json_string(name));
+    return env;
+}
+
+static char *encode(json_t *env, size_t *len)
+{
+    size_t n = json_dumpb(env, NULL, 0, JSON_COMPACT);
+    if (n == 0) return NULL;
+    char *buf = malloc(n + 1);
+    if (!buf) return NULL;
+    json_dumpb(env, buf, n, JSON_COMPACT);
+    buf[n] = '\n';
+    *len = n + 1;
+    return buf;
+}
+
+int sdk_append_line(char **buf, size_t *len, size_t *cap, json_t *env)
+{
+    size_t n = json_dumpb(env, NULL, 0, JSON_COMPACT);
+    if (n == 0) return TW_EINVAL;
+    if (*len + n + 1 > *cap) {
+        size_t nc = *cap ? *cap : 4096;
+        while (nc < *len + n + 1)
+            nc *= 2;
+        char *nb = realloc(*buf, nc);
+        if (!nb) return TW_ENOMEM;
+        *buf = nb;
+        *cap = nc;
+    }
+    json_dumpb(env, *buf + *len, n, JSON_COMPACT);
+    *len += n;
+    (*buf)[(*len)++] = '\n';
+    return 0;
+}
+
+int sdk_response_rc(json_t *resp)
+{
+    const char *st = json_string_value(json_object_get(resp, "status"));
+    json_t *err = json_object_get(resp, "error");
+    if (!err && (!st || strcmp(st, "failed") != 0)) {
+        if (st && strcmp(st, "expired") == 0) return TW_EEXPIRED;
+        if (st && strcmp(st, "cancelled") == 0) return TW_ECONFLICT;
+        return 0;
+    }
+    json_int_t http = json_integer_value(json_object_get(err, "status"));
+    switch (http) {
+    case 400:
+        return TW_EINVAL;
+    case 401:
+        return TW_EAUTH;
+    case 403:
+        return TW_EPERM;
+    case 404:
+        return TW_ENOTFOUND;
+    case 405:
+    case 501:
+        return TW_EUNSUPPORTED;
+    case 409:
+        return TW_ECONFLICT;
+    case 410:
+        return TW_EEXPIRED;
+    case 413:
+        return TW_ETOOBIG;
+    case 415:
+        return TW_EMEDIA;
+    case 429:
+        return TW_ERATE;
+    case 503:
+        return TW_EOFFLINE;
+    case 504:
+        return TW_ETIMEDOUT;
+    default:
+        return TW_EIO;
+    }
+}
+
+/* ---- the callback thread -------------------------------------------------- */
+
+/* mtx held. Waits for room (the I/O thread slows down, TCP pushes back). */
+void sdk_push_job_locked(tw_client *c, job *j)
+{
+    while (c->njobs >= MAX_JOBS && !c->closing)
+        pthread_cond_wait(&c->job_space, &c->mtx);
+    j->next = NULL;
+    if (c->jtail)
+        c->jtail->next = j;
+    else
+        c->jhead = j;
+    c->jtail = j;
+    c->njobs++;
+    pthread_cond_signal(&c->job_cond);
+}
+
+void sdk_push_job(tw_client *c, job *j)
+{
+    pthread_mutex_lock(&c->mtx);
+    sdk_push_job_locked(c, j);
+    pthread_mutex_unlock(&c->mtx);
+}
+
+static void state_job_locked(tw_client *c, tw_client_state s)
+{
+    if (!c->o.on_state) return;
+    job *j = calloc(1, sizeof *j);
+    if (!j) return;
+    j->kind = JOB_STATE;
+    j->state = s;
+    sdk_push_job_locked(c, j);
+}
+
+static void set_state(tw_client *c, tw_client_state s)
+{
+    pthread_mutex_lock(&c->mtx);
+    bool changed = c->state != s;
+    c->state = s;
+    pthread_cond_broadcast(&c->state_cond);
+    if (changed) state_job_locked(c, s);
+    pthread_mutex_unlock(&c->mtx);
+}
+
+static void result_copy(tw_action_result *dst, const tw_action_result *src)
+{
+    *dst = *src;
+    if (dst->output) json_incref(dst->output);
+    if (dst->error) json_incref(dst->error);
+}
+
+void tw_action_result_clear(tw_action_result *r)
+{
+    if (!r) return;
+    json_decref(r->output);
+    json_decref(r->error);
+    r->output = r->error = NULL;
+}
+
+static void pending_free(pending *p)
+{
+    if (p->sync) pthread_cond_destroy(&p->cond);
+    json_decref(p->response);
+    tw_action_result_clear(&p->last);
+    free(p);
+}
+
+/* mtx held: p leaves the table; a sync waiter is woken (it frees p), an
+ * async one gets its final callback queued (if fn) and p is freed. */
+static void pending_finish(tw_client *c, pending *p, int rc, bool notify_async)
+{
+    tw_hmap_del(&c->pend, p->corr);
+    p->done = true;
+    p->rc = rc;
+    if (p->sync) {
+        pthread_cond_signal(&p->cond);
+        return;
+    }
+    if (notify_async && p->fn) {
+        job *j = calloc(1, sizeof *j);
+        if (j) {
+            j->kind = JOB_ACTION;
+            j->afn = p->fn;
+            j->arg = p->arg;
+            result_copy(&j->res, &p->last);
+            if (!tw_status_final(j->res.status)) j->res.status = TW_STATUS_FAILED;
+            sdk_push_job_locked(c, j);
+        }
+    }
+    pending_free(p);
+}
+
+static void check_timeouts_locked(tw_client *c)
+{
+    int64_t now = tw_mono_us();
+    size_t pos = 0;
+    void *v;
+    pending *expired[64];
+    int n = 0;
+    while (n < 64 && tw_hmap_next(&c->pend, &pos, NULL, &v)) {
+        pending *p = v;
+        if (!p->sync && p->deadline_us && p->deadline_us < now) expired[n++] = p;
+    }
+    for (int i = 0; i < n; i++)
+        pending_finish(c, expired[i], TW_ETIMEDOUT, true);
+}
+
+static void run_job(tw_client *c, job *j)
+{
+    switch (j->kind) {
+    case JOB_STATE:
+        c->o.on_state(c->o.state_arg, c, j->state);
+        break;
+    case JOB_NOTIFY: {
+        json_t *e = j->env;
+        j->nfn(j->arg, c, json_string_value(json_object_get(e, "thingID")),
+               json_string_value(json_object_get(e, "name")), json_object_get(e, "value"), e);
+        json_decref(e);
+        break;
+    }
+    case JOB_ACTION:
+        j->afn(j->arg, c, &j->res);
+        tw_action_result_clear(&j->res);
+        break;
+    case JOB_REQ:
+        j->rfn(j->arg, c, j->req);
+        break;
+    }
+}
+
+static void *cb_main(void *arg)
+{
+    tw_client *c = arg;
+    int64_t next_check = 0;
+    pthread_mutex_lock(&c->mtx);
+    for (;;) {
+        while (!c->jhead && !c->cb_stop) {
+            struct timespec ts;
+            abstime(&ts, 100);
+            pthread_cond_timedwait(&c->job_cond, &c->mtx, &ts);
+            if (!c->jhead) break;
+        }
+        if (tw_mono_us() >= next_check) {
+            check_timeouts_locked(c);
+            next_check = tw_mono_us() + 100000;
+        }
+        if (!c->jhead) {
+            if (c->cb_stop) break; /* closing and drained */
+            continue;
+        }
+        job *j = c->jhead;
+        c->jhead = j->next;
+        if (!c->jhead) c->jtail = NULL;
+        c->njobs--;
+        pthread_cond_signal(&c->job_space);
+        pthread_mutex_unlock(&c->mtx);
+        run_job(c, j);
+        free(j);
+        pthread_mutex_lock(&c->mtx);
+    }
+    pthread_mutex_unlock(&c->mtx);
+    return NULL;
+}
+
+/* ---- the send queue and the writer thread ------------------------------------ */
+
+static void item_free(out_item *it)
+{
+    free(it->buf);
+    free(it->corr);
+}
+
+int sdk_enqueue(tw_client *c, json_t *env, out_kind kind, const char *corr)
+{
+    size_t len = 0;
+    char *buf = env ? encode(env, &len) : NULL;
+    json_decref(env);
+    if (!buf) return TW_ENOMEM;
+    char *corr_copy = NULL;
+    if (kind == OUT_REQUEST && corr && !(corr_copy = strdup(corr))) {
+        free(buf);
+        return TW_ENOMEM;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&c->mtx);
+    bool timed_out = false;
+    for (;;) {
+        if (c->closing)
+            rc = TW_ECLOSED;
+        else if (c->state != TW_CLIENT_CONNECTED && kind != OUT_ANSWER)
+            rc = TW_EOFFLINE;
+        else if (c->qn == c->qcap && timed_out)
+            rc = TW_EFULL;
+        if (rc || c->qn < c->qcap) break;
+        struct timespec ts;
+        abstime(&ts, c->o.send_block_ms);
+        if (pthread_cond_timedwait(&c->space_cond, &c->mtx, &ts) == ETIMEDOUT) timed_out = true;
+    }
+    if (!rc) {
+        out_item *it = &c->q[(c->qhead + c->qn) % c->qcap];
+        it->buf = buf;
+        it->len = len;
+        it->kind = kind;
+        it->corr = corr_copy;
+        c->qn++;
+        if (c->writer_waiting) pthread_cond_broadcast(&c->state_cond);
+    } else {
+        if (kind == OUT_VALUE) atomic_fetch_add(&c->st_dropped, 1);
+        free(buf);
+        free(corr_copy);
+    }
+    pthread_mutex_unlock(&c->mtx);
+    return rc;
+}
+
+static void *wr_main(void *arg)
+{
+    tw_client *c = arg;
+    char *wbuf = NULL;
+    size_t wcap = 0;
+    pthread_mutex_lock(&c->mtx);
+    for (;;) {
+        while (!c->closing && (c->qn == 0 || c->state != TW_CLIENT_CONNECTED || !c->tr)) {
+            c->writer_waiting = true;
+            pthread_cond_wait(&c->state_cond, &c->mtx);
+            c->writer_waiting = false;
+        }
+        if (c->closing) break;
+        size_t wlen = 0, n = 0;
+        while (c->qn && (wlen == 0 || wlen + c->q[c->qhead].len <= TW_NNG_BATCH_MAX)) {
+            out_item *it = &c->q[c->qhead];
+            if (wlen + it->len > wcap) {
+                size_t nc = wcap ? wcap : 65536;
+                while (nc < wlen + it->len)
+                    nc *= 2;
+                char *nb = realloc(wbuf, nc);
+                if (!nb) break;
+                wbuf = nb;
+                wcap = nc;
+            }
+            memcpy(wbuf + wlen, it->buf, it->len);
+            wlen += it->len;
+            item_free(it);
+            c->qhead = (c->qhead + 1) % c->qcap;
+            c->qn--;
+            n++;
+        }
+        pthread_cond_broadcast(&c->space_cond);
+        if (wlen == 0) continue;
+        tw_transport *t = c->tr;
+        c->writer_busy = true;
+        pthread_mutex_unlock(&c->mtx);
+        int rc = c->tops->send(t, wbuf, wlen);
+        if (rc) c->tops->shutdown(t); /* the I/O thread sees the link end */
+        atomic_fetch_add(&c->st_sent, n);
+        atomic_fetch_add(&c->st_batches, 1);
+        pthread_mutex_lock(&c->mtx);
+        c->writer_busy = false;
+        pthread_cond_broadcast(&c->state_cond);
+    }
+    pthread_mutex_unlock(&c->mtx);
+    free(wbuf);
+    return NULL;
+}
+
+/* ---- routing incoming envelopes --------------------------------------------- */
+
+static void handle_response(tw_client *c, json_t *env)
+{
+    const char *corr = json_string_value(json_object_get(env, "correlationID"));
+    if (!corr) return;
+    pthread_mutex_lock(&c->mtx);
+    pending *p = tw_hmap_get(&c->pend, corr);
+    if (!p) {
+        pthread_mutex_unlock(&c->mtx);
+        return;
+    }
+    if (p->kind == PEND_PLAIN) {
+        p->response = json_incref(env);
+        pending_finish(c, p, sdk_response_rc(env), true);
+        pthread_mutex_unlock(&c->mtx);
+        return;
+    }
+    json_t *err = json_object_get(env, "error");
+    tw_status st = tw_status_parse(json_string_value(json_object_get(env, "status")));
+    if (st == TW_STATUS_NONE) st = err ? TW_STATUS_FAILED : TW_STATUS_PENDING;
+    const char *aid = json_string_value(json_object_get(env, "actionID"));
+    if (aid) tw_strlcpy(p->last.action_id, aid, sizeof p->last.action_id);
+    tw_action_result_clear(&p->last);
+    p->last.status = st;
+    json_t *out = json_object_get(env, "output");
+    p->last.output = out ? json_incref(out) : NULL;
+    p->last.error = err ? json_incref(err) : NULL;
+    bool final = tw_status_final(st);
+    if (!p->sync && p->fn && !final) {
+        job *j = calloc(1, sizeof *j);
+        if (j) {
+            j->kind = JOB_ACTION;
+            j->afn = p->fn;
+            j->arg = p->arg;
+            result_copy(&j->res, &p->last);
+            sdk_push_job_locked(c, j);
+        }
+    }
+    if (final) pending_finish(c, p, sdk_response_rc(env), true);
+    pthread_mutex_unlock(&c->mtx);
+}
+
+static void process_line(tw_client *c, const char *line, size_t len)
+{
+    atomic_fetch_add_explicit(&c->st_received, 1, memory_order_relaxed);
+    json_t *env = json_loadb(line, len, 0, NULL);
+    if (!json_is_object(env)) {
+        json_decref(env);
+        return;
+    }
+    json_t *seq = json_object_get(env, TW_NNG_CURSOR_FIELD);
+    if (json_is_integer(seq)) {
+        pthread_mutex_lock(&c->mtx);
+        if (json_integer_value(seq) > c->cursor) c->cursor = json_integer_value(seq);
+        pthread_mutex_unlock(&c->mtx);
+    }
+    const char *type = json_string_value(json_object_get(env, "type"));
+    if (!type) {
+    } else if (strcmp(type, "response") == 0) {
+        handle_response(c, env);
+    } else if (strcmp(type, "notification") == 0) {
+        sdk_consumer_notify(c, env);
+    } else if (strcmp(type, "request") == 0) {
+        sdk_agent_request(c, env);
+    }
+    json_decref(env);
+}
+
+/* ---- synchronous and asynchronous calls --------------------------------------- */
+
+static pending *pending_new(tw_client *c, const char *corr, pend_kind kind, bool sync)
+{
+    pending *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    tw_strlcpy(p->corr, corr, sizeof p->corr);
+    p->kind = kind;
+    p->sync = sync;
+    if (sync) pthread_cond_init(&p->cond, NULL);
+    return p;
+}
+
+static int pending_add(tw_client *c, pending *p)
+{
+    int err = 0;
+    pthread_mutex_lock(&c->mtx);
+    if (c->closing)
+        err = -1;
+    else
+        tw_hmap_put(&c->pend, p->corr, p, &err);
+    pthread_mutex_unlock(&c->mtx);
+    return err ? (c->closing ? TW_ECLOSED : TW_ENOMEM) : 0;
+}
+
+/* Sends and waits; on return p is out of the table and owned by the caller. */
+static int wait_pending(tw_client *c, pending *p, json_t *env, int timeout_ms)
+{
+    int rc = pending_add(c, p);
+    if (rc) {
+        json_decref(env);
+        return rc;
+    }
+    rc = sdk_enqueue(c, env, OUT_REQUEST, p->corr);
+    pthread_mutex_lock(&c->mtx);
+    if (rc) {
+        if (!p->done) tw_hmap_del(&c->pend, p->corr);
+        pthread_mutex_unlock(&c->mtx);
+        return rc;
+    }
+    struct timespec ts;
+    abstime(&ts, timeout_ms > 0 ? timeout_ms : c->o.request_timeout_ms);
+    while (!p->done)
+        if (pthread_cond_timedwait(&p->cond, &c->mtx, &ts) == ETIMEDOUT) break;
+    if (!p->done) {
+        tw_hmap_del(&c->pend, p->corr);
+        rc = TW_ETIMEDOUT;
+    } else {
+        rc = p->rc;
+    }
+    pthread_mutex_unlock(&c->mtx);
+    return rc;
+}
+
+int sdk_call(tw_client *c, json_t *env, const char *corr, int timeout_ms, json_t **response)
+{
+    if (response) *response = NULL;
+    pending *p = pending_new(c, corr, PEND_PLAIN, true);
+    if (!p) {
+        json_decref(env);
+        return TW_ENOMEM;
+    }
+    int rc = wait_pending(c, p, env, timeout_ms);
+    if (response) {
+        *response = p->response;
+        p->response = NULL;
+    }
+    pending_free(p);
+    return rc;
+}
+
+int sdk_call_action(tw_client *c, json_t *env, const char *corr, int timeout_ms,
+                    tw_action_result *res)
+{
+    pending *p = pending_new(c, corr, PEND_ACTION, true);
+    if (!p) {
+        json_decref(env);
+        return TW_ENOMEM;
+    }
+    int rc = wait_pending(c, p, env, timeout_ms);
+    if (res) {
+        *res = p->last;
+        memset(&p->last, 0, sizeof p->last);
+    }
+    pending_free(p);
+    return rc;
+}
+
+int sdk_call_action_async(tw_client *c, json_t *env, const char *corr, int timeout_ms,
+                          tw_action_fn fn, void *arg)
+{
+    pending *p = pending_new(c, corr, PEND_ACTION, false);
+    if (!p) {
+        json_decref(env);
+        return TW_ENOMEM;
+    }
+    p->fn = fn;
+    p->arg = arg;
+    p->deadline_us = timeout_ms > 0 ? tw_mono_us() + (int64_t)timeout_ms * 1000 : 0;
+    int rc = pending_add(c, p);
+    if (rc) {
+        pending_free(p);
+        json_decref(env);
+        return rc;
+    }
+    rc = sdk_enqueue(c, env, OUT_REQUEST, corr);
+    if (rc) {
+        pthread_mutex_lock(&c->mtx);
+        if (tw_hmap_get(&c->pend, corr) == p) {
+            tw_hmap_del(&c->pend, corr);
+            pending_free(p);
+        }
+        pthread_mutex_unlock(&c->mtx);
+    }
+    return rc;
+}
+
+int tw_client_request(tw_client *c, json_t *envelope, int timeout_ms, json_t **response)
+{
+    if (response) *response = NULL;
+    if (!json_is_object(envelope) || !json_is_string(json_object_get(envelope, "operation")))
+        return TW_EINVAL;
+    json_t *env = json_deep_copy(envelope);
+    if (!env) return TW_ENOMEM;
+    char corr[TW_ID_MAX];
+    sdk_new_id(c, corr);
+    json_object_set_new(env, "type", json_string("request"));
+    json_object_set_new(env, "correlationID", json_string(corr));
+    json_object_set_new(env, "messageID", json_string(corr));
+    return sdk_call(c, env, corr, timeout_ms, response);
+}
+
+/* ---- the I/O thread: connect, login, resync, read ------------------------------ */
+
+static int read_token_file(const char *path, char *out, size_t n)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return TW_EIO;
+    size_t len = fread(out, 1, n - 1, f);
+    fclose(f);
+    out[len] = 0;
+    while (len && (out[len - 1] == '\n' || out[len - 1] == '\r' || out[len - 1] == ' '))
+        out[--len] = 0;
+    return len ? 0 : TW_EINVAL;
+}
+
+/* Sends the login and reads until its response. 0, TW_EAUTH or a link error. */
+static int login(tw_client *c, tw_transport *t, bool use_session)
+{
+    char corr[TW_ID_MAX];
+    json_t *env = sdk_request(c, "login", NULL, NULL, corr);
+    json_t *in = json_object();
+    char tok[4096];
+    pthread_mutex_lock(&c->mtx);
+    int64_t since = c->cursor;
+    if (use_session && c->session_token[0])
+        json_object_set_new(in, "token", json_string(c->session_token));
+    pthread_mutex_unlock(&c->mtx);
+    if (!json_object_get(in, "token")) {
+        if (c->token_file && read_token_file(c->token_file, tok, sizeof tok) == 0)
+            json_object_set_new(in, "token", json_string(tok));
+        else if (c->token)
+            json_object_set_new(in, "token", json_string(c->token));
+        else if (c->client_id && c->password) {
+            json_object_set_new(in, "login", json_string(c->client_id));
+            json_object_set_new(in, "password", json_string(c->password));
+        }
+    }
+    json_object_set_new(in, "since", json_integer(since));
+    json_object_set_new(env, "input", in);
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    int rc = sdk_append_line(&buf, &len, &cap, env);
+    sodium_memzero(tok, sizeof tok);
+    json_decref(env);
+    if (!rc) rc = c->tops->send(t, buf, len);
+    if (buf) sodium_memzero(buf, len);
+    free(buf);
+    if (rc) return rc;
+    for (;;) {
+        const char *line;
+        size_t n;
+        if ((rc = c->tops->recv(t, &line, &n)) != 0) return rc;
+        json_t *r = json_loadb(line, n, 0, NULL);
+        const char *rc_corr = json_string_value(json_object_get(r, "correlationID"));
+        if (!rc_corr || strcmp(rc_corr, corr) != 0) {
+            json_decref(r);
+            process_line(c, line, n);
+            continue;
+        }
+        rc = sdk_response_rc(r);
+        if (rc == 0) {
+            json_t *out = json_object_get(r, "output");
+            const char *token = json_string_value(json_object_get(out, "token"));
+            const char *id = json_string_value(json_object_get(out, "clientID"));
+            pthread_mutex_lock(&c->mtx);
+            if (token) tw_strlcpy(c->session_token, token, sizeof c->session_token);
+            if (id) tw_strlcpy(c->auth_id, id, sizeof c->auth_id);
+            pthread_mutex_unlock(&c->mtx);
+        } else if (rc != TW_ERATE) {
+            rc = TW_EAUTH;
+        }
+        json_decref(r);
+        return rc;
+    }
+}
+
+/* Waits the backoff (interrupted by close); doubles it. */
+static void backoff_wait(tw_client *c, int64_t *backoff)
+{
+    int64_t d = *backoff;
+    int64_t wait = d / 2 + (d > 1 ? randombytes_uniform((uint32_t)(d / 2 + 1)) : 0);
+    struct timespec ts;
+    abstime(&ts, wait);
+    pthread_mutex_lock(&c->mtx);
+    while (!c->closing)
+        if (pthread_cond_timedwait(&c->state_cond, &c->mtx, &ts) == ETIMEDOUT) break;
+    pthread_mutex_unlock(&c->mtx);
+    *backoff = d * 2 > c->o.reconnect_max_ms ? c->o.reconnect_max_ms : d * 2;
+}
+
+/* The link is gone: drop what cannot survive it, fail who waited on it. */
+static void link_down(tw_client *c, tw_transport *t)
+{
+    pthread_mutex_lock(&c->mtx);
+    c->tr = NULL;
+    c->kick = false;
+    if (c->state == TW_CLIENT_CONNECTED) atomic_fetch_add(&c->st_reconnects, 1);
+    c->state = c->closing ? TW_CLIENT_CLOSED : TW_CLIENT_DISCONNECTED;
+    state_job_locked(c, c->state);
+    pthread_cond_broadcast(&c->state_cond);
+    /* the send queue: answers stay, the rest goes */
+    size_t kept = 0;
+    for (size_t i = 0; i < c->qn; i++) {
+        out_item it = c->q[(c->qhead + i) % c->qcap];
+        if (it.kind == OUT_ANSWER) {
+            c->q[(c->qhead + kept++) % c->qcap] = it;
+            continue;
+        }
+        if (it.kind == OUT_REQUEST && it.corr) {
+            pending *p = tw_hmap_get(&c->pend, it.corr);
+            if (p) pending_finish(c, p, TW_EOFFLINE, true);
+        }
+        if (it.kind == OUT_VALUE) atomic_fetch_add(&c->st_dropped, 1);
+        item_free(&it);
+    }
+    c->qn = kept;
+    pthread_cond_broadcast(&c->space_cond);
+    /* plain requests sent on this link will never be answered; actions keep
+     * waiting: their status comes live or from the inbox after the login */
+    pending *plain[256];
+    int n;
+    do {
+        n = 0;
+        size_t pos = 0;
+        void *v;
+        while (n < 256 && tw_hmap_next(&c->pend, &pos, NULL, &v))
+            if (((pending *)v)->kind == PEND_PLAIN) plain[n++] = v;
+        for (int i = 0; i < n; i++)
+            pending_finish(c, plain[i], TW_ECLOSED, true);
+    } while (n == 256);
+    c->tops->shutdown(t);
+    while (c->writer_busy)
+        pthread_cond_wait(&c->state_cond, &c->mtx);
+    pthread_mutex_unlock(&c->mtx);
+    c->tops->free(t);
+}
+
+static void *io_main(void *arg)
+{
+    tw_client *c = arg;
+    int64_t backoff = c->o.reconnect_min_ms;
+    for (;;) {
+        pthread_mutex_lock(&c->mtx);
+        bool closing = c->closing;
+        pthread_mutex_unlock(&c->mtx);
+        if (closing) break;
+        tw_transport *t = NULL;
+        int rc = c->tops->connect(&c->o, c->o.connect_timeout_ms, &t);
+        if (rc) {
+            backoff_wait(c, &backoff);
+            continue;
+        }
+        pthread_mutex_lock(&c->mtx);
+        c->tr = t; /* not CONNECTED yet: the writer keeps off; close() can shut it */
+        closing = c->closing;
+        pthread_mutex_unlock(&c->mtx);
+        if (closing) {
+            link_down(c, t);
+            break;
+        }
+        set_state(c, TW_CLIENT_CONNECTING);
+        rc = login(c, t, true);
+        if (rc == TW_EAUTH && c->session_token[0]) {
+            pthread_mutex_lock(&c->mtx);
+            c->session_token[0] = 0; /* expired or revoked: back to the credentials */
+            pthread_mutex_unlock(&c->mtx);
+            rc = login(c, t, false);
+        }
+        if (rc) {
+            link_down(c, t);
+            if (rc == TW_EAUTH) set_state(c, TW_CLIENT_AUTH_FAILED);
+            backoff_wait(c, &backoff);
+            continue;
+        }
+        backoff = c->o.reconnect_min_ms;
+        /* what the runtime must know again: TDs, values, subscriptions */
+        char *buf = NULL;
+        size_t len = 0, cap = 0;
+        pthread_mutex_lock(&c->mtx);
+        rc = sdk_agent_resync(c, &buf, &len, &cap);
+        if (!rc) rc = sdk_consumer_resync(c, &buf, &len, &cap);
+        pthread_mutex_unlock(&c->mtx);
+        if (!rc && len) rc = c->tops->send(t, buf, len);
+        free(buf);
+        if (!rc) {
+            pthread_mutex_lock(&c->mtx);
+            c->state = TW_CLIENT_CONNECTED;
+            state_job_locked(c, c->state);
+            pthread_cond_broadcast(&c->state_cond);
+            pthread_mutex_unlock(&c->mtx);
+            const char *line;
+            size_t n;
+            while (c->tops->recv(t, &line, &n) == 0)
+                process_line(c, line, n);
+        }
+        link_down(c, t);
+        backoff_wait(c, &backoff);
+    }
+    return NULL;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------ */
+
+static int start_thread(pthread_t *th, size_t stack, void *(*fn)(void *), void *arg)
+{
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    if (stack) pthread_attr_setstacksize(&at, stack);
+    int rv = pthread_create(th, &at, fn, arg);
+    pthread_attr_destroy(&at);
+    return rv ? TW_ENOMEM : 0;
+}
+
+int tw_client_new(const tw_client_opts *opts, tw_client **out)
+{
+    if (!opts || !opts->url || !out) return TW_EINVAL;
+    const tw_transport_ops *tops = tw_transport_for(opts->url);
+    if (!tops) return TW_EUNSUPPORTED;
+    if (!opts->token && !opts->token_file && !(opts->client_id && opts->password)) return TW_EINVAL;
+    if (sodium_init() < 0) return TW_ECRYPTO;
+    tw_client *c = calloc(1, sizeof *c);
+    if (!c) return TW_ENOMEM;
+    c->o = *opts;
+    c->tops = tops;
+    c->o.url = c->url = dupz(opts->url);
+    c->o.ca_file = c->ca_file = dupz(opts->ca_file);
+    c->o.server_name = c->server_name = dupz(opts->server_name);
+    c->o.client_id = c->client_id = dupz(opts->client_id);
+    c->o.password = c->password = dupz(opts->password);
+    c->o.token = c->token = dupz(opts->token);
+    c->o.token_file = c->token_file = dupz(opts->token_file);
+    if (c->o.connect_timeout_ms <= 0) c->o.connect_timeout_ms = 5000;
+    if (c->o.request_timeout_ms <= 0) c->o.request_timeout_ms = 10000;
+    if (c->o.reconnect_min_ms <= 0) c->o.reconnect_min_ms = 100;
+    if (c->o.reconnect_max_ms < c->o.reconnect_min_ms)
+        c->o.reconnect_max_ms = c->o.reconnect_min_ms > 15000 ? c->o.reconnect_min_ms : 15000;
+    if (c->o.send_queue <= 0) c->o.send_queue = 65536;
+    if (c->o.send_block_ms <= 0) c->o.send_block_ms = 2000;
+    c->cursor = opts->inbox_cursor > 0 ? opts->inbox_cursor : 0;
+    c->state = TW_CLIENT_DISCONNECTED;
+    c->qcap = (size_t)c->o.send_queue;
+    c->q = calloc(c->qcap, sizeof *c->q);
+    char rnd[TW_ID_MAX];
+    tw_id_new(NULL, rnd);
+    snprintf(c->idprefix, sizeof c->idprefix, "%.12s-", rnd);
+    pthread_mutex_init(&c->mtx, NULL);
+    pthread_cond_init(&c->state_cond, NULL);
+    pthread_cond_init(&c->space_cond, NULL);
+    pthread_cond_init(&c->job_cond, NULL);
+    pthread_cond_init(&c->job_space, NULL);
+    tw_hmap_init(&c->pend);
+    tw_hmap_init(&c->tds);
+    tw_hmap_init(&c->props);
+    tw_hmap_init(&c->reqs);
+    if (!c->url || !c->q || (opts->password && !c->password) || (opts->token && !c->token)) {
+        tw_client_close(c);
+        return TW_ENOMEM;
+    }
+    int rc = start_thread(&c->cb_thr, 0, cb_main, c);
+    bool cb = rc == 0;
+    if (!rc) rc = start_thread(&c->wr_thr, 256 * 1024, wr_main, c);
+    bool wr = cb && rc == 0;
+    if (!rc) rc = start_thread(&c->io_thr, 512 * 1024, io_main, c);
+    if (rc) {
+        pthread_mutex_lock(&c->mtx);
+        c->closing = c->cb_stop = true;
+        pthread_cond_broadcast(&c->state_cond);
+        pthread_cond_broadcast(&c->job_cond);
+        pthread_mutex_unlock(&c->mtx);
+        if (wr) pthread_join(c->wr_thr, NULL);
+        if (cb) pthread_join(c->cb_thr, NULL);
+        c->cb_thr = c->wr_thr = 0;
+        tw_client_close(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+void tw_client_close(tw_client *c)
+{
+    if (!c) return;
+    bool threads = c->io_thr != 0;
+    pthread_mutex_lock(&c->mtx);
+    c->closing = true;
+    if (c->tr) c->tops->shutdown(c->tr);
+    pthread_cond_broadcast(&c->state_cond);
+    pthread_cond_broadcast(&c->space_cond);
+    pthread_mutex_unlock(&c->mtx);
+    if (threads) {
+        pthread_join(c->io_thr, NULL);
+        pthread_join(c->wr_thr, NULL);
+    }
+    /* every pending call fails; async ones hear it on the callback thread */
+    pthread_mutex_lock(&c->mtx);
+    pending *list[256];
+    int n;
+    do {
+        n = 0;
+        size_t pos = 0;
+        void *v;
+        while (n < 256 && tw_hmap_next(&c->pend, &pos, NULL, &v))
+            list[n++] = v;
+        for (int i = 0; i < n; i++)
+            pending_finish(c, list[i], TW_ECLOSED, true);
+    } while (n == 256);
+    c->cb_stop = true;
+    pthread_cond_broadcast(&c->job_cond);
+    pthread_cond_broadcast(&c->job_space);
+    pthread_mutex_unlock(&c->mtx);
+    if (threads) pthread_join(c->cb_thr, NULL);
+    /* a sync caller still waiting (another thread) is a caller bug */
+    for (size_t i = 0; i < c->qn; i++)
+        item_free(&c->q[(c->qhead + i) % c->qcap]);
+    while (c->jhead) {
+        job *j = c->jhead;
+        c->jhead = j->next;
+        json_decref(j->env);
+        tw_action_result_clear(&j->res);
+        free(j);
+    }
+    sdk_agent_free(c);
+    sdk_consumer_free(c);
+    tw_hmap_fini(&c->pend);
+    tw_hmap_fini(&c->tds);
+    tw_hmap_fini(&c->props);
+    tw_hmap_fini(&c->reqs);
+    pthread_cond_destroy(&c->state_cond);
+    pthread_cond_destroy(&c->space_cond);
+    pthread_cond_destroy(&c->job_cond);
+    pthread_cond_destroy(&c->job_space);
+    pthread_mutex_destroy(&c->mtx);
+    if (c->password) sodium_memzero(c->password, strlen(c->password));
+    sodium_memzero(c->session_token, sizeof c->session_token);
+    free(c->q);
+    free(c->url);
+    free(c->ca_file);
+    free(c->server_name);
+    free(c->client_id);
+    free(c->password);
+    free(c->token);
+    free(c->token_file);
+    free(c);
+}
+
+tw_client_state tw_client_get_state(tw_client *c)
+{
+    pthread_mutex_lock(&c->mtx);
+    tw_client_state s = c->state;
+    pthread_mutex_unlock(&c->mtx);
+    return s;
+}
+
+int tw_client_wait_connected(tw_client *c, int timeout_ms)
+{
+    struct timespec ts;
+    abstime(&ts, timeout_ms);
+    int rc = 0;
+    pthread_mutex_lock(&c->mtx);
+    while (c->state != TW_CLIENT_CONNECTED && !c->closing)
+        if (pthread_cond_timedwait(&c->state_cond, &c->mtx, &ts) == ETIMEDOUT) break;
+    if (c->state != TW_CLIENT_CONNECTED) rc = c->closing ? TW_ECLOSED : TW_ETIMEDOUT;
+    pthread_mutex_unlock(&c->mtx);
+    return rc;
+}
+
+void tw_client_get_id(tw_client *c, char out[TW_ID_MAX])
+{
+    pthread_mutex_lock(&c->mtx);
+    tw_strlcpy(out, c->auth_id, TW_ID_MAX);
+    pthread_mutex_unlock(&c->mtx);
+}
+
+int64_t tw_client_inbox_cursor(tw_client *c)
+{
+    pthread_mutex_lock(&c->mtx);
+    int64_t v = c->cursor;
+    pthread_mutex_unlock(&c->mtx);
+    return v;
+}
+
+void tw_client_disconnect(tw_client *c)
+{
+    pthread_mutex_lock(&c->mtx);
+    if (c->tr) c->tops->shutdown(c->tr);
+    pthread_mutex_unlock(&c->mtx);
+}
+
+void tw_client_get_stats(tw_client *c, tw_client_stats *out)
+{
+    out->sent = atomic_load(&c->st_sent);
+    out->received = atomic_load(&c->st_received);
+    out->batches = atomic_load(&c->st_batches);
+    out->dropped = atomic_load(&c->st_dropped);
+    out->reconnects = atomic_load(&c->st_reconnects);
+}

@@ -1,0 +1,182 @@
+/*
+ * sdk_int.h - the inside of a tw_client, shared by client.c (connection,
+ * login, reconnect, the three threads, request/response plumbing), agent.c
+ * (TDs, values, request handlers) and consumer.c (directory, reads,
+ * subscriptions, actions). Private to agents/sdk.
+ *
+ * One mutex (c->mtx) guards everything mutable in the client; it is never
+ * held while calling the transport or a user callback.
+ */
+#ifndef TW_SDK_INT_H
+#define TW_SDK_INT_H
+
+#include "libtwin.h"
+#include "runtime/hmap.h"
+#include "transport.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+/* What an outgoing envelope is, which decides its fate on a disconnect. */
+typedef enum {
+    OUT_VALUE = 0, /* event or property value: dropped */
+    OUT_REQUEST,   /* request: dropped, its caller fails with TW_EOFFLINE */
+    OUT_ANSWER,    /* agent answer: kept for the next link */
+} out_kind;
+
+typedef struct out_item {
+    char *buf; /* envelope + '\n' */
+    size_t len;
+    out_kind kind;
+    char *corr; /* OUT_REQUEST: the pending call's correlationID */
+} out_item;
+
+typedef enum { PEND_PLAIN = 0, PEND_ACTION } pend_kind;
+
+/* A request waiting for its response (keyed by correlationID). */
+typedef struct pending {
+    char corr[TW_ID_MAX];
+    pend_kind kind;
+    /* synchronous callers wait on cond; asynchronous ones have fn */
+    pthread_cond_t cond;
+    bool sync;
+    bool done;
+    int rc;
+    json_t *response; /* PEND_PLAIN: the response envelope */
+    tw_action_result last;
+    tw_action_fn fn;
+    void *arg;
+    int64_t deadline_us; /* 0: none */
+} pending;
+
+typedef enum { SUB_EVENT = 0, SUB_PROPERTY } sub_kind;
+
+typedef struct sub {
+    int id;
+    sub_kind kind;
+    char *thing; /* "*" for any */
+    char *name;  /* "*" for any */
+    tw_notify_fn fn;
+    void *arg;
+} sub;
+
+typedef struct handler {
+    bool write;
+    char *thing;
+    char *name;
+    tw_req_fn fn;
+    void *arg;
+} handler;
+
+/* Callback-thread jobs. */
+typedef enum { JOB_STATE, JOB_NOTIFY, JOB_ACTION, JOB_REQ } job_kind;
+typedef struct job {
+    job_kind kind;
+    tw_client_state state;
+    tw_notify_fn nfn;
+    tw_action_fn afn;
+    tw_req_fn rfn;
+    void *arg;
+    json_t *env;          /* JOB_NOTIFY: the envelope (one ref) */
+    tw_action_result res; /* JOB_ACTION: output/error hold refs */
+    tw_req *req;          /* JOB_REQ */
+    struct job *next;
+} job;
+
+struct tw_req {
+    tw_client *c;
+    char action_id[TW_ID_MAX * 2];
+    char *thing;
+    char *name;
+    char *sender;
+    bool write;
+    json_t *input;
+    atomic_bool cancelled;
+    atomic_bool answered;
+};
+
+struct tw_client {
+    /* options, copied */
+    tw_client_opts o;
+    char *url, *ca_file, *server_name, *client_id, *password, *token, *token_file;
+    const tw_transport_ops *tops;
+
+    pthread_mutex_t mtx;
+    pthread_cond_t state_cond; /* state changes (writer, waiters) */
+    pthread_cond_t space_cond; /* room in the send queue */
+    tw_client_state state;
+    bool closing;
+    tw_transport *tr;         /* the live link while CONNECTED (or logging in) */
+    bool writer_busy;         /* the writer is inside tr->send */
+    char session_token[4096]; /* token from the last login, for the next one */
+    char auth_id[TW_ID_MAX];
+    int64_t cursor;
+    uint64_t idseq;
+    char idprefix[24];
+    bool kick; /* tw_client_disconnect asked to drop the link */
+
+    /* send queue (ring) */
+    out_item *q;
+    size_t qhead, qn, qcap;
+    bool writer_waiting;
+
+    /* pending calls by correlationID */
+    tw_hmap pend;
+    /* subscriptions and handlers */
+    sub *subs;
+    size_t nsubs, capsubs;
+    int next_sub_id;
+    handler *hs;
+    size_t nhs, caphs;
+    /* published TDs (thing id -> json), latest property values
+     * ("thing\nname" -> json array [thing, name, value]) */
+    tw_hmap tds;
+    tw_hmap props;
+    /* live requests by action id, for cancelaction */
+    tw_hmap reqs;
+
+    /* callback thread */
+    pthread_cond_t job_cond, job_space;
+    bool cb_stop;
+    job *jhead, *jtail;
+    size_t njobs;
+
+    pthread_t io_thr, wr_thr, cb_thr;
+
+    /* stats */
+    atomic_uint_fast64_t st_sent, st_received, st_batches, st_dropped, st_reconnects;
+};
+
+/* client.c */
+void sdk_new_id(tw_client *c, char out[TW_ID_MAX]);
+/* A new request envelope {type:request, operation, thingID?, name?,
+ * correlationID, messageID}. */
+json_t *sdk_request(tw_client *c, const char *op, const char *thing, const char *name,
+                    char corr[TW_ID_MAX]);
+/* Encodes env (reference stolen) and queues it. */
+int sdk_enqueue(tw_client *c, json_t *env, out_kind kind, const char *corr);
+/* Sends a request and waits for its response (plain) or its final action
+ * status (action). env stolen. */
+int sdk_call(tw_client *c, json_t *env, const char *corr, int timeout_ms, json_t **response);
+int sdk_call_action(tw_client *c, json_t *env, const char *corr, int timeout_ms,
+                    tw_action_result *res);
+int sdk_call_action_async(tw_client *c, json_t *env, const char *corr, int timeout_ms,
+                          tw_action_fn fn, void *arg);
+/* The TW_E* code of a failed response (from its problem's status). */
+int sdk_response_rc(json_t *resp);
+void sdk_push_job(tw_client *c, job *j);
+void sdk_push_job_locked(tw_client *c, job *j); /* mtx held */
+/* Envelopes sent right after login (TDs, subscriptions, values), as one
+ * buffer of lines; mtx held. */
+int sdk_agent_resync(tw_client *c, char **buf, size_t *len, size_t *cap);
+int sdk_consumer_resync(tw_client *c, char **buf, size_t *len, size_t *cap);
+int sdk_append_line(char **buf, size_t *len, size_t *cap, json_t *env);
+
+/* agent.c: an incoming request or cancel for the agent */
+void sdk_agent_request(tw_client *c, json_t *env);
+void sdk_agent_free(tw_client *c);
+/* consumer.c: an incoming notification */
+void sdk_consumer_notify(tw_client *c, json_t *env);
+void sdk_consumer_free(tw_client *c);
+
+#endif

@@ -1,0 +1,47 @@
+/*
+ * transport.h - how libtwin moves envelopes, independent of the protocol.
+ *
+ * A transport carries whole envelopes (compact JSON objects) in both
+ * directions over one link. The client core (client.c) owns the only
+ * instance of a link and uses it from two threads: the I/O thread calls
+ * recv(), the writer thread calls send(). shutdown() may be called from any
+ * thread and makes both return; free() runs after both threads let go.
+ *
+ * The nng transport (transport_nng.c) maps this one-to-one onto an nng byte
+ * stream with newline-delimited JSON. An HTTPS+SSE transport would map
+ * send() onto POSTs of the runtime's HTTP binding (one per envelope, or a
+ * batch endpoint) and recv() onto the SSE stream plus the POST responses:
+ * nothing in libtwin.h would change.
+ */
+#ifndef TW_SDK_TRANSPORT_H
+#define TW_SDK_TRANSPORT_H
+
+#include "libtwin.h"
+
+#include <stddef.h>
+
+typedef struct tw_transport tw_transport;
+
+typedef struct tw_transport_ops {
+    const char *name;
+    /* Whether this transport handles the URL's scheme. */
+    bool (*accepts)(const char *url);
+    /* Opens a link (blocking, at most timeout_ms). */
+    int (*connect)(const tw_client_opts *o, int timeout_ms, tw_transport **out);
+    /* Sends buf: one or more envelopes, each followed by '\n'. Blocking until
+     * written; TW_ECLOSED/TW_EIO when the link is gone. */
+    int (*send)(tw_transport *t, const char *buf, size_t len);
+    /* The next envelope (without its '\n'); *line stays valid until the next
+     * recv. Blocking; TW_ECLOSED when the link is gone. */
+    int (*recv)(tw_transport *t, const char **line, size_t *len);
+    /* Makes send and recv return (any thread, idempotent). */
+    void (*shutdown)(tw_transport *t);
+    void (*free)(tw_transport *t);
+} tw_transport_ops;
+
+extern const tw_transport_ops tw_transport_nng;
+
+/* The transport for a URL, or NULL. */
+const tw_transport_ops *tw_transport_for(const char *url);
+
+#endif

@@ -1,0 +1,193 @@
+/*
+ * transport_nng.c - libtwin's nng transport: one nng byte stream (tcp,
+ * tls+tcp, ipc, ws, wss) carrying newline-delimited envelopes, the wire
+ * format of bindings/nng/nng_frame.h.
+ *
+ * Blocking calls on top of nng's aios: send() and recv() each own an aio and
+ * wait on it, so the writer and the reader thread never share one. recv()
+ * reads in chunks into a buffer and hands out one line at a time; a line
+ * longer than MAX_LINE closes the link (the server never sends one).
+ *
+ * TLS: the server certificate must chain to ca_file and match the server
+ * name (the URL's host unless server_name is given); there is no "insecure"
+ * switch.
+ */
+#include "transport.h"
+
+#include "bindings/nng/nng_frame.h"
+
+#include <nng/nng.h>
+#include <nng/supplemental/tls/tls.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_LINE (64u * 1024u * 1024u)
+
+struct tw_transport {
+    nng_stream_dialer *d;
+    nng_stream *st;
+    nng_tls_config *tls;
+    nng_aio *rx, *tx;
+    char *buf;
+    size_t len, cap, off; /* bytes in buf, capacity, start of unconsumed data */
+    size_t scan;          /* bytes after off already known to hold no '\n' */
+};
+
+static bool nng_accepts(const char *url)
+{
+    static const char *schemes[] = {"tls+tcp://", "tcp://",  "ipc://",  "ws://",
+                                    "wss://",     "tcp4://", "tcp6://", "abstract://"};
+    for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++)
+        if (strncmp(url, schemes[i], strlen(schemes[i])) == 0) return true;
+    return false;
+}
+
+static int map_err(int rv)
+{
+    switch (rv) {
+    case 0:
+        return 0;
+    case NNG_ENOMEM:
+        return TW_ENOMEM;
+    case NNG_ETIMEDOUT:
+        return TW_ETIMEDOUT;
+    case NNG_EADDRINVAL:
+    case NNG_EINVAL:
+        return TW_EINVAL;
+    case NNG_ECRYPTO:
+    case NNG_EPEERAUTH:
+        return TW_ECRYPTO;
+    case NNG_ECLOSED:
+    case NNG_ECONNSHUT:
+    case NNG_ECONNRESET:
+    case NNG_ECANCELED:
+        return TW_ECLOSED;
+    default:
+        return TW_EIO;
+    }
+}
+
+static void nng_tfree(tw_transport *t)
+{
+    if (!t) return;
+    if (t->st) nng_stream_close(t->st);
+    if (t->rx) nng_aio_free(t->rx);
+    if (t->tx) nng_aio_free(t->tx);
+    if (t->st) nng_stream_free(t->st);
+    if (t->d) nng_stream_dialer_free(t->d);
+    if (t->tls) nng_tls_config_free(t->tls);
+    free(t->buf);
+    free(t);
+}
+
+static int nng_connect(const tw_client_opts *o, int timeout_ms, tw_transport **out)
+{
+    tw_transport *t = calloc(1, sizeof *t);
+    if (!t) return TW_ENOMEM;
+    int rv = nng_stream_dialer_alloc(&t->d, o->url);
+    bool tls = strncmp(o->url, "tls+tcp://", 10) == 0 || strncmp(o->url, "wss://", 6) == 0;
+    if (rv == 0 && tls) {
+        rv = nng_tls_config_alloc(&t->tls, NNG_TLS_MODE_CLIENT);
+        if (rv == 0) rv = nng_tls_config_auth_mode(t->tls, NNG_TLS_AUTH_MODE_REQUIRED);
+        if (rv == 0 && o->ca_file) rv = nng_tls_config_ca_file(t->tls, o->ca_file);
+        if (rv == 0 && o->server_name) rv = nng_tls_config_server_name(t->tls, o->server_name);
+        if (rv == 0) rv = nng_stream_dialer_set_ptr(t->d, NNG_OPT_TLS_CONFIG, t->tls);
+    }
+    if (rv == 0) rv = nng_aio_alloc(&t->rx, NULL, NULL);
+    if (rv == 0) rv = nng_aio_alloc(&t->tx, NULL, NULL);
+    if (rv == 0) {
+        nng_aio_set_timeout(t->rx, timeout_ms > 0 ? timeout_ms : NNG_DURATION_DEFAULT);
+        nng_stream_dialer_dial(t->d, t->rx);
+        nng_aio_wait(t->rx);
+        rv = nng_aio_result(t->rx);
+        if (rv == 0) t->st = nng_aio_get_output(t->rx, 0);
+        nng_aio_set_timeout(t->rx, NNG_DURATION_INFINITE);
+    }
+    if (rv == 0) {
+        t->cap = TW_NNG_RECV_CHUNK * 2;
+        t->buf = malloc(t->cap);
+        if (!t->buf) rv = NNG_ENOMEM;
+    }
+    if (rv != 0) {
+        nng_tfree(t);
+        return rv == NNG_ECONNREFUSED ? TW_EOFFLINE : map_err(rv);
+    }
+    *out = t;
+    return 0;
+}
+
+static int nng_tsend(tw_transport *t, const char *buf, size_t len)
+{
+    while (len > 0) {
+        nng_iov iov = {.iov_buf = (void *)buf, .iov_len = len};
+        nng_aio_set_iov(t->tx, 1, &iov);
+        nng_stream_send(t->st, t->tx);
+        nng_aio_wait(t->tx);
+        int rv = nng_aio_result(t->tx);
+        if (rv != 0) return map_err(rv);
+        size_t n = nng_aio_count(t->tx);
+        buf += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static int nng_trecv(tw_transport *t, const char **line, size_t *len)
+{
+    for (;;) {
+        char *nl = memchr(t->buf + t->off + t->scan, '\n', t->len - t->off - t->scan);
+        if (nl) {
+            *line = t->buf + t->off;
+            *len = (size_t)(nl - *line);
+            t->off += *len + 1;
+            t->scan = 0;
+            if (*len == 0 || (*len == 1 && (*line)[0] == '\r')) continue;
+            return 0;
+        }
+        t->scan = t->len - t->off;
+        if (t->scan > MAX_LINE) return TW_ETOOBIG;
+        if (t->off > 0 && t->off == t->len) {
+            t->off = t->len = 0;
+        } else if (t->off > 0 && t->cap - t->len < TW_NNG_RECV_CHUNK) {
+            memmove(t->buf, t->buf + t->off, t->len - t->off);
+            t->len -= t->off;
+            t->off = 0;
+        }
+        if (t->cap - t->len < TW_NNG_RECV_CHUNK) {
+            char *nb = realloc(t->buf, t->cap * 2);
+            if (!nb) return TW_ENOMEM;
+            t->buf = nb;
+            t->cap *= 2;
+        }
+        nng_iov iov = {.iov_buf = t->buf + t->len, .iov_len = t->cap - t->len};
+        nng_aio_set_iov(t->rx, 1, &iov);
+        nng_stream_recv(t->st, t->rx);
+        nng_aio_wait(t->rx);
+        int rv = nng_aio_result(t->rx);
+        if (rv != 0) return map_err(rv);
+        t->len += nng_aio_count(t->rx);
+    }
+}
+
+static void nng_tshutdown(tw_transport *t)
+{
+    if (t->st) nng_stream_close(t->st);
+}
+
+const tw_transport_ops tw_transport_nng = {
+    .name = "nng",
+    .accepts = nng_accepts,
+    .connect = nng_connect,
+    .send = nng_tsend,
+    .recv = nng_trecv,
+    .shutdown = nng_tshutdown,
+    .free = nng_tfree,
+};
+
+const tw_transport_ops *tw_transport_for(const char *url)
+{
+    static const tw_transport_ops *all[] = {&tw_transport_nng};
+    for (size_t i = 0; url && i < sizeof all / sizeof all[0]; i++)
+        if (all[i]->accepts(url)) return all[i];
+    return NULL;
+}

@@ -1,0 +1,583 @@
+/*
+ * nng_binding.c - the nng binding: listeners, the connection table, the
+ * housekeeping thread and the tw_binding_ops the runtime calls.
+ *
+ * Why nng byte streams (nng_stream_listener) and not an SP socket
+ * ------------------------------------------------------------------
+ * The requirements are: one authenticated identity per connection; the
+ * runtime pushes a message to exactly one connection and no other can get
+ * it; authorization is the runtime's; a slow connection has a bounded queue
+ * with a stated policy; nothing is retried silently.
+ *
+ *  - pub/sub (pub0/sub0) filters at the subscriber: every subscriber gets
+ *    every message and discards what it does not want. That is disclosure,
+ *    not authorization. Ruled out.
+ *  - req/rep, surveyor and bus cannot address one peer from the server side
+ *    (rep only answers; bus broadcasts).
+ *  - pair1 in polyamorous mode can address a pipe (nng_msg_set_pipe) and
+ *    tell pipes apart (nng_pipe_notify), but its per-pipe send path is a
+ *    non-blocking put into a small queue that discards the message when the
+ *    queue is full (counted only in a socket-wide statistic), and a message
+ *    whose pipe id is 0 goes to whichever pipe is first. A dropped action or
+ *    action status that nobody hears about breaks store-and-forward, and the
+ *    mode is deprecated upstream.
+ *  - Raw SP sockets keep the same per-pipe queues and the same drops.
+ *
+ * nng's stream API gives the parts that are worth having from nng - its
+ * transports (tcp, TLS 1.2/1.3 over mbedTLS, ipc, ws, wss), URL parsing and
+ * the aio machinery on nng's own threads - and one nng_stream per peer. Each
+ * stream is exactly one tw_conn: addressing is by construction (a message is
+ * written to that stream and no other), identity is per stream (the `login`
+ * envelope goes through tw_router_handle, whose login handler calls
+ * tw_conn_set_identity), and the send queue is ours: a bounded ring with an
+ * explicit policy (nng_conn.c: full ring -> TW_EFULL and the connection is
+ * closed; nothing dropped without the peer noticing, nothing resent). The
+ * price is our own framing, which is trivial (newline-delimited JSON,
+ * nng_frame.h) and lets a sender batch many envelopes into one write.
+ *
+ * Connection table: a tw_conn's bdata holds (slot, generation) instead of a
+ * pointer, because the router may call send() with a tw_conn whose nng side
+ * is already gone. send() looks the slot up under a read lock and takes a
+ * reference; a stale generation means TW_ECLOSED. The table has max_conns
+ * slots, which is also the bound on open connections.
+ *
+ * Housekeeping thread: frees dead connections (their aios cannot be freed
+ * from their own callbacks), and closes connections that did not log in
+ * within login_timeout_ms.
+ */
+#include "nng_int.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <nng/supplemental/tls/tls.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define MOD "nng"
+
+#define DEFAULT_SEND_QUEUE 16384
+#define DEFAULT_MAX_CONNS 10000
+#define DEFAULT_LOGIN_TIMEOUT_MS 10000
+
+/* ---- connection table ------------------------------------------------- */
+
+static int slot_alloc(nng_bind *nb, uint32_t *slot, uint32_t *gen)
+{
+    int rc = TW_EFULL;
+    pthread_rwlock_wrlock(&nb->slots_lock);
+    if (nb->nfree > 0) {
+        *slot = nb->free_slots[--nb->nfree];
+        *gen = ++nb->slots[*slot].gen;
+        rc = 0;
+    }
+    pthread_rwlock_unlock(&nb->slots_lock);
+    return rc;
+}
+
+static void slot_set(nng_bind *nb, uint32_t slot, nconn *c)
+{
+    pthread_rwlock_wrlock(&nb->slots_lock);
+    nb->slots[slot].c = c;
+    pthread_rwlock_unlock(&nb->slots_lock);
+}
+
+static void slot_free(nng_bind *nb, uint32_t slot)
+{
+    pthread_rwlock_wrlock(&nb->slots_lock);
+    nb->slots[slot].c = NULL;
+    nb->free_slots[nb->nfree++] = slot;
+    pthread_rwlock_unlock(&nb->slots_lock);
+}
+
+void nng_slot_release(nng_bind *nb, nconn *c)
+{
+    bool mine = false;
+    pthread_rwlock_wrlock(&nb->slots_lock);
+    if (nb->slots[c->slot].c == c) {
+        nb->slots[c->slot].c = NULL;
+        nb->free_slots[nb->nfree++] = c->slot;
+        mine = true;
+    }
+    pthread_rwlock_unlock(&nb->slots_lock);
+    if (mine) {
+        atomic_fetch_sub(&nb->nconns, 1);
+        nconn_unref(c);
+    }
+}
+
+/* The live nconn of a tw_conn, referenced, or NULL. */
+static nconn *lookup(nng_bind *nb, tw_conn *tc)
+{
+    uint64_t v = (uint64_t)(uintptr_t)tw_conn_bdata(tc);
+    uint32_t slot = (uint32_t)(v & 0xffffffffu), gen = (uint32_t)(v >> 32);
+    nconn *c = NULL;
+    if (slot >= (uint32_t)nb->max_conns) return NULL;
+    pthread_rwlock_rdlock(&nb->slots_lock);
+    if (nb->slots[slot].gen == gen && nb->slots[slot].c && nb->slots[slot].c->conn == tc)
+        c = nconn_ref(nb->slots[slot].c);
+    pthread_rwlock_unlock(&nb->slots_lock);
+    return c;
+}
+
+/* ---- housekeeping ----------------------------------------------------- */
+
+void nng_reap_push(nng_bind *nb, nconn *c)
+{
+    pthread_mutex_lock(&nb->hk_mtx);
+    c->reap_next = nb->reap;
+    nb->reap = c;
+    pthread_cond_signal(&nb->hk_cond);
+    pthread_mutex_unlock(&nb->hk_mtx);
+}
+
+static void reap_all(nng_bind *nb)
+{
+    pthread_mutex_lock(&nb->hk_mtx);
+    nconn *list = nb->reap;
+    nb->reap = NULL;
+    pthread_mutex_unlock(&nb->hk_mtx);
+    while (list) {
+        nconn *next = list->reap_next;
+        nconn_free(list);
+        list = next;
+    }
+}
+
+static void expire_logins(nng_bind *nb)
+{
+    int64_t limit = tw_now_ms() - nb->login_timeout_ms;
+    nconn *stack[64];
+    int n = 0;
+    pthread_rwlock_rdlock(&nb->slots_lock);
+    for (int i = 0; i < nb->max_conns && n < 64; i++) {
+        nconn *c = nb->slots[i].c;
+        if (c && c->opened_ms < limit && !tw_conn_identity(c->conn)) stack[n++] = nconn_ref(c);
+    }
+    pthread_rwlock_unlock(&nb->slots_lock);
+    for (int i = 0; i < n; i++) {
+        nconn_close(stack[i], "no login in time");
+        nconn_unref(stack[i]);
+    }
+}
+
+static void *hk_main(void *arg)
+{
+    nng_bind *nb = arg;
+    int64_t next_scan = 0;
+    pthread_mutex_lock(&nb->hk_mtx);
+    while (!nb->hk_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 1;
+        if (!nb->reap) pthread_cond_timedwait(&nb->hk_cond, &nb->hk_mtx, &ts);
+        pthread_mutex_unlock(&nb->hk_mtx);
+        reap_all(nb);
+        if (tw_mono_us() >= next_scan) {
+            expire_logins(nb);
+            next_scan = tw_mono_us() + 1000000;
+        }
+        pthread_mutex_lock(&nb->hk_mtx);
+    }
+    pthread_mutex_unlock(&nb->hk_mtx);
+    reap_all(nb);
+    return NULL;
+}
+
+/* ---- listeners -------------------------------------------------------- */
+
+static void accept_start(nng_listener_ent *le)
+{
+    if (atomic_load(&le->nb->stopping)) return;
+    nng_stream_listener_accept(le->l, le->accept_aio);
+}
+
+static void retry_cb(void *arg)
+{
+    nng_listener_ent *le = arg;
+    if (nng_aio_result(le->retry_aio) == 0) accept_start(le);
+}
+
+static void accept_cb(void *arg)
+{
+    nng_listener_ent *le = arg;
+    nng_bind *nb = le->nb;
+    int rv = nng_aio_result(le->accept_aio);
+    if (rv == NNG_ECLOSED || rv == NNG_ECANCELED || atomic_load(&nb->stopping)) {
+        if (rv == 0) nng_stream_free(nng_aio_get_output(le->accept_aio, 0));
+        return;
+    }
+    if (rv != 0) {
+        /* e.g. out of file descriptors: back off a little instead of spinning */
+        tw_log_warn(MOD, "accept on %s: %s", le->bound, nng_strerror(rv));
+        nng_sleep_aio(100, le->retry_aio);
+        return;
+    }
+    nng_stream *st = nng_aio_get_output(le->accept_aio, 0);
+    uint32_t slot, gen;
+    nconn *c = NULL;
+    if (slot_alloc(nb, &slot, &gen) != 0) {
+        tw_log_warn(MOD, "refusing a connection on %s: %d connections open", le->bound,
+                    nb->max_conns);
+        nng_stream_free(st);
+    } else if (nconn_start(nb, st, slot, gen, &c) != 0) {
+        slot_free(nb, slot);
+        nng_stream_free(st);
+    } else {
+        atomic_fetch_add(&nb->nconns, 1);
+        slot_set(nb, slot, c);
+        nconn_begin(c);
+    }
+    accept_start(le);
+}
+
+static bool is_loopback_host(const char *url)
+{
+    const char *h = strstr(url, "://");
+    if (!h) return false;
+    h += 3;
+    return strncmp(h, "127.", 4) == 0 || strncmp(h, "localhost:", 10) == 0 ||
+           strncmp(h, "[::1]:", 6) == 0;
+}
+
+static int check_url(const char *url)
+{
+    if (strncmp(url, "tls+tcp://", 10) == 0 || strncmp(url, "wss://", 6) == 0 ||
+        strncmp(url, "ipc://", 6) == 0)
+        return 0;
+    if (strncmp(url, "tcp://", 6) == 0 || strncmp(url, "ws://", 5) == 0) {
+        if (is_loopback_host(url)) return 0;
+        tw_log_error(MOD, "%s: plain tcp:// and ws:// are allowed on loopback only", url);
+        return TW_EINVAL;
+    }
+    tw_log_error(MOD, "%s: unsupported scheme (tls+tcp, tcp, ipc, ws, wss)", url);
+    return TW_EINVAL;
+}
+
+static bool needs_tls(const char *url)
+{
+    return strncmp(url, "tls+tcp://", 10) == 0 || strncmp(url, "wss://", 6) == 0;
+}
+
+/* Reads a whole PEM file (at most 64 KiB) into a new string. */
+static char *read_pem(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        tw_log_error(MOD, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = malloc(65536);
+    size_t n = buf ? fread(buf, 1, 65535, f) : 0;
+    fclose(f);
+    if (buf) buf[n] = 0;
+    return buf;
+}
+
+/* The server certificate and key that twind's main created (tw_tls_ensure). */
+static int tls_load(nng_bind *nb)
+{
+    char cert[1200], key[1200];
+    snprintf(cert, sizeof cert, "%s/tls/server.pem", nb->data_dir);
+    snprintf(key, sizeof key, "%s/tls/server.key", nb->data_dir);
+    char *cp = read_pem(cert), *kp = cp ? read_pem(key) : NULL;
+    int rv = NNG_ENOMEM;
+    if (cp && kp && (rv = nng_tls_config_alloc(&nb->tls, NNG_TLS_MODE_SERVER)) == 0)
+        rv = nng_tls_config_own_cert(nb->tls, cp, kp, NULL);
+    free(cp);
+    if (kp) sodium_memzero(kp, 65536);
+    free(kp);
+    if (rv != 0) {
+        tw_log_error(MOD, "TLS certificate %s: %s", cert, nng_strerror(rv));
+        return TW_ECRYPTO;
+    }
+    return 0;
+}
+
+static int listener_open(nng_bind *nb, nng_listener_ent *le)
+{
+    int rv = nng_stream_listener_alloc(&le->l, le->url);
+    if (rv != 0) {
+        tw_log_error(MOD, "%s: %s", le->url, nng_strerror(rv));
+        return TW_EINVAL;
+    }
+    if (needs_tls(le->url)) {
+        if (!nb->tls && tls_load(nb) != 0) return TW_ECRYPTO;
+        rv = nng_stream_listener_set_ptr(le->l, NNG_OPT_TLS_CONFIG, nb->tls);
+        if (rv != 0) {
+            tw_log_error(MOD, "%s: TLS: %s", le->url, nng_strerror(rv));
+            return TW_ECRYPTO;
+        }
+    }
+    if (strncmp(le->url, "ws", 2) == 0) {
+        /* envelopes, not SP messages: bound the websocket frame like a body */
+        nng_stream_listener_set_size(le->l, NNG_OPT_WS_RECVMAXFRAME, nb->lim.max_bytes);
+        nng_stream_listener_set_size(le->l, NNG_OPT_RECVMAXSZ, nb->lim.max_bytes + 4096);
+    }
+    if ((rv = nng_stream_listener_listen(le->l)) != 0) {
+        tw_log_error(MOD, "cannot listen on %s: %s", le->url, nng_strerror(rv));
+        return TW_EIO;
+    }
+    snprintf(le->bound, sizeof le->bound, "%s", le->url);
+    int port = 0;
+    if (nng_stream_listener_get_int(le->l, NNG_OPT_TCP_BOUND_PORT, &port) == 0 && port > 0) {
+        /* replace the port of the URL by the bound one */
+        const char *hs = strstr(le->url, "://") + 3;
+        const char *colon = hs[0] == '[' ? strstr(hs, "]:") : strchr(hs, ':');
+        if (colon && hs[0] == '[') colon++;
+        if (colon) {
+            const char *rest = colon + 1;
+            while (*rest >= '0' && *rest <= '9')
+                rest++;
+            snprintf(le->bound, sizeof le->bound, "%.*s:%d%s", (int)(colon - le->url), le->url,
+                     port, rest);
+        }
+    }
+    tw_log_info(MOD, "listening on %s", le->bound);
+    if (nng_aio_alloc(&le->accept_aio, accept_cb, le) != 0 ||
+        nng_aio_alloc(&le->retry_aio, retry_cb, le) != 0)
+        return TW_ENOMEM;
+    accept_start(le);
+    return 0;
+}
+
+static void write_url_file(nng_bind *nb)
+{
+    char path[1100], tmp[1110];
+    snprintf(path, sizeof path, "%s/nng.url", nb->data_dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        tw_log_warn(MOD, "%s: %s", tmp, strerror(errno));
+        return;
+    }
+    for (int i = 0; i < nb->nls; i++)
+        fprintf(f, "%s\n", nb->ls[i].bound);
+    if (fclose(f) != 0 || rename(tmp, path) != 0) tw_log_warn(MOD, "%s: %s", path, strerror(errno));
+}
+
+/* ---- ops -------------------------------------------------------------- */
+
+static int op_start(tw_binding *b)
+{
+    nng_bind *nb = b->impl;
+    atomic_store(&nb->stopping, false);
+    nb->hk_stop = false;
+    if (pthread_create(&nb->hk, NULL, hk_main, nb) != 0) return TW_ENOMEM;
+    nb->hk_started = true;
+    for (int i = 0; i < nb->nls; i++) {
+        int rc = listener_open(nb, &nb->ls[i]);
+        if (rc != 0) return rc;
+    }
+    write_url_file(nb);
+    return 0;
+}
+
+static void op_stop(tw_binding *b)
+{
+    nng_bind *nb = b->impl;
+    atomic_store(&nb->stopping, true);
+    for (int i = 0; i < nb->nls; i++) {
+        nng_listener_ent *le = &nb->ls[i];
+        if (le->l) nng_stream_listener_close(le->l);
+        if (le->accept_aio) nng_aio_stop(le->accept_aio);
+        if (le->retry_aio) nng_aio_stop(le->retry_aio);
+    }
+    /* close every connection, then wait for their callbacks to finish */
+    for (;;) {
+        nconn *c = NULL;
+        pthread_rwlock_rdlock(&nb->slots_lock);
+        for (int i = 0; i < nb->max_conns && !c; i++)
+            if (nb->slots[i].c) c = nconn_ref(nb->slots[i].c);
+        pthread_rwlock_unlock(&nb->slots_lock);
+        if (!c) break;
+        nconn_close(c, NULL);
+        nconn_unref(c);
+    }
+    if (nb->hk_started) {
+        pthread_mutex_lock(&nb->hk_mtx);
+        nb->hk_stop = true;
+        pthread_cond_signal(&nb->hk_cond);
+        pthread_mutex_unlock(&nb->hk_mtx);
+        pthread_join(nb->hk, NULL);
+        nb->hk_started = false;
+    }
+}
+
+static int op_send(tw_binding *b, tw_conn *tc, tw_msg *m)
+{
+    nng_bind *nb = b->impl;
+    nconn *c = lookup(nb, tc);
+    if (!c) return TW_ECLOSED;
+    int rc = nconn_send(c, m, true);
+    nconn_unref(c);
+    return rc;
+}
+
+static void op_close_conn(tw_binding *b, tw_conn *tc)
+{
+    nng_bind *nb = b->impl;
+    nconn *c = lookup(nb, tc);
+    if (!c) {
+        tw_conn_close(tc);
+        return;
+    }
+    nconn_close(c, "session closed");
+    nconn_unref(c);
+}
+
+static int op_add_forms(tw_binding *b, json_t *twin_td)
+{
+    nng_bind *nb = b->impl;
+    json_t *forms = json_object_get(twin_td, "forms");
+    if (!json_is_array(forms)) {
+        forms = json_array();
+        if (!forms || json_object_set_new(twin_td, "forms", forms) != 0) return TW_ENOMEM;
+    }
+    for (int i = 0; i < nb->nls; i++) {
+        json_t *f = json_pack("{s:s, s:s, s:s, s:[s,s,s,s,s,s,s,s]}", "href", nb->ls[i].bound,
+                              "contentType", "application/json", "subprotocol", "twind-nng", "op",
+                              "readallproperties", "readmultipleproperties", "observeallproperties",
+                              "unobserveallproperties", "subscribeallevents",
+                              "unsubscribeallevents", "queryallactions", "readproperty");
+        if (!f || json_array_append_new(forms, f) != 0) return TW_ENOMEM;
+    }
+    return 0;
+}
+
+static void op_destroy(tw_binding *b)
+{
+    nng_bind *nb = b->impl;
+    if (!nb) return;
+    reap_all(nb);
+    for (int i = 0; i < nb->nls; i++) {
+        nng_listener_ent *le = &nb->ls[i];
+        if (le->accept_aio) nng_aio_free(le->accept_aio);
+        if (le->retry_aio) nng_aio_free(le->retry_aio);
+        if (le->l) nng_stream_listener_free(le->l);
+    }
+    if (nb->tls) nng_tls_config_free(nb->tls);
+    pthread_rwlock_destroy(&nb->slots_lock);
+    pthread_mutex_destroy(&nb->hk_mtx);
+    pthread_cond_destroy(&nb->hk_cond);
+    free(nb->ls);
+    free(nb->slots);
+    free(nb->free_slots);
+    free(nb);
+    b->impl = NULL;
+}
+
+static const tw_binding_ops nng_ops = {
+    .name = "nng",
+    .start = op_start,
+    .stop = op_stop,
+    .send = op_send,
+    .close_conn = op_close_conn,
+    .add_forms = op_add_forms,
+    .destroy = op_destroy,
+};
+
+/* ---- creation --------------------------------------------------------- */
+
+static int get_int(json_t *section, const char *key, int64_t def, int64_t min, int64_t max,
+                   int64_t *out)
+{
+    json_t *v = section ? json_object_get(section, key) : NULL;
+    if (!v) {
+        *out = def;
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
+        tw_log_error(MOD, "config nng.%s: an integer in [%lld, %lld] is expected", key,
+                     (long long)min, (long long)max);
+        return TW_EINVAL;
+    }
+    *out = json_integer_value(v);
+    return 0;
+}
+
+int tw_nng_binding_new(tw_runtime *rt, json_t *section, tw_binding **out)
+{
+    if (section && !json_is_object(section)) {
+        tw_log_error(MOD, "config nng: an object is expected");
+        return TW_EINVAL;
+    }
+    int64_t sq, mc, lt;
+    if (get_int(section, "send_queue", DEFAULT_SEND_QUEUE, 16, 1 << 24, &sq) ||
+        get_int(section, "max_conns", DEFAULT_MAX_CONNS, 1, 1 << 20, &mc) ||
+        get_int(section, "login_timeout_ms", DEFAULT_LOGIN_TIMEOUT_MS, 100, 3600000, &lt))
+        return TW_EINVAL;
+    json_t *listen = section ? json_object_get(section, "listen") : NULL;
+    if (listen && json_is_string(listen)) {
+        /* a single URL is accepted as well as an array */
+    } else if (listen && (!json_is_array(listen) || json_array_size(listen) > 16)) {
+        tw_log_error(MOD, "config nng.listen: an array of at most 16 URLs is expected");
+        return TW_EINVAL;
+    }
+    nng_bind *nb = calloc(1, sizeof *nb);
+    if (!nb) return TW_ENOMEM;
+    nb->rt = rt;
+    nb->send_queue = (size_t)sq;
+    nb->max_conns = (int)mc;
+    nb->login_timeout_ms = lt;
+    const tw_config *cfg = tw_runtime_config(rt);
+    nb->lim.max_bytes = cfg && cfg->max_body ? cfg->max_body : TW_MSG_MAX_BYTES_DEFAULT;
+    nb->lim.max_depth = cfg && cfg->max_depth ? cfg->max_depth : TW_MSG_MAX_DEPTH_DEFAULT;
+    snprintf(nb->data_dir, sizeof nb->data_dir, "%s", cfg ? cfg->data_dir : ".");
+    pthread_rwlock_init(&nb->slots_lock, NULL);
+    pthread_mutex_init(&nb->hk_mtx, NULL);
+    pthread_cond_init(&nb->hk_cond, NULL);
+    atomic_init(&nb->nconns, 0);
+    atomic_init(&nb->stopping, false);
+
+    size_t nurls = !listen ? 1 : json_is_string(listen) ? 1 : json_array_size(listen);
+    nb->ls = calloc(nurls ? nurls : 1, sizeof *nb->ls);
+    nb->slots = calloc((size_t)nb->max_conns, sizeof *nb->slots);
+    nb->free_slots = calloc((size_t)nb->max_conns, sizeof *nb->free_slots);
+    int rc = 0;
+    if (!nb->ls || !nb->slots || !nb->free_slots) {
+        rc = TW_ENOMEM;
+        goto fail;
+    }
+    for (int i = nb->max_conns - 1; i >= 0; i--)
+        nb->free_slots[nb->nfree++] = (uint32_t)i;
+    for (size_t i = 0; i < nurls; i++) {
+        const char *url = !listen                  ? TW_NNG_DEFAULT_URL
+                          : json_is_string(listen) ? json_string_value(listen)
+                                                   : json_string_value(json_array_get(listen, i));
+        if (!url || strlen(url) >= sizeof nb->ls[i].url) {
+            tw_log_error(MOD, "config nng.listen[%zu]: a URL string is expected", i);
+            rc = TW_EINVAL;
+            goto fail;
+        }
+        if ((rc = check_url(url)) != 0) goto fail;
+        snprintf(nb->ls[i].url, sizeof nb->ls[i].url, "%s", url);
+        snprintf(nb->ls[i].bound, sizeof nb->ls[i].bound, "%s", url);
+        nb->ls[i].nb = nb;
+        nb->nls++;
+    }
+    if ((rc = tw_runtime_add_binding(rt, &nng_ops, nb, &nb->b)) != 0) goto fail;
+    if (out) *out = nb->b;
+    return 0;
+fail:
+    pthread_rwlock_destroy(&nb->slots_lock);
+    pthread_mutex_destroy(&nb->hk_mtx);
+    pthread_cond_destroy(&nb->hk_cond);
+    free(nb->ls);
+    free(nb->slots);
+    free(nb->free_slots);
+    free(nb);
+    return rc;
+}
+
+json_t *tw_nng_binding_urls(tw_binding *b)
+{
+    nng_bind *nb = b->impl;
+    json_t *a = json_array();
+    for (int i = 0; a && i < nb->nls; i++)
+        json_array_append_new(a, json_string(nb->ls[i].bound));
+    return a;
+}

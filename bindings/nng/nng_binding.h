@@ -1,0 +1,42 @@
+/*
+ * nng_binding.h - twind's nng protocol binding (server side).
+ *
+ * Listens on nng stream URLs (tls+tcp://, tcp:// on loopback only, ipc://,
+ * ws:// on loopback only, wss://) and carries the same envelopes as the HTTP
+ * binding, newline-delimited (nng_frame.h). Each accepted stream is one
+ * tw_conn with its own identity (set by the router's login handler) and its
+ * own bounded send queue. Why nng streams and not an SP protocol socket is
+ * explained at the top of nng_binding.c.
+ *
+ * Configuration (the "nng" section of the config file, every member optional):
+ *   "listen":           array of URLs, default ["tls+tcp://0.0.0.0:8445"]
+ *   "send_queue":       messages queued per connection, default 16384
+ *   "max_conns":        open connections at most, default 10000
+ *   "login_timeout_ms": an unauthenticated connection is closed after this,
+ *                       default 10000
+ * TLS listeners use <data_dir>/tls/server.pem and server.key (created by
+ * twind's main). The bound address of every listener is logged and written,
+ * one URL per line, to <data_dir>/nng.url (useful with port 0).
+ *
+ * Thread-safety: tw_nng_binding_new() is called once from main before the
+ * runtime starts; everything else runs through tw_binding_ops.
+ */
+#ifndef TW_NNG_BINDING_H
+#define TW_NNG_BINDING_H
+
+#include "runtime/binding.h"
+
+#include <jansson.h>
+
+/*
+ * Creates the binding from its config section (borrowed, may be NULL for the
+ * defaults) and registers it with tw_runtime_add_binding(). Listening starts
+ * with tw_runtime_start(). Returns TW_EINVAL for a bad section (logged).
+ */
+int tw_nng_binding_new(tw_runtime *rt, json_t *section, tw_binding **out);
+
+/* The URLs actually bound (after start; port 0 resolved), as a new JSON
+ * array of strings. */
+json_t *tw_nng_binding_urls(tw_binding *b);
+
+#endif

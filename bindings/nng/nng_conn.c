@@ -1,0 +1,392 @@
+/*
+ * nng_conn.c - one nng connection: its byte stream, the newline-delimited
+ * envelope framing (nng_frame.h) and its bounded send queue.
+ *
+ * Receiving: one receive aio is always in flight while the connection is
+ * open. Bytes land in a growing buffer (at most max_body plus one chunk);
+ * every complete line is parsed with tw_msg_parse() and handed to
+ * tw_router_handle() on the nng callback thread, in order. The next receive
+ * is only started once the whole chunk is handled, so a peer that sends
+ * faster than the router runs is slowed down by TCP, not buffered without
+ * bound. A malformed envelope is answered with an RFC 9457 problem (with the
+ * request's correlationID when it can be read); a line longer than max_body
+ * gets a 413 problem and the connection is closed.
+ *
+ * Sending: tw_binding_ops.send() may come from any thread. The message is
+ * appended (one reference) to a ring of send_queue entries. If no stream
+ * send is in flight, the caller gathers everything queued (up to
+ * TW_NNG_BATCH_MAX bytes) into one buffer and starts it; the send callback
+ * continues with whatever was queued meanwhile. So a single message leaves
+ * at once, and a burst leaves in few large writes: batching costs no latency.
+ *
+ * Overflow policy: when the ring is full the message is refused (TW_EFULL)
+ * and the connection is closed ("slow consumer"). Nothing is dropped
+ * silently and nothing is resent: the peer sees the disconnect, reconnects,
+ * and resumes from durable state (its queued actions drain again, its inbox
+ * replays from its cursor, action status can be queried).
+ */
+#include "nng_int.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MOD "nng"
+
+static void rx_cb(void *arg);
+static void tx_cb(void *arg);
+static void rx_start(nconn *c);
+
+nconn *nconn_ref(nconn *c)
+{
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    return c;
+}
+
+void nconn_unref(nconn *c)
+{
+    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1) return;
+    /* Last reference: possibly inside one of our own aio callbacks, where the
+     * aio cannot be freed. The housekeeping thread does it. */
+    nng_reap_push(c->nb, c);
+}
+
+void nconn_free(nconn *c)
+{
+    nng_aio_free(c->rx_aio);
+    nng_aio_free(c->tx_aio);
+    if (c->st) nng_stream_free(c->st);
+    for (size_t i = 0; i < c->qn; i++)
+        tw_msg_unref(c->q[(c->qhead + i) % c->qcap]);
+    if (c->conn) tw_conn_unref(c->conn);
+    pthread_mutex_destroy(&c->mtx);
+    free(c->q);
+    free(c->rbuf);
+    free(c->wbuf);
+    free(c);
+}
+
+static void format_addr(const nng_sockaddr *sa, char *out, size_t n)
+{
+    switch (sa->s_family) {
+    case NNG_AF_INET: {
+        const uint8_t *a = (const uint8_t *)&sa->s_in.sa_addr;
+        snprintf(out, n, "%u.%u.%u.%u:%u", a[0], a[1], a[2], a[3],
+                 (unsigned)ntohs(sa->s_in.sa_port));
+        break;
+    }
+    case NNG_AF_INET6: {
+        const uint8_t *a = sa->s_in6.sa_addr;
+        snprintf(out, n, "[%x:%x:%x:%x:%x:%x:%x:%x]:%u", a[0] << 8 | a[1], a[2] << 8 | a[3],
+                 a[4] << 8 | a[5], a[6] << 8 | a[7], a[8] << 8 | a[9], a[10] << 8 | a[11],
+                 a[12] << 8 | a[13], a[14] << 8 | a[15], (unsigned)ntohs(sa->s_in6.sa_port));
+        break;
+    }
+    case NNG_AF_IPC:
+        snprintf(out, n, "ipc:%s", sa->s_ipc.sa_path);
+        break;
+    default:
+        snprintf(out, n, "nng");
+    }
+}
+
+int nconn_start(nng_bind *nb, nng_stream *st, uint32_t slot, uint32_t gen, nconn **out)
+{
+    nconn *c = calloc(1, sizeof *c);
+    if (!c) return TW_ENOMEM;
+    atomic_init(&c->refs, 1); /* the slot's */
+    c->nb = nb;
+    c->slot = slot;
+    c->gen = gen;
+    c->st = st;
+    c->opened_ms = tw_now_ms();
+    pthread_mutex_init(&c->mtx, NULL);
+    c->qcap = nb->send_queue;
+    c->q = calloc(c->qcap, sizeof *c->q);
+    c->rcap = TW_NNG_RECV_CHUNK;
+    c->rbuf = malloc(c->rcap);
+    if (!c->q || !c->rbuf || nng_aio_alloc(&c->rx_aio, rx_cb, c) != 0 ||
+        nng_aio_alloc(&c->tx_aio, tx_cb, c) != 0)
+        goto fail;
+    nng_sockaddr sa;
+    if (nng_stream_get_addr(st, NNG_OPT_REMADDR, &sa) == 0)
+        format_addr(&sa, c->remote, sizeof c->remote);
+    else
+        snprintf(c->remote, sizeof c->remote, "nng");
+    /* bdata names the table slot and its generation, never the pointer: the
+     * router may still hold the tw_conn after this nconn is gone. */
+    void *bdata = (void *)(uintptr_t)(((uint64_t)gen << 32) | slot);
+    c->conn = tw_conn_new(nb->rt, nb->b, bdata, c->remote);
+    if (!c->conn) goto fail;
+    tw_log_debug(MOD, "connection %llu from %s", (unsigned long long)tw_conn_serial(c->conn),
+                 c->remote);
+    *out = c;
+    return 0;
+fail:
+    c->st = NULL; /* the caller still owns the stream on failure */
+    if (c->rx_aio) nng_aio_free(c->rx_aio);
+    if (c->tx_aio) nng_aio_free(c->tx_aio);
+    c->rx_aio = c->tx_aio = NULL;
+    pthread_mutex_destroy(&c->mtx);
+    free(c->q);
+    free(c->rbuf);
+    free(c);
+    return TW_ENOMEM;
+}
+
+void nconn_begin(nconn *c)
+{
+    rx_start(c);
+}
+
+void nconn_close(nconn *c, const char *why)
+{
+    pthread_mutex_lock(&c->mtx);
+    if (c->closing) {
+        pthread_mutex_unlock(&c->mtx);
+        return;
+    }
+    c->closing = true;
+    /* queued messages are released now: the peer will never get them */
+    for (size_t i = 0; i < c->qn; i++)
+        tw_msg_unref(c->q[(c->qhead + i) % c->qcap]);
+    c->qn = c->qhead = 0;
+    pthread_mutex_unlock(&c->mtx);
+    if (why)
+        tw_log_info(MOD, "closing connection %llu (%s): %s",
+                    (unsigned long long)tw_conn_serial(c->conn), c->remote, why);
+    tw_conn_close(c->conn);
+    nng_stream_close(c->st);    /* aborts the aios in flight: their callbacks unref */
+    nng_slot_release(c->nb, c); /* drops the slot's reference */
+}
+
+/* ---- sending ---------------------------------------------------------- */
+
+/* Gathers queued messages into wbuf. mtx held. Returns false if nothing. */
+static bool batch_build(nconn *c)
+{
+    c->wlen = c->woff = 0;
+    while (c->qn && c->wlen < TW_NNG_BATCH_MAX) {
+        tw_msg *m = c->q[c->qhead];
+        size_t len = 0;
+        const char *s = tw_msg_encode(m, &len);
+        if (s && c->wlen + len + 1 > c->wcap) {
+            size_t nc = c->wcap ? c->wcap : 4096;
+            while (nc < c->wlen + len + 1)
+                nc *= 2;
+            char *nb = realloc(c->wbuf, nc);
+            if (!nb) {
+                if (c->wlen) break; /* send what we have, retry later */
+                s = NULL;
+            } else {
+                c->wbuf = nb;
+                c->wcap = nc;
+            }
+        }
+        if (s) {
+            memcpy(c->wbuf + c->wlen, s, len);
+            c->wlen += len;
+            c->wbuf[c->wlen++] = '\n';
+        } else {
+            tw_log_error(MOD, "out of memory encoding a message; dropped");
+        }
+        c->qhead = (c->qhead + 1) % c->qcap;
+        c->qn--;
+        tw_msg_unref(m);
+    }
+    return c->wlen > 0;
+}
+
+static void tx_issue(nconn *c)
+{
+    nng_iov iov = {.iov_buf = c->wbuf + c->woff, .iov_len = c->wlen - c->woff};
+    nng_aio_set_iov(c->tx_aio, 1, &iov);
+    nng_stream_send(c->st, c->tx_aio);
+}
+
+int nconn_send(nconn *c, tw_msg *m, bool bounded)
+{
+    pthread_mutex_lock(&c->mtx);
+    if (c->closing) {
+        pthread_mutex_unlock(&c->mtx);
+        return TW_ECLOSED;
+    }
+    if (c->qn == c->qcap) {
+        if (bounded) {
+            pthread_mutex_unlock(&c->mtx);
+            nconn_close(c, "send queue full (slow consumer)");
+            return TW_EFULL;
+        }
+        /* unbounded sends (problems about the peer's own input) may exceed
+         * the bound: grow */
+        size_t nc = c->qcap * 2;
+        tw_msg **nq = malloc(nc * sizeof *nq);
+        if (!nq) {
+            pthread_mutex_unlock(&c->mtx);
+            return TW_ENOMEM;
+        }
+        for (size_t i = 0; i < c->qn; i++)
+            nq[i] = c->q[(c->qhead + i) % c->qcap];
+        free(c->q);
+        c->q = nq;
+        c->qcap = nc;
+        c->qhead = 0;
+    }
+    c->q[(c->qhead + c->qn) % c->qcap] = tw_msg_ref(m);
+    c->qn++;
+    bool start = false;
+    if (!c->writing && batch_build(c)) {
+        c->writing = true;
+        start = true;
+        nconn_ref(c); /* the send in flight */
+    }
+    pthread_mutex_unlock(&c->mtx);
+    if (start) tx_issue(c);
+    return 0;
+}
+
+static void tx_cb(void *arg)
+{
+    nconn *c = arg;
+    int rv = nng_aio_result(c->tx_aio);
+    if (rv != 0) {
+        pthread_mutex_lock(&c->mtx);
+        c->writing = false;
+        pthread_mutex_unlock(&c->mtx);
+        if (rv != NNG_ECLOSED)
+            nconn_close(c, nng_strerror(rv));
+        else
+            nconn_close(c, NULL);
+        nconn_unref(c);
+        return;
+    }
+    pthread_mutex_lock(&c->mtx);
+    c->woff += nng_aio_count(c->tx_aio);
+    if (c->woff < c->wlen && !c->closing) { /* partial write: finish it */
+        pthread_mutex_unlock(&c->mtx);
+        tx_issue(c);
+        return;
+    }
+    bool more = !c->closing && batch_build(c);
+    bool flushed_close = false;
+    if (!more) {
+        c->writing = false;
+        flushed_close = c->close_when_flushed;
+    }
+    pthread_mutex_unlock(&c->mtx);
+    if (more) {
+        tx_issue(c);
+        return;
+    }
+    if (flushed_close) nconn_close(c, "envelope too large");
+    nconn_unref(c);
+}
+
+/* ---- receiving -------------------------------------------------------- */
+
+static void send_problem(nconn *c, json_t *problem, const char *line, size_t len)
+{
+    tw_msg *r = tw_msg_new(TW_TYPE_RESPONSE, TW_OP_NONE, NULL, NULL);
+    if (!r) {
+        json_decref(problem);
+        return;
+    }
+    /* best effort: tie the problem to the request it answers */
+    json_t *o = line ? json_loadb(line, len, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
+    if (json_is_object(o)) {
+        const char *corr = json_string_value(json_object_get(o, "correlationID"));
+        const char *op = json_string_value(json_object_get(o, "operation"));
+        if (corr && strlen(corr) < 256) tw_msg_set_str(r, "correlationID", corr);
+        if (op && tw_op_parse(op) != TW_OP_NONE) tw_msg_set_str(r, "operation", op);
+    }
+    json_decref(o);
+    tw_msg_set_status(r, TW_STATUS_FAILED);
+    tw_msg_set(r, "error", problem);
+    nconn_send(c, r, true);
+    tw_msg_unref(r);
+}
+
+static void handle_line(nconn *c, const char *line, size_t len)
+{
+    tw_msg *m = NULL;
+    json_t *problem = NULL;
+    int rv = tw_msg_parse(line, len, &c->nb->lim, &m, &problem);
+    if (rv != 0) {
+        if (!problem) problem = tw_problem_from_error(rv, "malformed envelope", NULL);
+        send_problem(c, problem, line, len);
+        return;
+    }
+    tw_router_handle(c->nb->rt, c->conn, m);
+    tw_msg_unref(m);
+}
+
+static void rx_start(nconn *c)
+{
+    if (c->rcap - c->rlen < TW_NNG_RECV_CHUNK / 2) {
+        size_t nc = c->rcap * 2;
+        char *nb = realloc(c->rbuf, nc);
+        if (!nb) {
+            nconn_close(c, "out of memory");
+            return;
+        }
+        c->rbuf = nb;
+        c->rcap = nc;
+    }
+    nng_iov iov = {.iov_buf = c->rbuf + c->rlen, .iov_len = c->rcap - c->rlen};
+    nng_aio_set_iov(c->rx_aio, 1, &iov);
+    nconn_ref(c); /* the receive in flight */
+    nng_stream_recv(c->st, c->rx_aio);
+}
+
+static void rx_cb(void *arg)
+{
+    nconn *c = arg;
+    int rv = nng_aio_result(c->rx_aio);
+    if (rv != 0) {
+        nconn_close(c, rv == NNG_ECLOSED || rv == NNG_ECONNSHUT ? NULL : nng_strerror(rv));
+        nconn_unref(c);
+        return;
+    }
+    size_t scan = c->rlen; /* bytes before this chunk hold no newline */
+    c->rlen += nng_aio_count(c->rx_aio);
+    size_t start = 0;
+    bool closing = false;
+    for (;;) {
+        char *nl = memchr(c->rbuf + scan, '\n', c->rlen - scan);
+        if (!nl) break;
+        size_t end = (size_t)(nl - c->rbuf);
+        size_t len = end - start;
+        if (len && !(len == 1 && c->rbuf[start] == '\r')) handle_line(c, c->rbuf + start, len);
+        start = scan = end + 1;
+        pthread_mutex_lock(&c->mtx);
+        closing = c->closing;
+        pthread_mutex_unlock(&c->mtx);
+        if (closing) break;
+    }
+    if (start) {
+        memmove(c->rbuf, c->rbuf + start, c->rlen - start);
+        c->rlen -= start;
+    }
+    if (!closing && c->rlen > c->nb->lim.max_bytes) {
+        char detail[96];
+        snprintf(detail, sizeof detail, "an envelope is longer than %zu bytes",
+                 c->nb->lim.max_bytes);
+        send_problem(c, tw_problem_new(413, "too-large", "Envelope too large", detail, NULL), NULL,
+                     0);
+        /* stop reading, let the problem leave, then close */
+        tw_conn_close(c->conn);
+        pthread_mutex_lock(&c->mtx);
+        c->close_when_flushed = true;
+        bool idle = !c->writing;
+        pthread_mutex_unlock(&c->mtx);
+        if (idle) nconn_close(c, "envelope too large");
+        closing = true;
+    }
+    if (closing) {
+        nconn_unref(c);
+        return;
+    }
+    rx_start(c);
+    nconn_unref(c);
+}

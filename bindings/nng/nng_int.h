@@ -1,0 +1,117 @@
+/*
+ * nng_int.h - the inside of the nng binding, shared by nng_binding.c (the
+ * listeners, the connection table, the housekeeping thread and the ops) and
+ * nng_conn.c (one connection's stream I/O, framing and send queue).
+ *
+ * Lifetime of a connection (nconn): one reference belongs to the connection
+ * table slot, one to each aio in flight (receive, send) and one to each
+ * caller of tw_nng_conn_lookup() while it uses it. nconn_close() (idempotent)
+ * closes the stream, unregisters the tw_conn and frees the slot; when the last
+ * reference goes, the nconn is handed to the housekeeping thread, which frees
+ * the aios and the stream outside every nng callback.
+ */
+#ifndef TW_NNG_INT_H
+#define TW_NNG_INT_H
+
+#include "nng_binding.h"
+#include "nng_frame.h"
+#include "runtime/conn.h"
+#include "runtime/router.h"
+#include "runtime/log.h"
+#include "runtime/runtime.h"
+
+#include <nng/nng.h>
+#include <nng/supplemental/tls/tls.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+typedef struct nng_bind nng_bind;
+typedef struct nconn nconn;
+
+struct nconn {
+    atomic_int refs;
+    nng_bind *nb;
+    uint32_t slot;
+    uint32_t gen;
+    nng_stream *st;
+    tw_conn *conn;
+    int64_t opened_ms;
+    char remote[64];
+    nng_aio *rx_aio;
+    nng_aio *tx_aio;
+
+    /* receive side: only touched by the receive callback */
+    char *rbuf;
+    size_t rlen, rcap;
+
+    /* send side, under mtx */
+    pthread_mutex_t mtx;
+    tw_msg **q; /* ring of queued messages (one reference each) */
+    size_t qhead, qn, qcap;
+    bool writing; /* a stream send is in flight */
+    bool closing;
+    bool close_when_flushed; /* close once the queue is written */
+    char *wbuf;              /* the batch being written */
+    size_t wlen, woff, wcap;
+
+    nconn *reap_next;
+};
+
+typedef struct nng_listener_ent {
+    char url[256];   /* as configured */
+    char bound[256]; /* as bound (port resolved) */
+    nng_stream_listener *l;
+    nng_aio *accept_aio;
+    nng_aio *retry_aio;
+    nng_bind *nb;
+} nng_listener_ent;
+
+typedef struct nng_slot {
+    nconn *c;     /* NULL when free */
+    uint32_t gen; /* bumped on every reuse */
+} nng_slot;
+
+struct nng_bind {
+    tw_runtime *rt;
+    tw_binding *b;
+    tw_msg_limits lim;
+    size_t send_queue;
+    int max_conns;
+    int64_t login_timeout_ms;
+    nng_tls_config *tls;
+    char data_dir[1024];
+
+    nng_listener_ent *ls;
+    int nls;
+
+    /* connection table: bdata of a tw_conn encodes (slot, gen) */
+    pthread_rwlock_t slots_lock;
+    nng_slot *slots;
+    uint32_t *free_slots;
+    int nfree;
+    atomic_int nconns;
+
+    /* housekeeping thread: reaps dead connections, enforces login timeout */
+    pthread_t hk;
+    bool hk_started;
+    pthread_mutex_t hk_mtx;
+    pthread_cond_t hk_cond;
+    bool hk_stop;
+    nconn *reap; /* list of connections to free */
+    atomic_bool stopping;
+};
+
+/* nng_conn.c */
+int nconn_start(nng_bind *nb, nng_stream *st, uint32_t slot, uint32_t gen, nconn **out);
+void nconn_begin(nconn *c); /* starts receiving once the nconn is in its slot */
+void nconn_close(nconn *c, const char *why);
+nconn *nconn_ref(nconn *c);
+void nconn_unref(nconn *c);
+void nconn_free(nconn *c); /* housekeeping thread only */
+int nconn_send(nconn *c, tw_msg *m, bool bounded);
+
+/* nng_binding.c */
+void nng_slot_release(nng_bind *nb, nconn *c);
+void nng_reap_push(nng_bind *nb, nconn *c);
+
+#endif
