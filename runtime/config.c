@@ -36,10 +36,39 @@ json_t *tw_config_section(const tw_config *cfg, const char *name)
     return cfg->root ? json_object_get(cfg->root, name) : NULL;
 }
 
+/* Where "key" first appears as a member name in the file, so a type error
+ * points at the line to fix (Jansson keeps no positions for values). */
+static void locate(const char *path, const char *key, int *line, int *col)
+{
+    *line = 1;
+    *col = 1;
+    FILE *f = key ? fopen(path, "r") : NULL;
+    if (!f) return;
+    char pat[128];
+    snprintf(pat, sizeof pat, "\"%s\"", key);
+    char buf[4096];
+    for (int ln = 1; fgets(buf, sizeof buf, f); ln++) {
+        char *hit = strstr(buf, pat);
+        if (hit) {
+            *line = ln;
+            *col = (int)(hit - buf) + 1;
+            break;
+        }
+    }
+    fclose(f);
+}
+
+static int bad_at(char *err, size_t n, const char *path, const char *key, const char *what)
+{
+    int line, col;
+    locate(path, key, &line, &col);
+    snprintf(err, n, "%s:%d:%d: %s", path, line, col, what);
+    return TW_EINVAL;
+}
+
 static int bad(char *err, size_t n, const char *path, const char *what)
 {
-    snprintf(err, n, "%s:1:1: %s", path, what);
-    return TW_EINVAL;
+    return bad_at(err, n, path, NULL, what);
 }
 
 int tw_config_load(tw_config *cfg, const char *path, char *err, size_t errlen)
@@ -62,7 +91,7 @@ int tw_config_load(tw_config *cfg, const char *path, char *err, size_t errlen)
         if (!json_is_string(v) || strlen(json_string_value(v)) >= sizeof(dst)) {                   \
             snprintf(what, sizeof what, "'%s' must be a string", key);                             \
             json_decref(root);                                                                     \
-            return bad(err, errlen, path, what);                                                   \
+            return bad_at(err, errlen, path, key, what);                                           \
         }                                                                                          \
         snprintf(dst, sizeof(dst), "%s", json_string_value(v));                                    \
     }
@@ -71,7 +100,7 @@ int tw_config_load(tw_config *cfg, const char *path, char *err, size_t errlen)
         if (!json_is_number(v) || json_number_value(v) < (min)) {                                  \
             snprintf(what, sizeof what, "'%s' must be a number >= %g", key, (double)(min));        \
             json_decref(root);                                                                     \
-            return bad(err, errlen, path, what);                                                   \
+            return bad_at(err, errlen, path, key, what);                                           \
         }                                                                                          \
         dst = (type)json_number_value(v);                                                          \
     }
@@ -90,7 +119,8 @@ int tw_config_load(tw_config *cfg, const char *path, char *err, size_t errlen)
     v = json_object_get(root, "middleware");
     if (v && !json_is_array(v)) {
         json_decref(root);
-        return bad(err, errlen, path, "'middleware' must be an array of stage names");
+        return bad_at(err, errlen, path, "middleware",
+                      "'middleware' must be an array of stage names");
     }
     json_decref(cfg->root);
     cfg->root = root;
