@@ -926,10 +926,17 @@ int tw_td_validate(const json_t *td, int flags, json_t **errors)
     if (!m) problem(&v, "/title", "is required");
     human_readable(&v, td);
     if ((m = json_object_get(td, "id"))) {
-        if (!json_is_string(m))
+        if (!json_is_string(m)) {
             problem(&v, "/id", "must be a string, not %s", type_name(m));
-        else if (!uri_valid(json_string_value(m)))
+        } else if (flags & TW_TDV_ID_REQUIRED) {
+            const char *c = json_string_value(m);
+            bool ok = *c != '\0';
+            for (; *c; c++)
+                if ((unsigned char)*c <= 0x20 || *c == 0x7f) ok = false;
+            if (!ok) problem(&v, "/id", "must be a non-empty id without spaces or controls");
+        } else if (!uri_valid(json_string_value(m))) {
             problem(&v, "/id", "must be a URI (scheme:rest, no spaces), e.g. urn:dev:ops:32473");
+        }
     } else if (flags & TW_TDV_ID_REQUIRED) {
         problem(&v, "/id", "is required");
     }

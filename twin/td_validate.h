@@ -33,7 +33,8 @@ enum {
     TW_TDV_FORMS_OPTIONAL = 1,
     /* security/securityDefinitions may be absent (replaced by the runtime's). */
     TW_TDV_SECURITY_OPTIONAL = 2,
-    /* "id" is required (agents' TDs: the id names the Thing). */
+    /* "id" is required and is an agent's local Thing id: any string without
+     * whitespace or control characters (the twin id "dtw:agent:id" is the URI). */
     TW_TDV_ID_REQUIRED = 4,
 };
 
