@@ -423,6 +423,20 @@ static void handle_response(tw_client *c, json_t *env)
     pthread_mutex_lock(&c->mtx);
     pending *p = tw_hmap_get(&c->pend, corr);
     if (!p) {
+        const char *aid = json_string_value(json_object_get(env, "actionID"));
+        tw_status st = tw_status_parse(json_string_value(json_object_get(env, "status")));
+        job *j = aid && st != TW_STATUS_NONE && c->o.on_action_status ? calloc(1, sizeof *j) : NULL;
+        if (j) {
+            j->kind = JOB_ACTION;
+            j->afn = c->o.on_action_status;
+            j->arg = c->o.action_status_arg;
+            j->res.status = st;
+            tw_strlcpy(j->res.action_id, aid, sizeof j->res.action_id);
+            json_t *o = json_object_get(env, "output"), *e = json_object_get(env, "error");
+            j->res.output = o ? json_incref(o) : NULL;
+            j->res.error = e ? json_incref(e) : NULL;
+            sdk_push_job_locked(c, j);
+        }
         pthread_mutex_unlock(&c->mtx);
         return;
     }
@@ -613,6 +627,16 @@ int tw_client_request(tw_client *c, json_t *envelope, int timeout_ms, json_t **r
     json_object_set_new(env, "correlationID", json_string(corr));
     json_object_set_new(env, "messageID", json_string(corr));
     return sdk_call(c, env, corr, timeout_ms, response);
+}
+
+int tw_client_send_raw(tw_client *c, json_t *envelope)
+{
+    if (!json_is_object(envelope)) return TW_EINVAL;
+    const char *type = json_string_value(json_object_get(envelope, "type"));
+    out_kind k = type && strcmp(type, "response") == 0  ? OUT_ANSWER
+                 : type && strcmp(type, "request") == 0 ? OUT_REQUEST
+                                                        : OUT_VALUE;
+    return sdk_enqueue(c, json_incref(envelope), k, NULL);
 }
 
 /* ---- the I/O thread: connect, login, resync, read ------------------------------ */

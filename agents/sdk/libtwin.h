@@ -67,6 +67,9 @@ const char *tw_client_state_name(tw_client_state s);
 
 typedef void (*tw_client_state_fn)(void *arg, tw_client *c, tw_client_state state);
 
+typedef struct tw_action_result tw_action_result;
+typedef void (*tw_action_fn)(void *arg, tw_client *c, const tw_action_result *res);
+
 typedef struct tw_client_opts {
     const char *url;             /* required: "tls+tcp://host:8445", "ipc:///run/twind.sock", ... */
     const char *ca_file;         /* PEM CA that signed the server certificate (TLS URLs) */
@@ -84,6 +87,11 @@ typedef struct tw_client_opts {
     int64_t inbox_cursor;        /* the inbox cursor to resume from (0: everything unseen) */
     tw_client_state_fn on_state; /* may be NULL; runs on the callback thread */
     void *state_arg;
+    /* Action statuses no call of this client waits for: those of actions
+     * invoked before a restart, replayed from the inbox after the login
+     * (res->action_id names the action). May be NULL. Callback thread. */
+    tw_action_fn on_action_status;
+    void *action_status_arg;
 } tw_client_opts;
 
 /* Creates a client and starts connecting in the background. opts is copied. */
@@ -116,6 +124,12 @@ void tw_client_get_stats(tw_client *c, tw_client_stats *out);
  * the TW_E* code of a failed response (its problem is in "error").
  */
 int tw_client_request(tw_client *c, json_t *envelope, int timeout_ms, json_t **response);
+
+/*
+ * Sends an envelope exactly as given (reference borrowed), without waiting
+ * for anything: for tools and tests that speak the protocol directly.
+ */
+int tw_client_send_raw(tw_client *c, json_t *envelope);
 
 /* ---- agent side ------------------------------------------------------- */
 
@@ -198,12 +212,12 @@ int tw_consumer_observe_property(tw_client *c, const char *twin_id, const char *
 int tw_consumer_unsubscribe(tw_client *c, int sub_id);
 
 /* The outcome or progress of an action. */
-typedef struct tw_action_result {
+struct tw_action_result {
     tw_status status;
     char action_id[TW_ID_MAX];
     json_t *output; /* borrowed in callbacks, new ref from tw_consumer_invoke */
     json_t *error;  /* RFC 9457 problem when failed */
-} tw_action_result;
+};
 void tw_action_result_clear(tw_action_result *r); /* drops output and error */
 
 /*
@@ -222,7 +236,6 @@ int tw_consumer_invoke(tw_client *c, const char *twin_id, const char *name, json
  * (the runtime's expiry still applies); on a local timeout fn gets status
  * failed with action_id as known and error NULL.
  */
-typedef void (*tw_action_fn)(void *arg, tw_client *c, const tw_action_result *res);
 int tw_consumer_invoke_async(tw_client *c, const char *twin_id, const char *name, json_t *input,
                              int timeout_ms, tw_action_fn fn, void *arg);
 /* writeproperty, same semantics as tw_consumer_invoke. */

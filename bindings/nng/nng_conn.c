@@ -35,6 +35,13 @@
 #define MOD "nng"
 
 static void rx_cb(void *arg);
+
+/* The peer hung up or we closed: an ordinary end, not worth a log line. */
+static bool peer_gone(int rv)
+{
+    return rv == NNG_ECLOSED || rv == NNG_ECONNSHUT || rv == NNG_ECONNRESET ||
+           rv == NNG_ECONNREFUSED || rv == NNG_ECANCELED;
+}
 static void tx_cb(void *arg);
 static void rx_start(nconn *c);
 
@@ -84,7 +91,7 @@ static void format_addr(const nng_sockaddr *sa, char *out, size_t n)
         break;
     }
     case NNG_AF_IPC:
-        snprintf(out, n, "ipc:%s", sa->s_ipc.sa_path);
+        snprintf(out, n, "ipc:%.58s", sa->s_ipc.sa_path);
         break;
     default:
         snprintf(out, n, "nng");
@@ -344,7 +351,7 @@ static void rx_cb(void *arg)
     nconn *c = arg;
     int rv = nng_aio_result(c->rx_aio);
     if (rv != 0) {
-        nconn_close(c, rv == NNG_ECLOSED || rv == NNG_ECONNSHUT ? NULL : nng_strerror(rv));
+        nconn_close(c, peer_gone(rv) ? NULL : nng_strerror(rv));
         nconn_unref(c);
         return;
     }
