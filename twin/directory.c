@@ -745,28 +745,30 @@ int tw_dir_patch(tw_dir *d, const char *id, const json_t *patch, const char *age
         set_problem(problem, problem_simple(TW_EINVAL, "a patch cannot change the id", "/id"));
         return TW_EINVAL;
     }
-    json_t *cur = NULL;
+    json_t *cur = NULL, *agent_td = NULL;
     tw_dir_info info;
-    int rc = tw_dir_get_info(d, id, &info, &cur, NULL);
+    int rc = tw_dir_get_info(d, id, &info, &cur, &agent_td);
     if (rc) {
         set_problem(problem, problem_simple(rc, "no such Thing", "id"));
         return rc;
     }
     if (strcmp(info.agent_id, agent_id ? agent_id : "") != 0) {
         json_decref(cur);
+        json_decref(agent_td);
         set_problem(problem, tw_problem_new(403, "not-owner", "forbidden",
                                             "this Thing belongs to another agent", "id"));
         return TW_EPERM;
     }
     json_t *next = tw_merge_patch_apply(cur, patch);
     json_decref(cur);
-    if (!next) return TW_ENOMEM;
-    tw_dir_put_opts o = {.agent_id = agent_id, .ttl_s = info.ttl_s};
-    rc = validate(&o, next, problem);
+    /* the agent's own TD stays as it was */
+    tw_dir_put_opts o = {.agent_id = agent_id, .agent_td = agent_td, .ttl_s = info.ttl_s};
+    rc = next ? validate(&o, next, problem) : TW_ENOMEM;
     if (rc == 0)
         rc = install(d, id, next, &o, NULL, problem);
     else
         json_decref(next);
+    json_decref(agent_td);
     return rc;
 }
 
