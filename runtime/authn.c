@@ -243,6 +243,17 @@ static int load_sessions_job(tw_store_tx *tx, void *arg)
     return s == SQLITE_DONE ? 0 : TW_EDB;
 }
 
+/* Expired sessions are dead whatever their state: their rows go at start-up. */
+static int purge_sessions_job(tw_store_tx *tx, void *arg)
+{
+    sqlite3_stmt *st = tw_store_stmt(tx, "DELETE FROM authn_sessions WHERE expires <= ?1");
+    if (!st) return TW_EDB;
+    sqlite3_bind_int64(st, 1, *(const int64_t *)arg);
+    int s = sqlite3_step(st);
+    sqlite3_reset(st);
+    return s == SQLITE_DONE ? 0 : TW_EDB;
+}
+
 typedef struct count_ctx {
     const char *sql;
     const char *arg;
@@ -550,6 +561,7 @@ int tw_authn_open(tw_store *s, const char *data_dir, const tw_authn_opts *opts, 
     if ((rc = hash_password(a, pw, a->dummy_hash)) != 0) goto fail;
 
     load_ctx lc = {a, tw_now_ms()};
+    if ((rc = tw_store_exec(s, purge_sessions_job, &lc.now)) != 0) goto fail;
     if ((rc = tw_store_read(s, load_sessions_job, &lc)) != 0) goto fail;
 
     count_ctx cc = {"SELECT count(*) FROM authn_clients", NULL, 0};

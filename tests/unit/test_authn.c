@@ -14,7 +14,9 @@
 #include <stddef.h>
 
 #include <cmocka.h>
+#include <pthread.h>
 #include <sodium.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -391,6 +393,64 @@ static void test_administration(void **state)
     assert_int_equal(tw_authn_remove_client(an, "root2"), TW_ECONFLICT);
 }
 
+/* Revocation is immediate under concurrency: a verify that starts after
+ * tw_authn_logout() returned never succeeds, whatever other threads cache. */
+#define NSESS 4
+typedef struct race {
+    fx *f;
+    char *tok[NSESS];
+    atomic_bool revoked[NSESS];
+    atomic_int violations, ok;
+    atomic_bool stop;
+} race;
+
+static void *verifier(void *arg)
+{
+    race *r = arg;
+    while (!atomic_load(&r->stop)) {
+        for (int i = 0; i < NSESS; i++) {
+            bool was_revoked = atomic_load(&r->revoked[i]);
+            tw_identity id;
+            int rc = tw_authn_verify(r->f->an, r->tok[i], &id);
+            if (rc == 0 && was_revoked) atomic_fetch_add(&r->violations, 1);
+            if (rc == 0) atomic_fetch_add(&r->ok, 1);
+            if (rc != 0 && rc != TW_EAUTH) atomic_fetch_add(&r->violations, 1);
+        }
+    }
+    return NULL;
+}
+
+static void test_concurrent_verify_and_logout(void **state)
+{
+    fx *f = *state;
+    race *r = calloc(1, sizeof *r);
+    r->f = f;
+    for (int i = 0; i < NSESS; i++)
+        r->tok[i] = login(f, "admin", f->admin_pw, 0);
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, verifier, r), 0);
+    while (atomic_load(&r->ok) < 1000)
+        usleep(1000);
+    for (int i = 0; i < NSESS; i++) {
+        tw_identity id;
+        assert_int_equal(tw_authn_verify(f->an, r->tok[i], &id), 0);
+        assert_int_equal(tw_authn_logout(f->an, id.session_id), 0);
+        atomic_store(&r->revoked[i], true);
+        int seen = atomic_load(&r->ok);
+        while (atomic_load(&r->ok) == seen && i + 1 < NSESS)
+            usleep(100); /* let the others keep verifying live sessions */
+    }
+    usleep(2000);
+    atomic_store(&r->stop, true);
+    for (int i = 0; i < 3; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(atomic_load(&r->violations), 0);
+    for (int i = 0; i < NSESS; i++)
+        free(r->tok[i]);
+    free(r);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -403,6 +463,7 @@ int main(void)
         T(test_brute_force_per_id),
         T(test_brute_force_per_address),
         T(test_administration),
+        T(test_concurrent_verify_and_logout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
