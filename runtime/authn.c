@@ -26,7 +26,9 @@
  *
  * Locks: `lock` guards the session map and the rate table, `cache_lock` the
  * token cache; argon2 and signature checks run outside both. Store calls are
- * made without holding either.
+ * made without holding either. At most MAX_HASHING argon2 computations run
+ * at once (`hash_lock`): each holds pw_memlimit bytes (64 MiB by default),
+ * so a burst of logins queues instead of exhausting memory.
  */
 #include "authn.h"
 
@@ -53,6 +55,7 @@
 #define MAX_SESSIONS 65536
 #define MAX_PASSWORD 1024
 #define MAX_DISPLAY 256
+#define MAX_HASHING 4 /* argon2 computations at once: each takes pw_memlimit bytes */
 
 typedef struct session {
     char client_id[TW_ID_MAX];
@@ -85,6 +88,10 @@ struct tw_authn {
 
     pthread_mutex_t cache_lock;
     cache_entry cache[CACHE_SLOTS];
+
+    pthread_mutex_t hash_lock; /* bounds concurrent argon2 work (memory) */
+    pthread_cond_t hash_cv;
+    int hashing;
 
     tw_runtime *rt; /* set by tw_authn_register_service: closes revoked sessions */
 };
@@ -274,9 +281,38 @@ static int count_job(tw_store_tx *tx, void *arg)
 
 /* ---- passwords ---- */
 
-static int hash_password(const tw_authn *a, const char *pw, char out[crypto_pwhash_STRBYTES])
+/* Waits for a slot: at most MAX_HASHING argon2 runs hold their memory at once. */
+static void hash_enter(tw_authn *a)
 {
-    if (crypto_pwhash_str(out, pw, strlen(pw), a->opts.pw_opslimit, a->opts.pw_memlimit) != 0) {
+    pthread_mutex_lock(&a->hash_lock);
+    while (a->hashing >= MAX_HASHING)
+        pthread_cond_wait(&a->hash_cv, &a->hash_lock);
+    a->hashing++;
+    pthread_mutex_unlock(&a->hash_lock);
+}
+
+static void hash_leave(tw_authn *a)
+{
+    pthread_mutex_lock(&a->hash_lock);
+    a->hashing--;
+    pthread_cond_signal(&a->hash_cv);
+    pthread_mutex_unlock(&a->hash_lock);
+}
+
+static bool verify_password(tw_authn *a, const char *hash, const char *pw)
+{
+    hash_enter(a);
+    bool ok = crypto_pwhash_str_verify(hash, pw, strlen(pw)) == 0;
+    hash_leave(a);
+    return ok;
+}
+
+static int hash_password(tw_authn *a, const char *pw, char out[crypto_pwhash_STRBYTES])
+{
+    hash_enter(a);
+    int r = crypto_pwhash_str(out, pw, strlen(pw), a->opts.pw_opslimit, a->opts.pw_memlimit);
+    hash_leave(a);
+    if (r != 0) {
         tw_log_error(MOD, "password hashing failed (out of memory?)");
         return TW_ENOMEM;
     }
@@ -493,8 +529,11 @@ static int create_first_admin(tw_authn *a, const char *data_dir, char **first_pw
     char pw[sodium_base64_ENCODED_LEN(18, sodium_base64_VARIANT_URLSAFE_NO_PADDING)];
     sodium_bin2base64(pw, sizeof pw, raw, sizeof raw, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
     sodium_memzero(raw, sizeof raw);
-    int rc = tw_authn_add_client(a, "admin", TW_KIND_CONSUMER, TW_ROLE_ADMIN, "Administrator", pw);
-    if (rc == 0) rc = write_admin_password(data_dir, pw);
+    /* the file first: a crash in between leaves a stale file that the next
+     * start overwrites, never an admin whose password nobody knows */
+    int rc = write_admin_password(data_dir, pw);
+    if (rc == 0)
+        rc = tw_authn_add_client(a, "admin", TW_KIND_CONSUMER, TW_ROLE_ADMIN, "Administrator", pw);
     if (rc == 0 && first_pw) {
         *first_pw = strdup(pw);
         if (!*first_pw) rc = TW_ENOMEM;
@@ -543,6 +582,8 @@ int tw_authn_open(tw_store *s, const char *data_dir, const tw_authn_opts *opts, 
         a->opts.pw_memlimit = crypto_pwhash_MEMLIMIT_MIN;
     pthread_mutex_init(&a->lock, NULL);
     pthread_mutex_init(&a->cache_lock, NULL);
+    pthread_mutex_init(&a->hash_lock, NULL);
+    pthread_cond_init(&a->hash_cv, NULL);
     tw_hmap_init(&a->sessions);
     randombytes_buf(a->rate_key, sizeof a->rate_key);
 
@@ -586,6 +627,8 @@ void tw_authn_close(tw_authn *a)
     tw_hmap_fini(&a->sessions);
     pthread_mutex_destroy(&a->lock);
     pthread_mutex_destroy(&a->cache_lock);
+    pthread_mutex_destroy(&a->hash_lock);
+    pthread_cond_destroy(&a->hash_cv);
     free(a->dummy_hash);
     sodium_memzero(a->sk, sizeof a->sk);
     sodium_memzero(a->cache, sizeof a->cache);
@@ -620,7 +663,7 @@ int tw_authn_login(tw_authn *a, const char *client_id, const char *password, con
     bool ok = false;
     if (password_ok(password)) {
         const char *h = known ? row.hash : a->dummy_hash;
-        ok = crypto_pwhash_str_verify(h, password, strlen(password)) == 0 && known;
+        ok = verify_password(a, h, password) && known;
     }
     if (!ok) {
         pthread_mutex_lock(&a->lock);

@@ -395,8 +395,10 @@ int tw_tls_ensure_opts(const char *data_dir, const tw_tls_opts *opts, tw_tls_fil
     bool new_ca = false;
 
     rc = load_pair(out->ca_cert, out->ca_key, &ca);
-    if (rc == 0 && (!is_ca(ca.crt) || !valid_for(ca.crt, now, 0))) {
-        tw_log_warn("tls", "%s is not a valid CA any more: making a new one", out->ca_cert);
+    if (rc == 0 && (!is_ca(ca.crt) || !valid_for(ca.crt, now, o.renew_days))) {
+        /* clients trusting the old CA must fetch the new ca.pem */
+        tw_log_warn("tls", "%s is not a CA or expires within %d days: making a new one",
+                    out->ca_cert, o.renew_days);
         keypair_free(&ca);
         rc = TW_ECRYPTO;
     }

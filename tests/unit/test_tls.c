@@ -183,6 +183,32 @@ static void test_renewal_near_expiry(void **state)
     free(dir);
 }
 
+static void test_ca_renewal_near_expiry(void **state)
+{
+    char *dir = tmpdir();
+    tw_tls_files f;
+    unsigned changes = 0;
+    tw_tls_opts short_ca = host_opts;
+    short_ca.ca_days = 20;
+    short_ca.server_days = 10;
+    short_ca.renew_days = 5;
+    assert_int_equal(tw_tls_ensure_opts(dir, &short_ca, &f, &changes), 0);
+    char *ca1 = slurp(f.ca_cert, NULL);
+    /* a CA with 20 days left is replaced under the default 30-day rule, and
+     * the server certificate with it */
+    assert_int_equal(tw_tls_ensure_opts(dir, &host_opts, &f, &changes), 0);
+    assert_int_equal(changes, TW_TLS_NEW_CA | TW_TLS_NEW_SERVER);
+    char *ca2 = slurp(f.ca_cert, NULL);
+    assert_string_not_equal(ca1, ca2);
+    int64_t na;
+    assert_int_equal(tw_tls_cert_not_after(f.ca_cert, &na), 0);
+    assert_true(na > time(NULL) + 3649LL * DAY);
+    free(ca1);
+    free(ca2);
+    rm_rf(dir);
+    free(dir);
+}
+
 static void test_reissue_on_rename_and_lost_ca(void **state)
 {
     char *dir = tmpdir();
@@ -294,6 +320,7 @@ int main(void)
         cmocka_unit_test(test_first_start_and_permissions),
         cmocka_unit_test(test_reuse_on_restart),
         cmocka_unit_test(test_renewal_near_expiry),
+        cmocka_unit_test(test_ca_renewal_near_expiry),
         cmocka_unit_test(test_reissue_on_rename_and_lost_ca),
         cmocka_unit_test(test_client_certificates),
     };
