@@ -6,6 +6,7 @@
 #   - openssl s_client verifies the chain and the host name (if installed);
 #   - a client certificate issued by the CA is seen as its CN, one from
 #     another CA is refused;
+#   - mbedTLS (nng tls+tcp) accepts the same files and checks the chain;
 #   - a restart keeps the certificates and they still verify;
 #   - every key is owner-only.
 set -eu
@@ -88,6 +89,12 @@ out=$(curl -sS --max-time 10 --cacert "$CA" --cert "$WORK/mallory.pem" --key "$W
     "https://localhost:$PORT/" 2>&1) || true
 [ "$out" = "client=invalid" ] || fail "a foreign client certificate was not refused: '$out'"
 stop
+
+# the nng binding's TLS (mbedTLS) loads the same PEM files and verifies the chain
+"$PROBE" nng "$DATA" "$CA" || fail "nng tls+tcp round trip with ca.pem"
+rc=0
+"$PROBE" nng "$DATA" "$OTHER/tls/ca.pem" 2>/dev/null || rc=$?
+[ $rc -eq 3 ] || fail "nng dialer trusting a foreign CA did not fail the handshake (rc $rc)"
 
 # restart: nothing is regenerated, and the chain still verifies
 cp "$DATA/tls/server.pem" "$WORK/server.before"

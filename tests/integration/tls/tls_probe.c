@@ -11,10 +11,18 @@
  *   tls_probe init DATA_DIR                 tw_tls_ensure, print the changes
  *   tls_probe client DATA_DIR ID CERT KEY   issue a client certificate
  *   tls_probe serve DATA_DIR PORT_FILE      serve on 127.0.0.1 and ::1
+ *   tls_probe nng DATA_DIR CA_PEM           an nng tls+tcp round trip (mbedTLS):
+ *                                           listener with server.pem/key, dialer
+ *                                           trusting CA_PEM and checking the
+ *                                           name "localhost"; exit 0 if a message
+ *                                           went through, 3 if the dial failed
  */
 #include "runtime/tls.h"
 
 #include <arpa/inet.h>
+#include <nng/nng.h>
+#include <nng/protocol/pair0/pair.h>
+#include <nng/supplemental/tls/tls.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -158,8 +166,75 @@ static int serve(const char *data_dir, const char *port_file)
     return 0;
 }
 
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = calloc(1, 65536);
+    if (buf) fread(buf, 1, 65535, f);
+    fclose(f);
+    return buf;
+}
+
+/* The same files through mbedTLS, as the nng binding loads them. */
+static int nng_round_trip(const char *data_dir, const char *ca_path)
+{
+    tw_tls_files f;
+    if (tw_tls_ensure(data_dir, &f) != 0) return 1;
+    char *cert = slurp(f.server_cert), *key = slurp(f.server_key), *ca = slurp(ca_path);
+    nng_socket srv, cli;
+    nng_listener l;
+    nng_dialer d;
+    nng_tls_config *scfg = NULL, *ccfg = NULL;
+    int rv, result = 1;
+    if (!cert || !key || !ca) goto out;
+    if ((rv = nng_pair0_open(&srv)) || (rv = nng_pair0_open(&cli))) goto fail;
+    nng_socket_set_ms(srv, NNG_OPT_RECVTIMEO, 10000);
+    nng_socket_set_ms(cli, NNG_OPT_SENDTIMEO, 10000);
+    if ((rv = nng_tls_config_alloc(&scfg, NNG_TLS_MODE_SERVER)) ||
+        (rv = nng_tls_config_own_cert(scfg, cert, key, NULL)) ||
+        (rv = nng_listener_create(&l, srv, "tls+tcp://127.0.0.1:0")) ||
+        (rv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, scfg)) || (rv = nng_listener_start(l, 0)))
+        goto fail;
+    nng_sockaddr sa;
+    if ((rv = nng_listener_get_addr(l, NNG_OPT_LOCADDR, &sa))) goto fail;
+    char url[64];
+    snprintf(url, sizeof url, "tls+tcp://127.0.0.1:%d", ntohs(sa.s_in.sa_port));
+    if ((rv = nng_tls_config_alloc(&ccfg, NNG_TLS_MODE_CLIENT)) ||
+        (rv = nng_tls_config_ca_chain(ccfg, ca, NULL)) ||
+        (rv = nng_tls_config_server_name(ccfg, "localhost")) ||
+        (rv = nng_tls_config_auth_mode(ccfg, NNG_TLS_AUTH_MODE_REQUIRED)) ||
+        (rv = nng_dialer_create(&d, cli, url)) ||
+        (rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, ccfg)))
+        goto fail;
+    if ((rv = nng_dialer_start(d, 0)) != 0) {
+        fprintf(stderr, "tls_probe: nng dial: %s\n", nng_strerror(rv));
+        result = 3;
+        goto out;
+    }
+    if ((rv = nng_send(cli, "hello", 6, 0))) goto fail;
+    char *msg = NULL;
+    size_t len = 0;
+    if ((rv = nng_recv(srv, &msg, &len, NNG_FLAG_ALLOC))) goto fail;
+    result = len == 6 && strcmp(msg, "hello") == 0 ? 0 : 1;
+    nng_free(msg, len);
+    goto out;
+fail:
+    fprintf(stderr, "tls_probe: nng: %s\n", nng_strerror(rv));
+out:
+    nng_close(cli);
+    nng_close(srv);
+    if (scfg) nng_tls_config_free(scfg);
+    if (ccfg) nng_tls_config_free(ccfg);
+    free(cert);
+    free(key);
+    free(ca);
+    return result;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 4 && strcmp(argv[1], "nng") == 0) return nng_round_trip(argv[2], argv[3]);
     if (argc == 3 && strcmp(argv[1], "init") == 0) {
         tw_tls_files f;
         unsigned changes = 0;
