@@ -36,8 +36,8 @@
 
 typedef struct entry {
     char *id;
-    json_t *td;       /* immutable once stored */
-    json_t *agent_td; /* immutable, may be NULL */
+    json_t *td;     /* immutable once stored */
+    char *agent_td; /* the agent's TD, compact JSON (parsed on demand), or NULL */
     tw_dir_info info;
     /* treap */
     struct entry *l, *r;
@@ -187,7 +187,7 @@ static void entry_free(entry *e)
     if (!e) return;
     free(e->id);
     json_decref(e->td);
-    json_decref(e->agent_td);
+    free(e->agent_td);
     free(e);
 }
 
@@ -368,7 +368,7 @@ static int load_job(tw_store_tx *tx, void *arg)
         const char *atd = (const char *)sqlite3_column_text(st, 3);
         e->id = strdup(id ? id : "");
         e->td = td ? json_loads(td, 0, NULL) : NULL;
-        e->agent_td = atd ? json_loads(atd, 0, NULL) : NULL;
+        e->agent_td = atd ? strdup(atd) : NULL;
         tw_strlcpy(e->info.agent_id, agent ? agent : "", sizeof e->info.agent_id);
         e->info.created_ms = sqlite3_column_int64(st, 4);
         e->info.modified_ms = sqlite3_column_int64(st, 5);
@@ -519,17 +519,24 @@ static bool owner_ok(const entry *e, const char *agent_id)
 
 /*
  * Installs td (new reference stolen) under id. Validation already happened.
- * old_for_diff: for patch, the old TD to diff against is the entry's.
+ * A replaced entry's old TD is diffed against the new one for the feed.
  */
 static int install(tw_dir *d, const char *id, json_t *td, const tw_dir_put_opts *o, bool *created,
                    json_t **problem)
 {
     const char *agent = (o && o->agent_id) ? o->agent_id : "";
+    /* registration info is the directory's; the TD may only ask for a ttl */
+    int64_t ttl = o ? o->ttl_s : 0;
+    if (!ttl) {
+        json_t *t = json_object_get(json_object_get(td, "registration"), "ttl");
+        if (json_is_integer(t) && json_integer_value(t) > 0) ttl = json_integer_value(t);
+    }
+    json_object_del(td, "registration");
     char *td_text = json_dumps(td, JSON_COMPACT);
     char *atd_text = (o && o->agent_td) ? json_dumps(o->agent_td, JSON_COMPACT) : NULL;
+    char *agent_td = atd_text ? strdup(atd_text) : NULL;
     entry *e = calloc(1, sizeof *e);
     dir_job *j = calloc(1, sizeof *j);
-    json_t *agent_td = (o && o->agent_td) ? json_deep_copy(o->agent_td) : NULL;
     int rc = 0;
     if (!td_text || !e || !j || ((o && o->agent_td) && (!atd_text || !agent_td)) ||
         !(e->id = strdup(id)) || !(j->id = strdup(id)) || !(j->agent_id = strdup(agent))) {
@@ -546,18 +553,6 @@ static int install(tw_dir *d, const char *id, json_t *td, const tw_dir_put_opts 
         rc = TW_EINVAL;
         goto fail;
     }
-    int64_t ttl = o ? o->ttl_s : 0;
-    if (!ttl) {
-        json_t *t = json_object_get(json_object_get(td, "registration"), "ttl");
-        if (json_is_integer(t) && json_integer_value(t) > 0) ttl = json_integer_value(t);
-    }
-    json_object_del(td, "registration");
-    free(td_text); /* re-encode without registration */
-    td_text = json_dumps(td, JSON_COMPACT);
-    if (!td_text) {
-        rc = TW_ENOMEM;
-        goto fail;
-    }
     e->td = td;
     td = NULL;
     e->agent_td = agent_td;
@@ -570,13 +565,13 @@ static int install(tw_dir *d, const char *id, json_t *td, const tw_dir_put_opts 
     pthread_rwlock_wrlock(&d->lock);
     entry *old = tw_hmap_get(&d->by_id, id);
     if (old && !owner_ok(old, o ? o->agent_id : NULL)) {
+        bool agents = old->info.agent_id[0] != '\0';
         pthread_rwlock_unlock(&d->lock);
         rc = TW_EPERM;
         set_problem(problem, tw_problem_new(403, "not-owner", "forbidden",
-                                            old->info.agent_id[0]
-                                                ? "this Thing belongs to another agent"
-                                                : "this Thing is a directory entry, not an "
-                                                  "agent's",
+                                            agents ? "this Thing belongs to another agent"
+                                                   : "this Thing is a directory entry, not an "
+                                                     "agent's",
                                             "id"));
         goto fail;
     }
@@ -643,7 +638,7 @@ fail:
     free(td_text);
     free(atd_text);
     json_decref(td);
-    json_decref(agent_td);
+    free(agent_td);
     entry_free(e); /* owns td and agent_td once they were moved into it */
     if (rc == TW_ENOMEM) set_problem(problem, problem_simple(rc, NULL, NULL));
     return rc;
@@ -896,7 +891,7 @@ int tw_dir_get_info(tw_dir *d, const char *id, tw_dir_info *info, json_t **td_ou
     if (e) {
         if (info) *info = e->info;
         if (td_out) *td_out = json_incref(e->td);
-        if (agent_td_out) *agent_td_out = json_incref(e->agent_td);
+        if (agent_td_out && e->agent_td) *agent_td_out = json_loads(e->agent_td, 0, NULL);
     }
     pthread_rwlock_unlock(&d->lock);
     return e ? 0 : TW_ENOTFOUND;
