@@ -43,13 +43,12 @@ static void log_after(void *state, const tw_mw_call *call)
 
 /* ---- authn ------------------------------------------------------------- */
 
-/* Makes call->msg writable, copying it when it is shared or encoded. */
-static int own_msg(tw_mw_call *call)
+int tw_mw_own(tw_mw_call *call)
 {
     if (tw_msg_writable(call->msg)) return 0;
     tw_msg *copy = tw_msg_copy(call->msg);
     if (!copy) return TW_ENOMEM;
-    tw_msg_unref(call->msg);
+    if (call->msg != call->orig) tw_msg_unref(call->msg);
     call->msg = copy;
     return 0;
 }
@@ -74,7 +73,7 @@ static int authn_before(void *state, tw_mw_call *call)
     }
     const char *sender = tw_msg_sender(call->msg);
     if (!sender || strcmp(sender, id->client_id) != 0) {
-        if (own_msg(call)) return TW_ENOMEM;
+        if (tw_mw_own(call)) return TW_ENOMEM;
         tw_msg_set_str(call->msg, "senderID", id->client_id);
     }
     return 0;

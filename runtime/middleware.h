@@ -21,7 +21,8 @@
 typedef struct tw_mw_call {
     tw_runtime *rt;
     tw_conn *conn;
-    tw_msg *msg;      /* the message; a stage may swap it */
+    tw_msg *msg;      /* the message; a stage may swap it (tw_mw_own) */
+    tw_msg *orig;     /* the caller's message (borrowed, never released here) */
     json_t *problem;  /* set by a rejecting stage */
     int status;       /* HTTP-like outcome: 200, 202 queued, 4xx, 5xx */
     int64_t start_us; /* tw_mono_us() when routing began */
@@ -41,6 +42,14 @@ typedef struct tw_middleware {
     int (*init)(tw_runtime *rt, json_t *config, void **state);
     void (*fini)(void *state);
 } tw_middleware;
+
+/*
+ * Makes call->msg modifiable: when the caller holds the only reference and it
+ * is not encoded yet it is changed in place (the router's caller gave it up
+ * to the router); otherwise it is replaced by a private copy. Returns
+ * TW_ENOMEM when the copy fails.
+ */
+int tw_mw_own(tw_mw_call *call);
 
 /* Looks a stage up by name in the table of known stages. */
 const tw_middleware *tw_middleware_find(const char *name);

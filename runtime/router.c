@@ -227,12 +227,7 @@ static void handle_notification(tw_mw_call *call)
     }
     /* Consumers see the twin id. The binding normally hands us the only
      * reference, so this rewrites in place instead of copying. */
-    if (!tw_msg_writable(call->msg)) {
-        tw_msg *copy = tw_msg_copy(call->msg);
-        if (!copy) return;
-        tw_msg_unref(call->msg);
-        call->msg = copy;
-    }
+    if (tw_mw_own(call)) return;
     tw_msg_set_str(call->msg, "thingID", call->twin_id);
     if (!changed) tw_msg_set(call->msg, "unchanged", json_true());
     tw_conns_fanout(rt, kind, call->twin_id, name, call->msg);
@@ -291,7 +286,7 @@ void tw_router_handle(tw_runtime *rt, tw_conn *c, tw_msg *m)
     tw_mw_call call;
     call.rt = rt;
     call.conn = c;
-    call.msg = tw_msg_ref(m);
+    call.msg = call.orig = m;
     call.problem = NULL;
     call.status = 200;
     call.start_us = tw_mono_us();
@@ -308,7 +303,7 @@ void tw_router_handle(tw_runtime *rt, tw_conn *c, tw_msg *m)
     if (rt->chain) tw_mw_chain_after(rt->chain, &call);
     count_outcome(rt, &call);
     json_decref(call.problem);
-    tw_msg_unref(call.msg);
+    if (call.msg != call.orig) tw_msg_unref(call.msg);
 }
 
 int tw_router_add_service(tw_runtime *rt, const char *twin_id, tw_service_fn fn, void *ctx)

@@ -16,7 +16,10 @@
  * whose actions are answered by a C function instead of an agent.
  *
  * tw_router_handle() is thread-safe and may be called from any binding
- * thread. It takes its own reference to msg when it needs to keep it.
+ * thread. It takes its own reference to msg when it needs to keep it. When
+ * the caller holds the only reference and has not encoded msg, the router may
+ * change it in place (stamp senderID, rewrite thingID): a binding hands the
+ * message over and releases it afterwards, it does not reuse it.
  */
 #ifndef TW_ROUTER_H
 #define TW_ROUTER_H

@@ -4,6 +4,7 @@
  */
 #include "tw.h"
 
+#include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,6 +136,13 @@ int64_t tw_mono_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* Every message carries a time stamp, so formatting is on the hot path:
+ * the "YYYY-MM-DDTHH:MM:SS" part is cached per thread for the current
+ * second and only the milliseconds are written each time. */
+static _Thread_local time_t cached_sec = -1;
+static _Thread_local char cached_prefix[24];
+static _Thread_local size_t cached_len;
+
 void tw_time_format(int64_t ms, char out[TW_TIME_LEN])
 {
     time_t secs = (time_t)(ms / 1000);
@@ -143,10 +151,20 @@ void tw_time_format(int64_t ms, char out[TW_TIME_LEN])
         frac += 1000;
         secs -= 1;
     }
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    size_t n = strftime(out, TW_TIME_LEN, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, TW_TIME_LEN - n, ".%03dZ", frac);
+    if (secs != cached_sec) {
+        struct tm tm;
+        gmtime_r(&secs, &tm);
+        cached_len = strftime(cached_prefix, sizeof cached_prefix, "%Y-%m-%dT%H:%M:%S", &tm);
+        cached_sec = secs;
+    }
+    memcpy(out, cached_prefix, cached_len);
+    char *p = out + cached_len;
+    p[0] = '.';
+    p[1] = (char)('0' + frac / 100);
+    p[2] = (char)('0' + frac / 10 % 10);
+    p[3] = (char)('0' + frac % 10);
+    p[4] = 'Z';
+    p[5] = '\0';
 }
 
 /* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant). */
@@ -216,11 +234,44 @@ int tw_time_parse(const char *s, int64_t *ms)
     return 0;
 }
 
+/* Random bytes for ids come from a per-thread pool refilled from the
+ * kernel's CSPRNG through libsodium 4 KiB at a time: one getrandom() per 256
+ * ids instead of one per id. A forked child drops its inherited pool so
+ * parent and child never hand out the same bytes. */
+#define ID_POOL 4096
+static _Thread_local unsigned char id_pool[ID_POOL];
+static _Thread_local size_t id_pool_left;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void id_pool_drop(void)
+{
+    sodium_memzero(id_pool, sizeof id_pool);
+    id_pool_left = 0;
+}
+
+static void id_atfork_install(void)
+{
+    pthread_atfork(NULL, NULL, id_pool_drop);
+}
+
+static void id_random(unsigned char *out, size_t n)
+{
+    if (id_pool_left < n) {
+        pthread_once(&atfork_once, id_atfork_install);
+        randombytes_buf(id_pool, sizeof id_pool);
+        id_pool_left = sizeof id_pool;
+    }
+    unsigned char *src = id_pool + (ID_POOL - id_pool_left);
+    memcpy(out, src, n);
+    sodium_memzero(src, n); /* a used byte is never kept */
+    id_pool_left -= n;
+}
+
 void tw_id_new(const char *prefix, char out[TW_ID_MAX])
 {
     static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
     unsigned char raw[16];
-    randombytes_buf(raw, sizeof raw);
+    id_random(raw, sizeof raw);
     size_t n = 0;
     if (prefix) {
         size_t pl = strlen(prefix);
