@@ -501,6 +501,51 @@ static int rate_check_locked(tw_authn *a, uint64_t tag, int64_t now, int *retry_
     return TW_ERATE;
 }
 
+/* ---- configuration ---- */
+
+int tw_authn_opts_from_config(json_t *section, tw_authn_opts *opts, char *err, size_t errlen)
+{
+    if (!opts) return TW_EINVAL;
+    memset(opts, 0, sizeof *opts);
+    if (err && errlen) err[0] = 0;
+    if (!section || json_is_null(section)) return 0;
+    if (!json_is_object(section)) {
+        if (err) snprintf(err, errlen, "authn: must be an object");
+        return TW_EINVAL;
+    }
+    static const struct {
+        const char *key;
+        int64_t min, max;
+    } keys[] = {
+        {"consumer_token_s", 60, 10LL * 366 * 86400},
+        {"agent_token_s", 60, 10LL * 366 * 86400},
+        {"login_fail_limit", 1, 1000},
+    };
+    const char *k;
+    json_t *v;
+    json_object_foreach(section, k, v)
+    {
+        size_t i = 0;
+        while (i < 3 && strcmp(keys[i].key, k) != 0)
+            i++;
+        if (i == 3) {
+            if (err) snprintf(err, errlen, "authn.%s: unknown setting", k);
+            return TW_EINVAL;
+        }
+        json_int_t n = json_is_integer(v) ? json_integer_value(v) : -1;
+        if (n < keys[i].min || n > keys[i].max) {
+            if (err)
+                snprintf(err, errlen, "authn.%s: an integer from %lld to %lld", k,
+                         (long long)keys[i].min, (long long)keys[i].max);
+            return TW_EINVAL;
+        }
+        if (i == 0) opts->consumer_token_ms = (int64_t)n * 1000;
+        if (i == 1) opts->agent_token_ms = (int64_t)n * 1000;
+        if (i == 2) opts->login_fail_limit = (int)n;
+    }
+    return 0;
+}
+
 /* ---- open / close ---- */
 
 static int write_admin_password(const char *data_dir, const char *pw)

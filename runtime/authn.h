@@ -36,6 +36,14 @@ typedef struct tw_authn_opts {
 } tw_authn_opts;
 
 /*
+ * Fills opts from the config file's "authn" section (NULL: defaults):
+ *   {"consumer_token_s": 86400, "agent_token_s": 7776000, "login_fail_limit": 10}
+ * Unknown members and out-of-range values (tokens 60 s .. 10 years, limit
+ * 1 .. 1000) are TW_EINVAL with a message in err.
+ */
+int tw_authn_opts_from_config(json_t *section, tw_authn_opts *opts, char *err, size_t errlen);
+
+/*
  * Opens the client store in data_dir's database. When a new admin was
  * created, *first_admin_password (if not NULL) gets its password (malloc'd),
  * else NULL.

@@ -393,6 +393,42 @@ static void test_administration(void **state)
     assert_int_equal(tw_authn_remove_client(an, "root2"), TW_ECONFLICT);
 }
 
+static void test_opts_from_config(void **state)
+{
+    tw_authn_opts o;
+    char err[128];
+    assert_int_equal(tw_authn_opts_from_config(NULL, &o, err, sizeof err), 0);
+    assert_int_equal(o.consumer_token_ms, 0); /* 0: the defaults of tw_authn_open */
+    json_t *sec = json_pack("{s:i, s:i, s:i}", "consumer_token_s", 3600, "agent_token_s", 86400,
+                            "login_fail_limit", 5);
+    assert_int_equal(tw_authn_opts_from_config(sec, &o, err, sizeof err), 0);
+    assert_int_equal(o.consumer_token_ms, 3600000);
+    assert_int_equal(o.agent_token_ms, 86400000);
+    assert_int_equal(o.login_fail_limit, 5);
+    json_decref(sec);
+    const char *bad[] = {"{\"consumer_token_s\": 1}", "{\"agent_token_s\": \"long\"}",
+                         "{\"login_fail_limit\": 0}", "{\"tokens\": 5}", "[]"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sec = json_loads(bad[i], 0, NULL);
+        err[0] = 0;
+        assert_int_equal(tw_authn_opts_from_config(sec, &o, err, sizeof err), TW_EINVAL);
+        assert_true(strncmp(err, "authn", 5) == 0);
+        json_decref(sec);
+    }
+
+    /* a limit of 5 from the config applies */
+    fx *f = *state;
+    close_all(f);
+    f->opts.login_fail_limit = 5;
+    open_all(f, NULL);
+    char *tok = NULL;
+    int64_t exp;
+    int retry;
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(tw_authn_login(f->an, "admin", "x", NULL, &tok, &exp, &retry), TW_EAUTH);
+    assert_int_equal(tw_authn_login(f->an, "admin", "x", NULL, &tok, &exp, &retry), TW_ERATE);
+}
+
 /* Revocation is immediate under concurrency: a verify that starts after
  * tw_authn_logout() returned never succeeds, whatever other threads cache. */
 #define NSESS 4
@@ -464,6 +500,7 @@ int main(void)
         T(test_brute_force_per_address),
         T(test_administration),
         T(test_concurrent_verify_and_logout),
+        T(test_opts_from_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
