@@ -239,9 +239,12 @@ static int act_set_acl(service *s, json_t *in, json_t **out, json_t **problem)
         size_t k;
         json_t *r;
         bool ok = !v || json_is_null(v) || json_is_array(v);
-        if (ok && json_is_array(v))
-            json_array_foreach(v, k, r) if (tw_role_parse(json_string_value(r)) == TW_ROLE_NONE)
-                ok = false;
+        if (ok && json_is_array(v)) {
+            json_array_foreach(v, k, r)
+            {
+                if (tw_role_parse(json_string_value(r)) == TW_ROLE_NONE) ok = false;
+            }
+        }
         if (!ok) {
             *problem = bad_input(lists[i], "an array of role names (viewer, operator, manager, "
                                            "admin, agent, service)");
