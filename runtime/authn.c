@@ -37,6 +37,7 @@
 #include "log.h"
 #include "token.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -466,6 +467,47 @@ static uint64_t rate_tag(tw_authn *a, const char *kind, const char *name)
     return t ? t : 1;
 }
 
+/*
+ * The address part of a binding's remote string, as the key of the
+ * per-address limit: "1.2.3.4:5678" -> "1.2.3.4"; "[2001:db8::1]:443" ->
+ * its /64 ("2001:db8::"), since one IPv6 host commonly owns a whole /64.
+ * Anything else (a unix path, "test") is used as it is.
+ */
+static void remote_key(const char *remote, char *out, size_t n)
+{
+    char host[INET6_ADDRSTRLEN + 8] = "";
+    const char *colon = strrchr(remote, ':');
+    if (remote[0] == '[') {
+        const char *end = strchr(remote, ']');
+        size_t len = end ? (size_t)(end - remote - 1) : 0;
+        if (len < sizeof host) {
+            memcpy(host, remote + 1, len);
+            host[len] = 0;
+        }
+    } else if (colon && strchr(remote, ':') == colon) {
+        size_t len = (size_t)(colon - remote);
+        if (len < sizeof host) {
+            memcpy(host, remote, len);
+            host[len] = 0;
+        }
+    } else {
+        tw_strlcpy(host, remote, sizeof host);
+    }
+    unsigned char a[16];
+    if (inet_pton(AF_INET6, host, a) == 1) {
+        memset(a + 8, 0, 8);
+        if (inet_ntop(AF_INET6, a, host, sizeof host)) {
+            tw_strlcpy(out, host, n);
+            return;
+        }
+    }
+    if (inet_pton(AF_INET, host, a) == 1) {
+        tw_strlcpy(out, host, n);
+        return;
+    }
+    tw_strlcpy(out, remote, n);
+}
+
 static bool rate_live(const rate_entry *e, int64_t now)
 {
     return e->count > 0 && now - e->start_ms < RATE_WINDOW_MS;
@@ -690,7 +732,9 @@ int tw_authn_login(tw_authn *a, const char *client_id, const char *password, con
     if (!a || !client_id || !password || !token) return TW_EINVAL;
     int64_t now = tw_now_ms();
     uint64_t id_tag = rate_tag(a, "id", client_id);
-    uint64_t addr_tag = remote && *remote ? rate_tag(a, "addr", remote) : 0;
+    char addr[TW_ID_MAX * 2] = "";
+    if (remote && *remote) remote_key(remote, addr, sizeof addr);
+    uint64_t addr_tag = addr[0] ? rate_tag(a, "addr", addr) : 0;
 
     pthread_mutex_lock(&a->lock);
     int rc = rate_check_locked(a, id_tag, now, retry_after_s);

@@ -326,6 +326,26 @@ static void test_brute_force_per_address(void **state)
     assert_int_equal(tw_authn_login(f->an, "carol", "carolpw", "192.0.2.7", &tok, &exp, &retry),
                      TW_ERATE);
     assert_true(retry >= 1 && retry <= 60);
+    /* the port is not part of the address: new connections do not help */
+    for (int i = 0; i < 10; i++) {
+        char remote[64], who[32];
+        snprintf(remote, sizeof remote, "198.51.100.3:%d", 40000 + i);
+        snprintf(who, sizeof who, "p%d", i);
+        assert_int_equal(tw_authn_login(f->an, who, "x", remote, &tok, &exp, &retry), TW_EAUTH);
+    }
+    assert_int_equal(
+        tw_authn_login(f->an, "carol", "carolpw", "198.51.100.3:50000", &tok, &exp, &retry),
+        TW_ERATE);
+    /* nor are the addresses of one IPv6 /64 */
+    for (int i = 0; i < 10; i++) {
+        char remote[64], who[32];
+        snprintf(remote, sizeof remote, "[2001:db8:1:2::%x]:443", i + 1);
+        snprintf(who, sizeof who, "v6user%d", i);
+        assert_int_equal(tw_authn_login(f->an, who, "x", remote, &tok, &exp, &retry), TW_EAUTH);
+    }
+    assert_int_equal(
+        tw_authn_login(f->an, "carol", "carolpw", "[2001:db8:1:2:ffff::9]:80", &tok, &exp, &retry),
+        TW_ERATE);
     /* carol from elsewhere is fine */
     assert_int_equal(tw_authn_login(f->an, "carol", "carolpw", "192.0.2.8", &tok, &exp, &retry), 0);
     free(tok);
