@@ -166,7 +166,7 @@ static int rate_before(void *state, tw_mw_call *call)
     const tw_identity *id = tw_conn_identity(call->conn);
     const char *key = id ? id->client_id : tw_conn_remote(call->conn);
     int shard = (int)(tw_hash_str(key) % RATE_SHARDS);
-    int64_t now = tw_mono_us();
+    int64_t now = call->start_us; /* routing began a moment ago: no second clock read */
     double retry = 0;
     pthread_mutex_lock(&rs->shard[shard].lock);
     tw_hmap *map = &rs->shard[shard].buckets;
