@@ -54,6 +54,7 @@
 #define RATE_PROBE 8
 #define RATE_WINDOW_MS 60000
 #define MAX_SESSIONS 65536
+#define MAX_CLIENT_SESSIONS 64 /* a new one beyond this ends the client's oldest */
 #define MAX_PASSWORD 1024
 #define MAX_DISPLAY 256
 #define MAX_HASHING 4 /* argon2 computations at once: each takes pw_memlimit bytes */
@@ -61,6 +62,7 @@
 typedef struct session {
     char client_id[TW_ID_MAX];
     int64_t expires_ms;
+    uint64_t seq; /* creation order, breaks ties between equal expiries */
 } session;
 
 typedef struct cache_entry {
@@ -84,6 +86,7 @@ struct tw_authn {
 
     pthread_mutex_t lock;
     tw_hmap sessions; /* session id -> session* */
+    uint64_t next_seq;
     rate_entry rate[RATE_SLOTS];
     uint8_t rate_key[crypto_shorthash_KEYBYTES];
 
@@ -239,6 +242,7 @@ static int load_sessions_job(tw_store_tx *tx, void *arg)
             continue;
         }
         se->expires_ms = sqlite3_column_int64(st, 2);
+        se->seq = UINT64_MAX / 2 - lc->a->next_seq++; /* rows come newest first */
         int err = 0;
         free(tw_hmap_put(&lc->a->sessions, sid, se, &err));
         if (err) {
@@ -358,6 +362,34 @@ static void prune_sessions_locked(tw_authn *a, int64_t now)
     free(dead);
 }
 
+/*
+ * When client_id already has MAX_CLIENT_SESSIONS live sessions, takes the
+ * one that expires first out of the map and names it in oldest.
+ */
+static void oldest_if_over_locked(tw_authn *a, const char *client_id, int64_t now,
+                                  char oldest[TW_ID_MAX])
+{
+    size_t pos = 0;
+    const char *k, *first = NULL;
+    void *v;
+    int64_t first_exp = INT64_MAX;
+    uint64_t first_seq = UINT64_MAX;
+    int n = 0;
+    while (tw_hmap_next(&a->sessions, &pos, &k, &v)) {
+        const session *se = v;
+        if (se->expires_ms <= now || strcmp(se->client_id, client_id) != 0) continue;
+        n++;
+        if (se->expires_ms < first_exp || (se->expires_ms == first_exp && se->seq < first_seq)) {
+            first_exp = se->expires_ms;
+            first_seq = se->seq;
+            first = k;
+        }
+    }
+    if (n < MAX_CLIENT_SESSIONS || !first) return;
+    tw_strlcpy(oldest, first, TW_ID_MAX);
+    free(tw_hmap_del(&a->sessions, oldest));
+}
+
 /* Creates (sid empty) or extends a session and signs a token for it. */
 static int issue(tw_authn *a, const char *client_id, tw_role role, tw_client_kind kind,
                  char sid[TW_ID_MAX], char **token, int64_t *expires_ms)
@@ -386,11 +418,22 @@ static int issue(tw_authn *a, const char *client_id, tw_role role, tw_client_kin
     }
     if (fresh && a->sessions.len >= MAX_SESSIONS) prune_sessions_locked(a, now);
     bool full = fresh && a->sessions.len >= MAX_SESSIONS;
+    char oldest[TW_ID_MAX] = "";
+    if (fresh && !full) oldest_if_over_locked(a, client_id, now, oldest);
+    se->seq = UINT64_MAX / 2 + a->next_seq++;
     pthread_mutex_unlock(&a->lock);
     if (full) {
         free(se);
         tw_log_warn(MOD, "session table full (%d live sessions)", MAX_SESSIONS);
         return TW_EFULL;
+    }
+    if (oldest[0]) {
+        /* one client cannot fill the table: its oldest session ends */
+        revoke_ctx r = {oldest, NULL};
+        tw_store_exec(a->store, revoke_job, &r);
+        if (a->rt) tw_conns_close_session(a->rt, oldest);
+        tw_log_info(MOD, "'%s' has %d sessions: ended the oldest, %s", client_id,
+                    MAX_CLIENT_SESSIONS, oldest);
     }
 
     /* durable before the token exists: a token always outlives a restart */

@@ -413,6 +413,23 @@ static void test_administration(void **state)
     assert_int_equal(tw_authn_remove_client(an, "root2"), TW_ECONFLICT);
 }
 
+static void test_sessions_per_client_bounded(void **state)
+{
+    fx *f = *state;
+    /* 64 live sessions per client: the 65th ends the oldest, not the table */
+    char *first = login(f, "admin", f->admin_pw, 0);
+    tw_identity id;
+    assert_int_equal(tw_authn_verify(f->an, first, &id), 0);
+    for (int i = 1; i < 64; i++)
+        free(login(f, "admin", f->admin_pw, 0));
+    assert_int_equal(tw_authn_verify(f->an, first, &id), 0);
+    char *last = login(f, "admin", f->admin_pw, 0);
+    assert_int_equal(tw_authn_verify(f->an, first, &id), TW_EAUTH);
+    assert_int_equal(tw_authn_verify(f->an, last, &id), 0);
+    free(first);
+    free(last);
+}
+
 static void test_opts_from_config(void **state)
 {
     tw_authn_opts o;
@@ -521,6 +538,7 @@ int main(void)
         T(test_administration),
         T(test_concurrent_verify_and_logout),
         T(test_opts_from_config),
+        T(test_sessions_per_client_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
