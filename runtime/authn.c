@@ -11,7 +11,8 @@
  * session map (loaded at open: not revoked, not expired). Logout, removal of
  * a client and a role change take sessions out of the map at once, so every
  * binding sees the revocation on its next verify. The map is bounded
- * (MAX_SESSIONS; expired sessions are pruned when it fills).
+ * (MAX_SESSIONS; expired sessions are pruned when it fills) and so is each
+ * client's share (MAX_CLIENT_SESSIONS; a new login ends its oldest session).
  *
  * Verified tokens are cached in a direct-mapped table of CACHE_SLOTS entries
  * keyed by BLAKE2b-256 of the token: a hit skips the Ed25519 check but
