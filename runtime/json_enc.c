@@ -54,6 +54,7 @@ static const unsigned char needs_escape[256] = {
 
 static void put_string(buf *b, const char *s, size_t n)
 {
+    if (!reserve(b, n + 2)) return; /* the common case: nothing to escape */
     putc1(b, '"');
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {

@@ -1,8 +1,8 @@
 /*
  * bench_route.c - scenario `route`: notifications from one agent through the
  * full middleware chain (log, authn, authz, rate, validate), the value-store
- * hook and fan-out, to one subscriber whose binding encodes every message,
- * all in process (the loopback binding). Reports messages/s for messages
+ * hook (the real twin's write-behind value store) and fan-out, to one subscriber whose binding
+ * encodes every message, all in process (the loopback binding). Reports messages/s for messages
  * built in process and for messages parsed from JSON bytes as a binding
  * would, and the same with 1,000 subscribers (deliveries/s).
  */
@@ -11,19 +11,20 @@
 #include "bindings/loopback/loopback.h"
 #include "runtime/log.h"
 #include "runtime/router.h"
-#include "runtime/twin_mem.h"
+#include "twin/twin.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static const char *TD = "{\"id\":\"sensor\",\"title\":\"Sensor\",\"properties\":{\"t\":{}},"
+static const char *TD = "{\"@context\":\"https://www.w3.org/2022/wot/td/"
+                        "v1.1\",\"id\":\"sensor\",\"title\":\"Sensor\",\"properties\":{\"t\":{}},"
                         "\"events\":{\"tick\":{}}}";
 
 typedef struct env {
     tw_config cfg;
     tw_runtime *rt;
-    tw_twin_mem *twin;
+    tw_twin *twin;
     tw_loop *loop;
     tw_loop_conn *agent;
 } env;
@@ -40,9 +41,9 @@ static int env_open(env *e, const char *dir)
         fprintf(stderr, "route: %s\n", err);
         return 1;
     }
-    e->twin = tw_twin_mem_new();
-    tw_runtime_set_twin(e->rt, tw_twin_mem_ops(), e->twin);
     tw_loop_new(e->rt, &e->loop);
+    if (tw_twin_open(e->rt, &e->twin)) return 1;
+    tw_runtime_set_twin(e->rt, tw_twin_ops_table(), e->twin);
     if (tw_runtime_start(e->rt, err, sizeof err)) return 1;
     e->agent = tw_loop_connect(e->loop, "agent");
     tw_loop_identify(e->agent, "ag", TW_ROLE_AGENT);
@@ -58,8 +59,8 @@ static void env_close(env *e)
 {
     tw_loop_close(e->agent);
     tw_runtime_stop(e->rt);
+    tw_twin_close(e->twin);
     tw_runtime_free(e->rt);
-    tw_twin_mem_free(e->twin);
     tw_config_free(&e->cfg);
 }
 
