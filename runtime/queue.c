@@ -67,10 +67,11 @@
  *
  * Ownership: returned tw_action values belong to the caller. tw_inbox_cb gets
  * a borrowed message: take a reference (tw_msg_ref) to keep it. Every public
- * function is thread-safe. fetch, get, list, history, cancel, expire,
- * fail_thing, depth, replay and close wait for the writer and must not be
- * called from a store job; from a done callback only update, record, push
- * and inbox append/ack are allowed.
+ * function is thread-safe. None may be called from inside a store job. From
+ * a done callback (the writer thread, between transactions) all may be
+ * called but close: fetch/cancel/expire/fail_thing then run inline on the
+ * writer, and get/list/history/replay read committed state without first
+ * waiting for write-behind jobs.
  */
 #include "queue.h"
 
@@ -864,6 +865,11 @@ static int fetch_claim(tw_store_tx *tx, fetch_ctx *c)
     return 0;
 }
 
+static int fetch_claim_job(tw_store_tx *tx, void *arg)
+{
+    return fetch_claim(tx, arg);
+}
+
 static int fetch_job(tw_store_tx *tx, void *arg)
 {
     fetch_ctx *c = arg;
@@ -912,7 +918,6 @@ int tw_queue_fetch(tw_queue *q, const char *agent_id, int64_t after, int max, tw
     if (!q || !agent_id || !out || !n || max <= 0) return TW_EINVAL;
     *out = NULL;
     *n = 0;
-    if (on_writer(q)) return TW_EBUSY;
     fetch_ctx *c = calloc(1, sizeof *c);
     if (!c) return TW_ENOMEM;
     c->q = q;
@@ -920,6 +925,20 @@ int tw_queue_fetch(tw_queue *q, const char *agent_id, int64_t after, int max, tw
     c->after = after;
     c->max = max > FETCH_MAX ? FETCH_MAX : max;
     c->now = tw_now_ms();
+    if (on_writer(q)) {
+        /* From a done callback (the router drains a queue when a push
+         * lands while its agent is online): exec runs the claim inline and
+         * it is committed when exec returns, so no pending entries. */
+        int rc = tw_store_exec(q->store, fetch_claim_job, c);
+        if (rc == 0) {
+            *out = c->got.v;
+            *n = c->got.n;
+        } else {
+            tw_action_list_free(c->got.v, c->got.n);
+        }
+        free(c);
+        return rc;
+    }
     c->refs = 2;
     int rc = tw_store_submit(q->store, fetch_job, c, fetch_done);
     if (rc < 0) {

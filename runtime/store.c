@@ -32,9 +32,12 @@
  *
  * Ownership: tw_store owns its connections and statements; a tw_store_tx is
  * only valid during the job it was given to. All public functions are
- * thread-safe. tw_store_exec/flush/migrate/close must not be called from a
- * job or a done callback (they run on the writer thread and would wait for
- * themselves): they detect that and return TW_EBUSY.
+ * thread-safe. A job must not call tw_store_exec/flush/migrate/close (it
+ * would wait for itself): they detect that and return TW_EBUSY. A done
+ * callback runs on the writer thread between transactions, so there
+ * tw_store_exec runs its job at once, inline, in a transaction of its own
+ * (the router drains an agent's queue from a push's done callback);
+ * tw_store_flush and tw_store_close still answer TW_EBUSY there.
  */
 #include "store.h"
 
@@ -204,6 +207,7 @@ struct tw_store {
 
     pthread_t writer;
     tw_store_tx *wtx; /* writer connection, touched only by the writer thread */
+    bool in_job;      /* writer thread only: a job function is running */
 
     pthread_mutex_t rmu;
     pthread_cond_t rcv;
@@ -265,7 +269,9 @@ static void run_batch(tw_store *s, job *batch, size_t n)
             tx_end_job(tx);
             continue;
         }
+        s->in_job = true;
         j->rc = j->fn(tx, j->arg);
+        s->in_job = false;
         tx_end_job(tx);
         if (j->rc > 0) j->rc = 0;
         if (sqlite3_get_autocommit(tx->db)) {
@@ -496,11 +502,41 @@ int tw_store_submit(tw_store *s, tw_store_job_fn fn, void *arg, tw_store_done_fn
     return enqueue(s, fn, arg, done, NULL);
 }
 
+/* tw_store_exec from a done callback: the writer is between transactions,
+ * so the job runs now in a transaction of its own. */
+static int exec_inline(tw_store *s, tw_store_job_fn fn, void *arg)
+{
+    pthread_mutex_lock(&s->mu);
+    bool closing = s->closing;
+    pthread_mutex_unlock(&s->mu);
+    if (closing) return TW_ECLOSED;
+    tw_store_tx *tx = s->wtx;
+    if (tx_ctl(tx, "BEGIN IMMEDIATE") < 0) return TW_EDB;
+    s->in_job = true;
+    int rc = fn(tx, arg);
+    s->in_job = false;
+    tx_end_job(tx);
+    if (rc > 0) rc = 0;
+    if (sqlite3_get_autocommit(tx->db)) {
+        tw_log_error(MOD, "transaction aborted by a job: %s", sqlite3_errmsg(tx->db));
+        return TW_EDB;
+    }
+    if (rc == 0 && tx_ctl(tx, "COMMIT") < 0) rc = TW_EDB;
+    if (!sqlite3_get_autocommit(tx->db)) tx_ctl(tx, "ROLLBACK");
+    pthread_mutex_lock(&s->mu);
+    s->submitted++;
+    s->committed++;
+    s->commits++;
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
 int tw_store_exec(tw_store *s, tw_store_job_fn fn, void *arg)
 {
-    if (!s) return TW_EINVAL;
+    if (!s || !fn) return TW_EINVAL;
     if (on_writer(s)) {
-        tw_log_error(MOD, "tw_store_exec called on the writer thread (would deadlock)");
+        if (!s->in_job) return exec_inline(s, fn, arg);
+        tw_log_error(MOD, "tw_store_exec called from a job (would deadlock)");
         return TW_EBUSY;
     }
     exec_wait w = {0};
@@ -520,6 +556,8 @@ static int noop_job(tw_store_tx *tx, void *arg)
 
 int tw_store_flush(tw_store *s)
 {
+    if (!s) return TW_EINVAL;
+    if (on_writer(s)) return TW_EBUSY; /* the jobs before it wait behind us */
     /* Jobs run and commit in submission order, so once this empty job is
      * committed every job submitted before it is too. */
     return tw_store_exec(s, noop_job, NULL);

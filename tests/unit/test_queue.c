@@ -643,6 +643,38 @@ static void test_concurrent_fetchers_never_share(void **state)
     free(seen2);
 }
 
+/* The router drains an agent's queue from a push's done callback when the
+ * agent came online meanwhile: fetch works there (on the writer thread). */
+typedef struct drain_in_done {
+    tw_queue *q;
+    int rc, n;
+    char first[TW_ID_MAX];
+} drain_in_done;
+
+static void drain_on_pushed(void *arg, const tw_queue_push_result *res)
+{
+    drain_in_done *d = arg;
+    tw_action *got = NULL;
+    d->rc = tw_queue_fetch(d->q, "ag", 0, 10, &got, &d->n);
+    if (d->n > 0) snprintf(d->first, sizeof d->first, "%s", got[0].id);
+    tw_action_list_free(got, d->n);
+}
+
+static void test_fetch_from_done_callback(void **state)
+{
+    fx *f = *state;
+    tw_action a = mk("dd1", "ag", "dtw:ag:t", "act", TW_OP_INVOKEACTION);
+    drain_in_done d = {.q = f->q, .rc = 1};
+    assert_int_equal(tw_queue_push(f->q, &a, drain_on_pushed, &d), 0);
+    assert_int_equal(tw_store_flush(f->s), 0);
+    assert_int_equal(d.rc, 0);
+    assert_int_equal(d.n, 1);
+    assert_string_equal(d.first, "dd1");
+    tw_action *g = get(f, "dd1");
+    assert_int_equal(g->status, TW_STATUS_DELIVERED);
+    tw_action_free(g);
+}
+
 /* ---- inbox ---------------------------------------------------------------- */
 
 typedef struct replayed {
@@ -767,6 +799,7 @@ int main(void)
         T(test_action_json),
         T(test_fetch_paging_many_rows),
         T(test_concurrent_fetchers_never_share),
+        T(test_fetch_from_done_callback),
         T(test_inbox_replay_ack_cursor),
         T(test_inbox_bounded_per_client),
     };

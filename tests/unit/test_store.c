@@ -504,8 +504,8 @@ typedef struct late {
     int exec_rc;
 } late;
 
-/* A done callback that runs while close drains: submitting is refused, and
- * exec from the writer thread is refused instead of deadlocking. */
+/* A done callback that runs while close drains: submitting and exec are
+ * refused. */
 static void late_done(void *arg, int rc)
 {
     late *l = arg;
@@ -544,11 +544,53 @@ static void test_submit_after_close(void **state)
     pthread_join(th, NULL);
     f->s = NULL;
     assert_int_equal(l.submit_rc, TW_ECLOSED);
-    assert_int_equal(l.exec_rc, TW_EBUSY);
+    assert_int_equal(l.exec_rc, TW_ECLOSED);
     assert_int_equal(kept.done_calls, 1); /* submitted before: committed */
     assert_int_equal(kept.done_rc, 0);
     assert_int_equal(tw_store_open(f->path, NULL, &f->s), 0);
     assert_int_equal(count_rows(f->s, 77), 1);
+}
+
+/* ---- re-entry from the writer thread ------------------------------------ */
+
+typedef struct reentry {
+    tw_store *s;
+    int exec_rc, flush_rc, nested_rc;
+    ins row;
+} reentry;
+
+static int nested_exec_job(tw_store_tx *tx, void *arg)
+{
+    reentry *r = arg;
+    int zero = 0;
+    r->nested_rc = tw_store_exec(r->s, ret_job, &zero); /* from a job: refused */
+    return 0;
+}
+
+static void reentry_done(void *arg, int rc)
+{
+    reentry *r = arg;
+    /* From a done callback: exec runs inline and is committed on return. */
+    r->exec_rc = tw_store_exec(r->s, insert_job, &r->row);
+    r->flush_rc = tw_store_flush(r->s);
+}
+
+static void test_exec_from_done_and_job(void **state)
+{
+    fx *f = *state;
+    reentry r = {.s = f->s, .exec_rc = 1, .flush_rc = 1, .nested_rc = 1, .row = {.id = 555}};
+    assert_int_equal(tw_store_submit(f->s, nested_exec_job, &r, reentry_done), 0);
+    assert_int_equal(tw_store_flush(f->s), 0);
+    assert_int_equal(r.nested_rc, TW_EBUSY);
+    assert_int_equal(r.exec_rc, 0);
+    assert_int_equal(r.flush_rc, TW_EBUSY);
+    assert_int_equal(count_rows(f->s, 555), 1);
+    /* an inline job that fails leaves nothing */
+    r.row = (ins){.id = 556, .ret = TW_EINVAL};
+    assert_int_equal(tw_store_submit(f->s, nested_exec_job, &r, reentry_done), 0);
+    assert_int_equal(tw_store_flush(f->s), 0);
+    assert_int_equal(r.exec_rc, TW_EINVAL);
+    assert_int_equal(count_rows(f->s, 556), 0);
 }
 
 /* ---- concurrency ----------------------------------------------------------- */
@@ -630,6 +672,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_flushes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_submit_after_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_submitters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_exec_from_done_and_job, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
