@@ -9,6 +9,7 @@
  * schemas, links, twind:* hints - is kept as the agent wrote it.
  */
 #include "runtime/runtime.h"
+#include "twin/json_fast.h"
 #include "twin/twin.h"
 
 #include <string.h>
@@ -38,7 +39,7 @@ int tw_twin_derive(tw_runtime *rt, const char *agent_id, const json_t *agent_td,
     char id[TW_THING_ID_MAX];
     int rc = tw_twin_id_make(agent_id, json_string_value(tid), id, sizeof id);
     if (rc) return rc == TW_ETOOBIG ? TW_EINVAL : rc;
-    json_t *td = json_deep_copy(agent_td);
+    json_t *td = tw_json_copy(agent_td);
     json_t *sec = runtime_security();
     if (!td || !sec) {
         json_decref(td);

@@ -22,6 +22,7 @@
 #include "runtime/hmap.h"
 #include "runtime/log.h"
 #include "runtime/msg.h"
+#include "twin/json_fast.h"
 #include "twin/jsonpath.h"
 #include "twin/merge_patch.h"
 #include "twin/td_validate.h"
@@ -532,8 +533,9 @@ static int install(tw_dir *d, const char *id, json_t *td, const tw_dir_put_opts 
         if (json_is_integer(t) && json_integer_value(t) > 0) ttl = json_integer_value(t);
     }
     json_object_del(td, "registration");
-    char *td_text = json_dumps(td, JSON_COMPACT);
-    char *atd_text = (o && o->agent_td) ? json_dumps(o->agent_td, JSON_COMPACT) : NULL;
+    size_t td_len = 0;
+    char *td_text = tw_json_encode(td, &td_len);
+    char *atd_text = (o && o->agent_td) ? tw_json_encode(o->agent_td, NULL) : NULL;
     char *agent_td = atd_text ? strdup(atd_text) : NULL;
     entry *e = calloc(1, sizeof *e);
     dir_job *j = calloc(1, sizeof *j);
@@ -543,7 +545,7 @@ static int install(tw_dir *d, const char *id, json_t *td, const tw_dir_put_opts 
         rc = TW_ENOMEM;
         goto fail;
     }
-    if (strlen(td_text) > d->opts.max_td_bytes) {
+    if (td_len > d->opts.max_td_bytes) {
         rc = TW_ETOOBIG;
         set_problem(problem,
                     problem_simple(rc, "the TD is larger than the directory allows", NULL));
@@ -590,7 +592,7 @@ static int install(tw_dir *d, const char *id, json_t *td, const tw_dir_put_opts 
     if (old) {
         data = tw_merge_patch_diff(old->td, e->td);
         j->kind = TW_DIR_UPDATED;
-        j->data_text = data ? json_dumps(data, JSON_COMPACT) : NULL;
+        j->data_text = data ? tw_json_encode(data, NULL) : NULL;
     } else {
         data = json_incref(e->td);
         j->kind = TW_DIR_CREATED;
@@ -665,10 +667,9 @@ static bool id_ok(const char *id, json_t **problem)
     return true;
 }
 
-int tw_dir_put(tw_dir *d, const char *id, json_t *td, const tw_dir_put_opts *opts, bool *created,
-               json_t **problem)
+/* The checks of tw_dir_put before anything is copied. */
+static int put_check(const char *id, json_t *td, const tw_dir_put_opts *opts, json_t **problem)
 {
-    if (problem) *problem = NULL;
     if (!id_ok(id, problem)) return TW_EINVAL;
     if (!json_is_object(td)) {
         set_problem(problem, problem_simple(TW_EINVAL, "a TD is a JSON object", NULL));
@@ -690,10 +691,23 @@ int tw_dir_put(tw_dir *d, const char *id, json_t *td, const tw_dir_put_opts *opt
                                             "/id"));
         return TW_EINVAL;
     }
-    json_t *copy = json_deep_copy(td);
+    return 0;
+}
+
+int tw_dir_put(tw_dir *d, const char *id, json_t *td, const tw_dir_put_opts *opts, bool *created,
+               json_t **problem)
+{
+    if (problem) *problem = NULL;
+    bool take = opts && opts->take;
+    int rc = put_check(id, td, opts, problem);
+    if (rc) {
+        if (take) json_decref(td);
+        return rc;
+    }
+    json_t *copy = take ? td : tw_json_copy(td);
     if (!copy) return TW_ENOMEM;
-    if (!tid) json_object_set_new(copy, "id", json_string(id));
-    int rc = validate(opts, copy, problem);
+    if (!json_object_get(copy, "id")) json_object_set_new(copy, "id", json_string(id));
+    rc = validate(opts, copy, problem);
     if (rc) {
         json_decref(copy);
         return rc;

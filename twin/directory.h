@@ -62,10 +62,13 @@ typedef struct tw_dir_put_opts {
                              or none (never expires) */
     bool skip_validate;   /* the caller validated already (twin TDs derived in-process) */
     bool nowait;          /* do not wait for the commit (bulk loads, benchmarks) */
+    bool take;            /* td is handed over (its reference is stolen, also on errors)
+                             and stored without a copy */
 } tw_dir_put_opts;
 
 /*
- * Creates or replaces the TD with id `id` (td borrowed, copied). If td has an
+ * Creates or replaces the TD with id `id` (td borrowed and copied, unless
+ * opts->take). If td has an
  * "id" member it must equal id (TW_EINVAL); if it has none, id is added. A
  * "registration" member in td is not stored: registration info is the
  * directory's (its "ttl", if present, is used as the ttl). *created tells

@@ -8,11 +8,12 @@
  * member to null: diff() of a document holding nulls is lossy there.
  */
 #include "twin/merge_patch.h"
+#include "twin/json_fast.h"
 
 json_t *tw_merge_patch_apply(const json_t *target, const json_t *patch)
 {
-    if (!json_is_object(patch)) return json_deep_copy(patch);
-    json_t *out = json_is_object(target) ? json_deep_copy(target) : json_object();
+    if (!json_is_object(patch)) return tw_json_copy(patch);
+    json_t *out = json_is_object(target) ? tw_json_copy(target) : json_object();
     if (!out) return NULL;
     const char *key;
     json_t *pv;
@@ -33,7 +34,7 @@ json_t *tw_merge_patch_apply(const json_t *target, const json_t *patch)
 
 json_t *tw_merge_patch_diff(const json_t *from, const json_t *to)
 {
-    if (!json_is_object(from) || !json_is_object(to)) return json_deep_copy(to);
+    if (!json_is_object(from) || !json_is_object(to)) return tw_json_copy(to);
     json_t *p = json_object();
     if (!p) return NULL;
     const char *key;
@@ -47,7 +48,7 @@ json_t *tw_merge_patch_diff(const json_t *from, const json_t *to)
         fv = json_object_get(from, key);
         if (fv && json_equal(fv, tv)) continue;
         json_t *sub = (json_is_object(fv) && json_is_object(tv)) ? tw_merge_patch_diff(fv, tv)
-                                                                 : json_deep_copy(tv);
+                                                                 : tw_json_copy(tv);
         if (!sub || json_object_set_new(p, key, sub) != 0) goto fail;
     }
     return p;

@@ -181,11 +181,11 @@ static int op_update_thing(void *ctx, const char *agent_id, json_t *td, char **t
                 tw_problem_from_error(rc, "the Thing id is too long for a twin id", "input.id");
         return rc;
     }
-    const char *id = json_string_value(json_object_get(twin_td, "id"));
-    char *out = strdup(id);
-    tw_dir_put_opts o = {.agent_id = agent_id, .agent_td = td, .skip_validate = true};
-    rc = out ? tw_dir_put(t->dir, id, twin_td, &o, NULL, problem) : TW_ENOMEM;
-    json_decref(twin_td);
+    char *out = strdup(json_string_value(json_object_get(twin_td, "id")));
+    /* the directory takes the twin TD we just built: no copy */
+    tw_dir_put_opts o = {.agent_id = agent_id, .agent_td = td, .skip_validate = true, .take = true};
+    rc = out ? tw_dir_put(t->dir, out, twin_td, &o, NULL, problem) : TW_ENOMEM;
+    if (!out) json_decref(twin_td);
     if (rc) {
         free(out);
         return rc;

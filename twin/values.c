@@ -21,6 +21,7 @@
 #include "twin/values.h"
 #include "runtime/hmap.h"
 #include "runtime/log.h"
+#include "twin/json_fast.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -137,7 +138,7 @@ static int batch_job(tw_store_tx *tx, void *arg)
         sqlite3_stmt *st = tw_store_stmt(tx, "INSERT OR REPLACE INTO twin_values(thing_id, "
                                              "kind, name, value, ts) VALUES(?1,?2,?3,?4,?5)");
         if (!st) return TW_EDB;
-        char *text = json_dumps(r->value, JSON_COMPACT | JSON_ENCODE_ANY);
+        char *text = tw_json_encode(r->value, NULL);
         if (!text) return TW_ENOMEM;
         sqlite3_bind_text(st, 1, r->thing_id, -1, SQLITE_STATIC);
         sqlite3_bind_int(st, 2, r->kind);

@@ -1,0 +1,30 @@
+/*
+ * json_fast.h - deep copy and compact encoding of jansson trees, without
+ * jansson's per-container cycle check.
+ *
+ * jansson 2.14 guards json_deep_copy() and json_dumps() against cycles by
+ * recording every container it enters in a hash table keyed by the printed
+ * pointer, which is most of their cost on TD-sized trees. The twin only
+ * copies and encodes trees that came from the parser or from copies of
+ * parsed trees, which cannot be cyclic, so these versions skip that and
+ * bound the depth instead (TW_JSON_FAST_MAX_DEPTH: deeper trees fail).
+ * The encoding is compact JSON that json_loads() reads back equal
+ * (integers stay integers, reals keep a '.' or exponent, 17 digits).
+ *
+ * Pure functions, thread-safe on trees nobody modifies concurrently.
+ */
+#ifndef TW_TWIN_JSON_FAST_H
+#define TW_TWIN_JSON_FAST_H
+
+#include <jansson.h>
+
+#define TW_JSON_FAST_MAX_DEPTH 64
+
+/* A new deep copy; NULL on allocation failure or excessive depth. */
+json_t *tw_json_copy(const json_t *j);
+
+/* Compact JSON text (malloc'd, NUL-terminated); NULL on allocation failure
+ * or excessive depth. *len (may be NULL) gets the length. */
+char *tw_json_encode(const json_t *j, size_t *len);
+
+#endif
