@@ -233,6 +233,13 @@ static int act_set_acl(service *s, json_t *in, json_t **out, json_t **problem)
         *problem = tw_problem_from_error(TW_EUNSUPPORTED, "authorization is not configured", NULL);
         return TW_EUNSUPPORTED;
     }
+    char self[TW_THING_ID_MAX];
+    if (tw_twin_id_make(AGENT_ID, THING_ID, self, sizeof self) == 0 && strcmp(thing, self) == 0) {
+        /* a deny here could lock every admin out of undoing it */
+        *problem = bad_input("thingID", "the access of the authn service itself cannot be "
+                                        "changed");
+        return TW_EINVAL;
+    }
     static const char *const lists[] = {"allow", "deny"};
     for (int i = 0; i < 2; i++) {
         json_t *v = json_object_get(in, lists[i]);

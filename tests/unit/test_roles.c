@@ -333,6 +333,14 @@ static void test_acl_through_service(void **state)
     assert_int_equal(st, 400);
     json_decref(out);
     assert_int_equal(request_status(viewer, invoke), 0);
+    /* the service's own Thing cannot be locked */
+    out = invoke_authn(admin, "setThingACL",
+                       "{\"thingID\":\"dtw:twind:authn\",\"deny\":[\"admin\"]}", &st);
+    assert_int_equal(st, 400);
+    json_decref(out);
+    out = invoke_authn(admin, "listClients", NULL, &st);
+    assert_int_equal(st, 0);
+    json_decref(out);
     out = invoke_authn(admin, "nosuchaction", "{}", &st);
     assert_int_equal(st, 404);
     json_decref(out);
