@@ -385,6 +385,7 @@ static void test_logout_cuts_the_session(void **state)
         tw_authn_add_client(f->an, "dave", TW_KIND_CONSUMER, TW_ROLE_OPERATOR, "Dave", "davepw"),
         0);
     int st;
+    tw_msg *m;
     tw_loop_conn *c1 = tw_loop_connect(f->loop, "10.1.1.1");
     tw_loop_conn *c2 = tw_loop_connect(f->loop, "10.1.1.2");
     tw_loop_conn *c3 = tw_loop_connect(f->loop, "10.1.1.3");
@@ -399,8 +400,25 @@ static void test_logout_cuts_the_session(void **state)
                        "\"dtw:ag:lamp\",\"name\":\"on\",\"correlationID\":\"req\"}";
     assert_int_equal(request_status(c2, read), 0);
 
+    /* refresh over the router: a new token for the same session */
+    say(c2,
+        "{\"type\":\"request\",\"operation\":\"refresh\",\"correlationID\":\"rf\","
+        "\"input\":{\"token\":\"%s\"}}",
+        tok);
+    m = next(c2);
+    assert_int_equal(error_status(m), 0);
+    const char *nt = json_string_value(json_object_get(tw_msg_get(m, "output"), "token"));
+    assert_non_null(nt);
+    char *refreshed = strdup(nt);
+    tw_msg_unref(m);
+    assert_string_not_equal(refreshed, tok);
+    tw_identity a, b;
+    assert_int_equal(tw_authn_verify(f->an, tok, &a), 0);
+    assert_int_equal(tw_authn_verify(f->an, refreshed, &b), 0);
+    assert_string_equal(a.session_id, b.session_id);
+
     say(c1, "{\"type\":\"request\",\"operation\":\"logout\",\"correlationID\":\"lo\"}");
-    tw_msg *m = next(c1);
+    m = next(c1);
     assert_int_equal(error_status(m), 0);
     tw_msg_unref(m);
     assert_true(tw_loop_was_closed(c1));
@@ -414,7 +432,9 @@ static void test_logout_cuts_the_session(void **state)
     assert_int_equal(st, 401);
     tw_identity id;
     assert_int_equal(tw_authn_verify(f->an, tok, &id), TW_EAUTH);
+    assert_int_equal(tw_authn_verify(f->an, refreshed, &id), TW_EAUTH); /* same session */
     assert_int_equal(tw_authn_verify(f->an, other, &id), 0);
+    free(refreshed);
 
     /* an admin removing dave closes the remaining session's connection */
     tw_loop_conn *admin = client(f, "a1", TW_ROLE_ADMIN);
