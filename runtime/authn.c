@@ -1085,6 +1085,20 @@ int tw_authn_issue_token(tw_authn *a, const char *client_id, char **token, int64
     return rc;
 }
 
+int tw_authn_client_identity(tw_authn *a, const char *client_id, tw_identity *out)
+{
+    if (!a || !out || !tw_client_id_valid(client_id)) return TW_EINVAL;
+    client_row row;
+    int rc = get_client(a, client_id, &row);
+    if (rc) return rc;
+    if (!row.found || row.role == TW_ROLE_NONE) return TW_EAUTH;
+    memset(out, 0, sizeof *out);
+    tw_strlcpy(out->client_id, client_id, sizeof out->client_id);
+    tw_id_new("x509-", out->session_id); /* its own: a logout must cut only this one */
+    out->role = row.role;
+    return 0;
+}
+
 /* Used by authn_service.c (same module). */
 void tw_authn__set_runtime(tw_authn *a, tw_runtime *rt);
 tw_runtime *tw_authn__runtime(tw_authn *a);

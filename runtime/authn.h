@@ -81,6 +81,16 @@ int tw_authn_list_clients(tw_authn *a, json_t **out);
 /* A token for a client without a password (agents). */
 int tw_authn_issue_token(tw_authn *a, const char *client_id, char **token, int64_t *expires_ms);
 
+/*
+ * The identity of a client authenticated by other means than a token: a
+ * client certificate that tw_tls_verify_session() accepted (its CN is the
+ * client id). The client must exist; its current role is used, session_id
+ * is a new "x509-..." id of its own (not a token session: logout from it
+ * cuts only the connections given that identity) and expires_ms is 0.
+ * TW_EAUTH for an unknown client.
+ */
+int tw_authn_client_identity(tw_authn *a, const char *client_id, tw_identity *out);
+
 /* Registers the built-in service Thing `dtw:twind:authn` (its TD in the
  * directory and its actions on the router). */
 int tw_authn_register_service(tw_authn *a, tw_runtime *rt);

@@ -430,6 +430,27 @@ static void test_sessions_per_client_bounded(void **state)
     free(last);
 }
 
+static void test_client_identity(void **state)
+{
+    fx *f = *state;
+    tw_identity id;
+    assert_int_equal(
+        tw_authn_add_client(f->an, "meter", TW_KIND_AGENT, TW_ROLE_AGENT, "Meter", NULL), 0);
+    assert_int_equal(tw_authn_client_identity(f->an, "meter", &id), 0);
+    assert_string_equal(id.client_id, "meter");
+    assert_int_equal(id.role, TW_ROLE_AGENT);
+    assert_true(strncmp(id.session_id, "x509-", 5) == 0);
+    tw_identity id2;
+    assert_int_equal(tw_authn_client_identity(f->an, "meter", &id2), 0);
+    assert_string_not_equal(id.session_id, id2.session_id);
+    assert_int_equal(tw_authn_set_role(f->an, "meter", TW_ROLE_SERVICE), 0);
+    assert_int_equal(tw_authn_client_identity(f->an, "meter", &id), 0);
+    assert_int_equal(id.role, TW_ROLE_SERVICE); /* the current role, not a stale one */
+    assert_int_equal(tw_authn_remove_client(f->an, "meter"), 0);
+    assert_int_equal(tw_authn_client_identity(f->an, "meter", &id), TW_EAUTH);
+    assert_int_equal(tw_authn_client_identity(f->an, "bad id", &id), TW_EINVAL);
+}
+
 static void test_opts_from_config(void **state)
 {
     tw_authn_opts o;
@@ -539,6 +560,7 @@ int main(void)
         T(test_concurrent_verify_and_logout),
         T(test_opts_from_config),
         T(test_sessions_per_client_bounded),
+        T(test_client_identity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
