@@ -258,7 +258,6 @@ static enum MHD_Result actions(http_req *r)
     }
     tw_msg *m = tw_msg_new(TW_TYPE_REQUEST, op, r->segs[1], name);
     if (!m) return http_reply_code(r, TW_ENOMEM, NULL);
-    tw_msg_set_str(m, "actionID", aid);
     tw_msg_set_str(m, "input", aid);
     r->on_answer = fn;
     return http_call_start(r, m, CALL_WAIT_RESPONSE, READ_WAIT_MS);

@@ -32,7 +32,7 @@
 
 #define HTTP_LOG "http"
 
-enum { BDATA_CALL = 0x43414c4c, BDATA_STREAM = 0x5354524d };
+enum { BDATA_CALL = 0x43414c4c, BDATA_STREAM = 0x5354524d, BDATA_RECORDER = 0x52454344 };
 
 typedef struct http_bdata {
     int tag;
@@ -93,6 +93,16 @@ typedef struct tw_http {
     bool housekeeper_started;
 
     uint64_t dir_sub; /* tw_dir_subscribe handle, 0 = none */
+
+    /* Records every event and property notification into the replay
+     * window, whether or not a stream is subscribed at that moment, so a
+     * client that reconnects finds what it missed. */
+    tw_conn *recorder;
+    http_bdata recorder_bd;
+
+    /* Peer hang-ups of suspended streams (libmicrohttpd does not watch a
+     * suspended socket): an epoll set polled by the housekeeper. */
+    int hup_ep;
 } tw_http;
 
 /* One request: libmicrohttpd's per-request context (route.c). */
@@ -236,12 +246,14 @@ void http_replay_free(http_replay *rp);
  * to the window when first seen. New reference. NULL on ENOMEM. */
 rp_item *http_replay_get(http_replay *rp, tw_msg *m, const char *client_id);
 void rp_item_unref(rp_item *it);
-/* Calls fn for every item with seq > after, in order; call it inside
- * http_replay_locked() (fn must not call back into the window). Returns
- * the newest seq. */
-uint64_t http_replay_each(http_replay *rp, uint64_t after, void (*fn)(void *, rp_item *),
+/* Calls fn for items with seq > after, in order, while fn returns true;
+ * call it inside http_replay_locked() (fn must not call back into the
+ * window). Returns the seq of the last item fn accepted, or of the newest
+ * when all were (items evicted before `after` are skipped). */
+uint64_t http_replay_each(http_replay *rp, uint64_t after, bool (*fn)(void *, rp_item *),
                           void *arg);
 uint64_t http_replay_last(http_replay *rp);
+uint64_t http_replay_last_locked(http_replay *rp); /* inside http_replay_locked() */
 /* Runs fn under the window lock (used to start a stream atomically with its
  * replay). */
 void http_replay_locked(http_replay *rp, void (*fn)(void *), void *arg);
@@ -276,12 +288,15 @@ struct http_stream {
     char *buf; /* frames waiting to be written */
     size_t len, off, cap;
     bool suspended, live, overflow, ended, finished;
-    uint64_t live_from;      /* items up to this seq were left to the replay */
+    bool catchup;            /* replaying from the window: the reader refills */
+    uint64_t cursor;         /* catch-up: the last window seq looked at */
+    uint64_t live_from;      /* live: items up to this seq were the catch-up's */
     uint64_t last_id;        /* SSE_DIRECTORY: the last change sequence written */
     json_t *dir_pending;     /* SSE_DIRECTORY: changes seen while replaying */
     char capture[TW_ID_MAX]; /* correlationID of a setup request to capture */
     tw_msg *captured;
     int64_t last_write_us;
+    int fd;                   /* the socket, watched for hang-ups; -1 if not */
     http_stream *next, *prev; /* h->streams */
 };
 
@@ -301,6 +316,8 @@ void http_sse_end(http_stream *s, bool error); /* close from our side */
 void http_sse_closed(http_stream *s);          /* the request completed */
 void http_sse_heartbeat(tw_http *h, int64_t now_us);
 void http_sse_end_all(tw_http *h);
+/* Ends streams whose peer hung up (housekeeper). */
+void http_sse_reap_hangups(tw_http *h);
 void http_sse_close_session(tw_http *h, tw_conn *c);
 /* A subscription through the router for s's connection: 0 or the error
  * (with *problem). */

@@ -17,22 +17,52 @@
  */
 #include "http_int.h"
 
+#include "runtime/queue.h"
+
 #include <stdlib.h>
 #include <string.h>
 
 #define MAX_BATCH 1000
 
+typedef struct inbox_ctx {
+    http_stream *s;
+    int64_t last;
+} inbox_ctx;
+
+static void inbox_one(void *arg, int64_t seq, tw_msg *m)
+{
+    inbox_ctx *ic = arg;
+    size_t len;
+    const char *env = tw_msg_encode(m, &len);
+    if (env && http_sse_push_raw(ic->s, 0, tw_msg_type_name(tw_msg_get_type(m)), env, len) == 0)
+        ic->last = seq;
+}
+
+/* What arrived for this client while it had no connection (its inbox) comes
+ * first, without ids (it is not part of the replay window), and is then
+ * acknowledged. */
+static int setup_envelope(http_req *r, http_stream *s, json_t **problem)
+{
+    tw_queue *q = tw_runtime_queue(r->h->rt);
+    if (!q) return 0;
+    inbox_ctx ic = {s, 0};
+    if (tw_inbox_replay(q, s->client, 0, inbox_one, &ic) == 0 && ic.last > 0)
+        tw_inbox_ack(q, s->client, ic.last);
+    return 0;
+}
+
 enum MHD_Result http_sse_route(http_req *r)
 {
     if (r->nsegs != 1) return http_reply_code(r, TW_ENOTFOUND, "no such resource");
     if (strcmp(r->method, "GET") != 0) return http_reply_405(r, "GET");
-    return http_sse_open(r, SSE_ENVELOPE, NULL);
+    return http_sse_open(r, SSE_ENVELOPE, setup_envelope);
 }
 
 typedef struct find_ctx {
     tw_binding *b;
     const char *session;
     http_stream *found;
+    tw_conn *conn; /* referenced */
 } find_ctx;
 
 static void find_stream(void *arg, tw_conn *c)
@@ -42,7 +72,10 @@ static void find_stream(void *arg, tw_conn *c)
     http_bdata *bd = tw_conn_bdata(c);
     if (!bd || bd->tag != BDATA_STREAM) return;
     http_stream *s = (http_stream *)bd;
-    if (s->mode == SSE_ENVELOPE && strcmp(s->session, fc->session) == 0) fc->found = s;
+    if (s->mode == SSE_ENVELOPE && strcmp(s->session, fc->session) == 0) {
+        fc->found = s;
+        fc->conn = tw_conn_ref(c);
+    }
 }
 
 static enum MHD_Result answer_envelope(http_req *r, tw_msg *resp)
@@ -110,14 +143,21 @@ enum MHD_Result http_messages_route(http_req *r)
         }
     }
     json_decref(body);
+    for (size_t i = 0; i < n; i++) {
+        if (!tw_msg_id(msgs[i])) {
+            char id[TW_ID_MAX];
+            tw_id_new("m", id);
+            tw_msg_set_str(msgs[i], "messageID", id);
+        }
+    }
 
-    find_ctx fc = {h->b, r->id.session_id, NULL};
+    find_ctx fc = {h->b, r->id.session_id, NULL, NULL};
     tw_conns_of_client(h->rt, r->id.client_id, find_stream, &fc);
     if (fc.found || batch || tw_msg_get_type(msgs[0]) != TW_TYPE_REQUEST) {
         tw_conn *conn = NULL;
         bool ephemeral = false;
         if (fc.found) {
-            conn = tw_conn_ref(fc.found->conn);
+            conn = fc.conn;
         } else {
             conn = tw_conn_new(h->rt, h->b, NULL, r->remote);
             if (conn) {

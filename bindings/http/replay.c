@@ -181,12 +181,15 @@ rp_item *http_replay_get(http_replay *rp, tw_msg *m, const char *client_id)
     return it;
 }
 
-uint64_t http_replay_each(http_replay *rp, uint64_t after, void (*fn)(void *, rp_item *), void *arg)
+uint64_t http_replay_each(http_replay *rp, uint64_t after, bool (*fn)(void *, rp_item *), void *arg)
 {
     uint64_t s = after + 1 > rp->first ? after + 1 : rp->first;
-    for (; s < rp->next; s++)
-        fn(arg, rp->ring[s % rp->cap]);
-    return rp->next - 1;
+    uint64_t last = s - 1;
+    for (; s < rp->next; s++) {
+        if (!fn(arg, rp->ring[s % rp->cap])) break;
+        last = s;
+    }
+    return last;
 }
 
 uint64_t http_replay_last(http_replay *rp)
@@ -195,6 +198,11 @@ uint64_t http_replay_last(http_replay *rp)
     uint64_t v = rp->next - 1;
     pthread_mutex_unlock(&rp->mu);
     return v;
+}
+
+uint64_t http_replay_last_locked(http_replay *rp)
+{
+    return rp->next - 1;
 }
 
 void http_replay_locked(http_replay *rp, void (*fn)(void *), void *arg)

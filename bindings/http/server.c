@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -246,6 +247,7 @@ static void *housekeeper(void *arg)
             http_sse_heartbeat(h, now);
             last_hb = now;
         }
+        http_sse_reap_hangups(h);
         graveyard_sweep(h, now, false);
         pthread_mutex_lock(&h->mu);
     }
@@ -413,6 +415,15 @@ static int ops_start(tw_binding *b)
         rc = TW_EINVAL;
     }
     if (!rc) http_dir_attach(h);
+    if (!rc) {
+        /* The recorder: unauthenticated, never a target of anything but
+         * the fan-out it subscribes to directly. */
+        h->recorder_bd.tag = BDATA_RECORDER;
+        h->recorder = tw_conn_new(h->rt, h->b, &h->recorder_bd, "replay-window");
+        if (!h->recorder || tw_conn_subscribe(h->recorder, TW_SUB_EVENT, "*", "*") ||
+            tw_conn_subscribe(h->recorder, TW_SUB_PROPERTY, "*", "*"))
+            rc = TW_ENOMEM;
+    }
     return rc;
 }
 
@@ -421,6 +432,11 @@ static void ops_stop(tw_binding *b)
     tw_http *h = b->impl;
     if (atomic_exchange(&h->stopping, true) && !h->housekeeper_started) return;
     http_dir_detach(h);
+    if (h->recorder) {
+        tw_conn_close(h->recorder);
+        tw_conn_unref(h->recorder);
+        h->recorder = NULL;
+    }
     /* Every suspended connection must be resumed before the daemon stops. */
     http_sse_end_all(h);
     http_calls_abort_all(h);
@@ -444,6 +460,10 @@ static int ops_send(tw_binding *b, tw_conn *c, tw_msg *m)
     http_bdata *bd = tw_conn_bdata(c);
     if (!bd) return TW_ECLOSED;
     if (bd->tag == BDATA_CALL) return http_call_send(h, (http_call *)bd, m);
+    if (bd->tag == BDATA_RECORDER) {
+        rp_item_unref(http_replay_get(h->replay, m, NULL));
+        return 0;
+    }
     return http_sse_send(h, (http_stream *)bd, m);
 }
 
@@ -462,6 +482,7 @@ static void ops_destroy(tw_binding *b)
     ops_stop(b);
     graveyard_sweep(h, 0, true);
     http_replay_free(h->replay);
+    if (h->hup_ep >= 0) close(h->hup_ep);
     free(h->tls_cert);
     free(h->tls_key);
     pthread_mutex_destroy(&h->mu);
@@ -493,7 +514,9 @@ int tw_http_binding_new(tw_runtime *rt, json_t *section, tw_binding **out)
     pthread_mutex_init(&h->mu, NULL);
     pthread_cond_init(&h->cond, NULL);
     atomic_store(&h->stopping, true);
-    if ((rc = http_replay_new(h->cfg.replay_window, &h->replay)) != 0) {
+    h->hup_ep = epoll_create1(EPOLL_CLOEXEC);
+    if (h->hup_ep < 0 || (rc = http_replay_new(h->cfg.replay_window, &h->replay)) != 0) {
+        if (h->hup_ep >= 0) close(h->hup_ep);
         pthread_mutex_destroy(&h->mu);
         pthread_cond_destroy(&h->cond);
         free(h);
@@ -502,6 +525,7 @@ int tw_http_binding_new(tw_runtime *rt, json_t *section, tw_binding **out)
     tw_binding *b = NULL;
     if ((rc = tw_runtime_add_binding(rt, &http_ops, h, &b)) != 0) {
         http_replay_free(h->replay);
+        close(h->hup_ep);
         pthread_mutex_destroy(&h->mu);
         pthread_cond_destroy(&h->cond);
         free(h);

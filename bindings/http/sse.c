@@ -17,10 +17,15 @@
  * event is the affordance name and the data its value. A comment line is
  * written after heartbeat_s seconds of silence.
  *
- * Start-up without gaps or duplicates: the stream subscribes first, then,
- * under the replay window's lock, copies the window's matching items after
- * Last-Event-ID (or after the window's newest item before it subscribed) and
- * turns live; later items are appended as they come.
+ * Start-up without gaps or duplicates: the stream subscribes first and then
+ * catches up from the replay window, after Last-Event-ID (or after the
+ * window's newest item before it subscribed). Catch-up is paced by the
+ * reader: whenever the buffer runs dry it copies the next matching items,
+ * up to half of stream_queue, so a long replay never overflows the stream.
+ * While catching up, live messages only wake the reader (they are in the
+ * window already); once the cursor reaches the window's newest item the
+ * stream turns live, atomically under the window's lock, and later items
+ * are appended as they come.
  */
 #include "http_int.h"
 
@@ -29,6 +34,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 
 #define SSE_BLOCK (32 * 1024)
 
@@ -144,9 +151,13 @@ int http_sse_send(tw_http *h, http_stream *s, tw_msg *m)
     if (!it) return TW_ENOMEM;
     int rc = 0;
     pthread_mutex_lock(&s->mu);
-    if (s->live && it->seq > s->live_from && !(s->mode == SSE_AFFORDANCE && it->kind == RP_DIRECT))
+    if (s->catchup) {
+        resume_locked(s); /* the reader takes it from the window */
+    } else if (s->live && it->seq > s->live_from &&
+               !(s->mode == SSE_AFFORDANCE && it->kind == RP_DIRECT)) {
         rc = append_item(s, it);
-    /* Not live yet: the start-up replay takes it from the window. */
+    }
+    /* Not open yet: the catch-up takes it from the window. */
     pthread_mutex_unlock(&s->mu);
     rp_item_unref(it);
     return rc;
@@ -161,11 +172,18 @@ int http_sse_push_raw(http_stream *s, uint64_t id, const char *event, const char
     return rc;
 }
 
+static void refill(http_stream *s);
+
 static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     http_stream *s = cls;
     pthread_mutex_lock(&s->mu);
     if (s->overflow) {
+        /* libmicrohttpd 0.9.75 does not always drop a chunked response that
+         * ends with an error; shutting the socket down makes sure the peer
+         * sees the end (after the bytes already queued) and the connection
+         * completes. The fd is still open: we are inside its reader. */
+        if (s->fd >= 0) shutdown(s->fd, SHUT_RDWR);
         pthread_mutex_unlock(&s->mu);
         return MHD_CONTENT_READER_END_WITH_ERROR;
     }
@@ -185,6 +203,24 @@ static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max)
         pthread_mutex_unlock(&s->mu);
         return (ssize_t)n;
     }
+    if (s->catchup) {
+        pthread_mutex_unlock(&s->mu);
+        refill(s);
+        pthread_mutex_lock(&s->mu);
+        waiting = s->len - s->off;
+        if (waiting && !s->overflow) {
+            size_t n = waiting < max ? waiting : max;
+            memcpy(buf, s->buf + s->off, n);
+            s->off += n;
+            if (s->off == s->len) s->off = s->len = 0;
+            pthread_mutex_unlock(&s->mu);
+            return (ssize_t)n;
+        }
+        if (s->catchup) { /* only non-matching items so far: go round again */
+            pthread_mutex_unlock(&s->mu);
+            return 0;
+        }
+    }
     if (s->ended) {
         pthread_mutex_unlock(&s->mu);
         return MHD_CONTENT_READER_END_OF_STREAM;
@@ -195,25 +231,41 @@ static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max)
     return 0;
 }
 
-static void replay_one(void *arg, rp_item *it)
+typedef struct refill_ctx {
+    http_stream *s;
+    size_t limit;
+} refill_ctx;
+
+static bool refill_one(void *arg, rp_item *it)
 {
-    http_stream *s = arg;
+    refill_ctx *rc = arg;
+    http_stream *s = rc->s;
+    if (s->len - s->off >= rc->limit) return false;
     if (item_match(s, it)) append_item(s, it);
+    return true;
 }
 
-typedef struct start_ctx {
-    http_stream *s;
-    uint64_t after;
-} start_ctx;
-
-static void go_live(void *arg)
+/* Under the window's lock: the next part of the catch-up. */
+static void refill_locked(void *arg)
 {
-    start_ctx *sc = arg;
-    http_stream *s = sc->s;
+    http_stream *s = arg;
     pthread_mutex_lock(&s->mu);
-    s->live_from = http_replay_each(s->h->replay, sc->after, replay_one, s);
-    s->live = true;
+    if (s->catchup && !s->overflow && !s->finished) {
+        refill_ctx rc = {s, s->h->cfg.stream_queue / 2};
+        uint64_t newest = http_replay_last_locked(s->h->replay);
+        s->cursor = http_replay_each(s->h->replay, s->cursor, refill_one, &rc);
+        if (s->cursor >= newest) {
+            s->catchup = false;
+            s->live = true;
+            s->live_from = newest;
+        }
+    }
     pthread_mutex_unlock(&s->mu);
+}
+
+static void refill(http_stream *s)
+{
+    http_replay_locked(s->h->replay, refill_locked, s);
 }
 
 static void stream_unlink(tw_http *h, http_stream *s)
@@ -257,6 +309,7 @@ enum MHD_Result http_sse_open(http_req *r, sse_mode mode, sse_setup_fn setup)
     s->h = h;
     s->mc = r->mc;
     s->mode = mode;
+    s->fd = -1;
     pthread_mutex_init(&s->mu, NULL);
     tw_strlcpy(s->client, r->id.client_id, sizeof s->client);
     tw_strlcpy(s->session, r->id.session_id, sizeof s->session);
@@ -276,6 +329,12 @@ enum MHD_Result http_sse_open(http_req *r, sse_mode mode, sse_setup_fn setup)
     pthread_mutex_unlock(&h->mu);
     if (tw_conn_set_identity(s->conn, &r->id))
         return http_reply_error(r, 401, "unauthenticated", "unauthenticated", "the token expired");
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci) {
+        struct epoll_event ev = {.events = EPOLLRDHUP | EPOLLET, .data.ptr = s};
+        if (epoll_ctl(h->hup_ep, EPOLL_CTL_ADD, ci->connect_fd, &ev) == 0) s->fd = ci->connect_fd;
+    }
     static const char hello[] = ": twind\nretry: 2000\n\n";
     const char *parts[1] = {hello};
     size_t lens[1] = {sizeof hello - 1};
@@ -292,8 +351,11 @@ enum MHD_Result http_sse_open(http_req *r, sse_mode mode, sse_setup_fn setup)
             return http_reply_problem(r, problem ? problem : tw_problem_from_error(rc, NULL, NULL));
     }
     if (mode != SSE_DIRECTORY) {
-        start_ctx sc = {s, resume ? after : before};
-        http_replay_locked(h->replay, go_live, &sc);
+        pthread_mutex_lock(&s->mu);
+        s->cursor = resume ? after : before;
+        s->catchup = true;
+        pthread_mutex_unlock(&s->mu);
+        refill(s);
     }
     struct MHD_Response *resp =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, SSE_BLOCK, reader, s, NULL);
@@ -323,6 +385,7 @@ void http_sse_closed(http_stream *s)
 {
     tw_http *h = s->h;
     stream_unlink(h, s);
+    if (s->fd >= 0) epoll_ctl(h->hup_ep, EPOLL_CTL_DEL, s->fd, NULL);
     pthread_mutex_lock(&s->mu);
     s->finished = true;
     if (s->captured) {
@@ -351,6 +414,29 @@ void http_sse_heartbeat(tw_http *h, int64_t now_us)
         pthread_mutex_unlock(&s->mu);
     }
     pthread_mutex_unlock(&h->mu);
+}
+
+void http_sse_reap_hangups(tw_http *h)
+{
+    struct epoll_event evs[256];
+    int n = epoll_wait(h->hup_ep, evs, 256, 0);
+    for (int i = 0; i < n; i++) {
+        if (!(evs[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) continue;
+        http_stream *s = evs[i].data.ptr;
+        tw_conn *c = NULL;
+        pthread_mutex_lock(&s->mu);
+        if (!s->finished) {
+            s->overflow = true; /* ends with an error: nobody is reading */
+            resume_locked(s);
+            c = tw_conn_ref(s->conn);
+        }
+        pthread_mutex_unlock(&s->mu);
+        /* Stop routing to it now, not when libmicrohttpd gets round to it. */
+        if (c) {
+            tw_conn_close(c);
+            tw_conn_unref(c);
+        }
+    }
 }
 
 void http_sse_end_all(tw_http *h)
