@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MOD "twin.dir"
 
@@ -233,10 +234,11 @@ static json_t *enriched(const entry *e)
 /* ---- SQLite ------------------------------------------------------------- */
 
 static const char *const MIGRATIONS[] = {
+    /* a rowid table: TD rows are kilobytes, too big for WITHOUT ROWID */
     "CREATE TABLE twin_things("
-    "  id TEXT PRIMARY KEY, agent_id TEXT NOT NULL, td TEXT NOT NULL, agent_td TEXT,"
+    "  id TEXT NOT NULL UNIQUE, agent_id TEXT NOT NULL, td TEXT NOT NULL, agent_td TEXT,"
     "  created INTEGER NOT NULL, modified INTEGER NOT NULL, expires INTEGER NOT NULL,"
-    "  ttl INTEGER NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;"
+    "  ttl INTEGER NOT NULL, seq INTEGER NOT NULL);"
     "CREATE TABLE twin_changes("
     "  seq INTEGER PRIMARY KEY, kind INTEGER NOT NULL, thing_id TEXT NOT NULL, data TEXT,"
     "  ts INTEGER NOT NULL);",
@@ -347,20 +349,36 @@ static int waiter_wait(waiter *w)
 
 /* ---- open / close / load ------------------------------------------------ */
 
+/*
+ * Start-up: the reading job copies the rows out (entries with their TD as
+ * text), parsing - the slow part - then runs on a few threads, and the
+ * entries go into the map and tree on the opening thread.
+ */
 typedef struct load_ctx {
     tw_dir *d;
+    entry **rows;
+    char **texts;
+    size_t n, cap;
     size_t loaded, bad;
 } load_ctx;
 
 static int load_job(tw_store_tx *tx, void *arg)
 {
     load_ctx *lc = arg;
-    tw_dir *d = lc->d;
     sqlite3_stmt *st = tw_store_stmt(tx, "SELECT id, agent_id, td, agent_td, created, modified, "
                                          "expires, ttl, seq FROM twin_things");
     if (!st) return TW_EDB;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (lc->n == lc->cap) {
+            size_t cap = lc->cap ? lc->cap * 2 : 1024;
+            entry **rows = realloc(lc->rows, cap * sizeof *rows);
+            if (rows) lc->rows = rows;
+            char **texts = rows ? realloc(lc->texts, cap * sizeof *texts) : NULL;
+            if (!texts) return TW_ENOMEM;
+            lc->texts = texts;
+            lc->cap = cap;
+        }
         entry *e = calloc(1, sizeof *e);
         if (!e) return TW_ENOMEM;
         const char *id = (const char *)sqlite3_column_text(st, 0);
@@ -368,7 +386,6 @@ static int load_job(tw_store_tx *tx, void *arg)
         const char *td = (const char *)sqlite3_column_text(st, 2);
         const char *atd = (const char *)sqlite3_column_text(st, 3);
         e->id = strdup(id ? id : "");
-        e->td = td ? json_loads(td, 0, NULL) : NULL;
         e->agent_td = atd ? strdup(atd) : NULL;
         tw_strlcpy(e->info.agent_id, agent ? agent : "", sizeof e->info.agent_id);
         e->info.created_ms = sqlite3_column_int64(st, 4);
@@ -376,17 +393,74 @@ static int load_job(tw_store_tx *tx, void *arg)
         e->info.expires_ms = sqlite3_column_int64(st, 6);
         e->info.ttl_s = sqlite3_column_int64(st, 7);
         e->info.seq = (uint64_t)sqlite3_column_int64(st, 8);
+        lc->rows[lc->n] = e;
+        lc->texts[lc->n] = td ? strdup(td) : NULL;
+        lc->n++;
+    }
+    if (rc != SQLITE_DONE) return TW_EDB;
+    st = tw_store_stmt(tx, "SELECT MAX(seq) FROM twin_changes");
+    if (!st) return TW_EDB;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        uint64_t s = (uint64_t)sqlite3_column_int64(st, 0);
+        if (s > lc->d->seq) lc->d->seq = s;
+    }
+    return 0;
+}
+
+#define LOAD_THREADS 4
+
+typedef struct parse_arg {
+    load_ctx *lc;
+    size_t from, to;
+} parse_arg;
+
+static void *parse_rows(void *arg)
+{
+    parse_arg *pa = arg;
+    for (size_t i = pa->from; i < pa->to; i++) {
+        char *t = pa->lc->texts[i];
+        pa->lc->rows[i]->td = t ? json_loads(t, 0, NULL) : NULL;
+        free(t);
+        pa->lc->texts[i] = NULL;
+    }
+    return NULL;
+}
+
+static int load(tw_dir *d, load_ctx *lc)
+{
+    int rc = tw_store_read(d->store, load_job, lc);
+    /* parse on up to LOAD_THREADS threads (fewer for small directories) */
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t nt =
+        lc->n < 2000 ? 1 : (size_t)(ncpu > 1 ? (ncpu < LOAD_THREADS ? ncpu : LOAD_THREADS) : 1);
+    pthread_t th[LOAD_THREADS];
+    parse_arg pa[LOAD_THREADS];
+    size_t started = 0;
+    for (size_t t = 0; t < nt; t++) {
+        pa[t] = (parse_arg){.lc = lc, .from = lc->n * t / nt, .to = lc->n * (t + 1) / nt};
+        if (t == 0 || pthread_create(&th[t], NULL, parse_rows, &pa[t]) != 0) continue;
+        started |= (size_t)1 << t;
+    }
+    for (size_t t = 0; t < nt; t++)
+        if (!(started & ((size_t)1 << t))) parse_rows(&pa[t]); /* this thread's share */
+    for (size_t t = 0; t < nt; t++)
+        if (started & ((size_t)1 << t)) pthread_join(th[t], NULL);
+    for (size_t i = 0; i < lc->n; i++) {
+        entry *e = lc->rows[i];
         int err = 0;
-        if (!e->id || !json_is_object(e->td) || tw_hmap_get(&d->by_id, e->id)) {
-            tw_log_error(MOD, "skipping an unreadable stored TD %s", e->id ? e->id : "?");
+        if (rc || !e->id || !json_is_object(e->td) || tw_hmap_get(&d->by_id, e->id)) {
+            if (!rc) {
+                tw_log_error(MOD, "skipping an unreadable stored TD %s", e->id ? e->id : "?");
+                lc->bad++;
+            }
             entry_free(e);
-            lc->bad++;
             continue;
         }
         tw_hmap_put(&d->by_id, e->id, e, &err);
         if (err) {
             entry_free(e);
-            return TW_ENOMEM;
+            rc = TW_ENOMEM;
+            continue;
         }
         e->prio = next_prio(d);
         e->size = 1;
@@ -394,14 +468,9 @@ static int load_job(tw_store_tx *tx, void *arg)
         if (e->info.seq > d->seq) d->seq = e->info.seq;
         lc->loaded++;
     }
-    if (rc != SQLITE_DONE) return TW_EDB;
-    st = tw_store_stmt(tx, "SELECT MAX(seq) FROM twin_changes");
-    if (!st) return TW_EDB;
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        uint64_t s = (uint64_t)sqlite3_column_int64(st, 0);
-        if (s > d->seq) d->seq = s;
-    }
-    return 0;
+    free(lc->rows);
+    free(lc->texts);
+    return rc;
 }
 
 static void free_tree(entry *t)
@@ -435,7 +504,7 @@ int tw_dir_open(tw_store *s, const tw_dir_opts *opts, tw_dir **out)
     if (rc == 0) {
         int64_t t0 = tw_mono_us();
         load_ctx lc = {.d = d};
-        rc = tw_store_read(s, load_job, &lc);
+        rc = load(d, &lc);
         if (rc == 0)
             tw_log_info(MOD, "loaded %zu Things in %.1f ms (%zu unreadable), sequence %llu",
                         lc.loaded, (double)(tw_mono_us() - t0) / 1000.0, lc.bad,

@@ -684,6 +684,37 @@ static void test_persistence(void **state)
     json_decref(twin_td);
 }
 
+static void test_reload_many(void **state)
+{
+    fx *f = *state;
+    /* enough Things for the parallel parse at start-up; nowait writes */
+    for (int i = 0; i < 2500; i++) {
+        char id[32], title[32];
+        snprintf(id, sizeof id, "urn:m:%05d", i);
+        snprintf(title, sizeof title, "M%d", i);
+        json_t *td = td_new(id, title, i % 3 ? "A" : "B", "p");
+        tw_dir_put_opts o = {.nowait = true, .take = true};
+        assert_int_equal(tw_dir_put(f->d, id, td, &o, NULL, NULL), 0);
+    }
+    uint64_t etag = tw_dir_etag(f->d);
+    close_dir(f);
+    open_dir(f, NULL);
+    assert_int_equal(tw_dir_count(f->d), 2500);
+    assert_int_equal(tw_dir_etag(f->d), etag);
+    json_t *page = NULL;
+    assert_int_equal(tw_dir_list(f->d, 1234, 2, &page, NULL, NULL), 0);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(page, 0), "title")),
+                        "M1234");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(page, 1), "id")),
+                        "urn:m:01235");
+    json_decref(page);
+    tw_dir_filter fb = {.type = "B"};
+    size_t total = 0;
+    assert_int_equal(tw_dir_search(f->d, &fb, 0, 0, &page, &total), 0);
+    assert_int_equal(total, 834);
+    json_decref(page);
+}
+
 typedef struct writer_arg {
     fx *f;
     int t;
@@ -752,6 +783,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reload_many, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
