@@ -27,6 +27,7 @@
 #include "runtime/runtime.h"
 #include "twin/twin.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -263,6 +264,10 @@ static int run_directory(const tw_bench_args *args)
     }
     tw_dir *d = tw_twin_dir(e.twin);
     tw_bench_report("directory", "things", (double)tw_dir_count(d), "TDs");
+    struct mallinfo2 mi = mallinfo2();
+    tw_bench_report("directory", "heap_per_thing",
+                    (double)(mi.uordblks + mi.hblkhd) / (double)tw_dir_count(tw_twin_dir(e.twin)),
+                    "bytes");
     tw_bench_report("directory", "register_rate", (double)n / ((double)sh.reg_us / 1e6), "TDs/s");
     tw_bench_report("directory", "register_rate_with_parse", (double)n / (all_ms / 1000.0),
                     "TDs/s");
