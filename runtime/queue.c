@@ -564,11 +564,12 @@ static void push_done(void *arg, int rc)
     tw_queue *q = c->q;
     c->res.rc = rc;
     if (rc < 0) c->res.seq = 0;
-    pthread_mutex_lock(&q->mu);
-    pend_release(q, c->a.id);
-    for (int i = 0; i < c->nsuperseded; i++)
-        pend_release(q, c->superseded[i]);
-    pthread_mutex_unlock(&q->mu);
+    if (c->nsuperseded > 0) {
+        pthread_mutex_lock(&q->mu);
+        for (int i = 0; i < c->nsuperseded; i++)
+            pend_release(q, c->superseded[i]);
+        pthread_mutex_unlock(&q->mu);
+    }
     if (rc == 0 && c->nsuperseded > 0)
         tw_strlcpy(c->res.superseded_id, c->superseded[c->nsuperseded - 1], TW_ID_MAX);
     if (c->done) c->done(c->arg, &c->res);
@@ -646,7 +647,11 @@ int tw_queue_push(tw_queue *q, const tw_action *a, tw_queue_push_done done, void
         push_ctx_free(c);
         return TW_ENOMEM;
     }
-    rc = submit_new(q, c->a.id, TW_STATUS_QUEUED, push_job, c, push_done);
+    /* Not entered in the pending map: a pushed action does not exist for
+     * anyone until its done callback says it is committed (the sender hears
+     * of it only then), so nothing can ask about it earlier. A duplicate id
+     * is refused by the UNIQUE index (done gets TW_EEXIST). */
+    rc = tw_store_submit(q->store, push_job, c, push_done);
     if (rc < 0) push_ctx_free(c);
     return rc;
 }

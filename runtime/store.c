@@ -70,6 +70,12 @@ struct tw_store_tx {
     tw_store *store;
     sqlite3 *db;
     cached_stmt *buckets[STMT_BUCKETS];
+    /* Fast path: the address a statement was last asked for (SQL is
+     * nearly always a literal), checked by text before it is trusted. */
+    struct {
+        const char *sql;
+        cached_stmt *c;
+    } recent[STMT_BUCKETS];
     cached_stmt *used; /* statements handed out during the current job */
     struct tw_store_tx *next_free;
 };
@@ -89,13 +95,26 @@ sqlite3 *tw_store_db(tw_store_tx *tx)
     return tx->db;
 }
 
-sqlite3_stmt *tw_store_stmt(tw_store_tx *tx, const char *sql)
+static cached_stmt *stmt_lookup(tw_store_tx *tx, const char *sql)
 {
+    size_t r = ((uintptr_t)sql >> 3) % STMT_BUCKETS;
+    cached_stmt *c = tx->recent[r].c;
+    if (tx->recent[r].sql == sql && strcmp(sqlite3_sql(c->st), sql) == 0) return c;
     uint32_t h = hash_text(sql);
-    cached_stmt *c;
     for (c = tx->buckets[h % STMT_BUCKETS]; c; c = c->next)
         if (c->hash == h && strcmp(sqlite3_sql(c->st), sql) == 0) break;
+    if (c) {
+        tx->recent[r].sql = sql;
+        tx->recent[r].c = c;
+    }
+    return c;
+}
+
+sqlite3_stmt *tw_store_stmt(tw_store_tx *tx, const char *sql)
+{
+    cached_stmt *c = stmt_lookup(tx, sql);
     if (!c) {
+        uint32_t h = hash_text(sql);
         sqlite3_stmt *st = NULL;
         int rc = sqlite3_prepare_v3(tx->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
         if (rc != SQLITE_OK || !st) {

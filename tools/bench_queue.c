@@ -125,8 +125,10 @@ static void on_ack(void *arg, const tw_queue_push_result *res)
         p->failed++;
     }
     p->last_ack_us = now;
+    /* Wake the producer at half a window (or when all are in), not on
+     * every ack: a futex wake per ack would run on the writer thread. */
     p->inflight--;
-    if (p->inflight == p->window - 1 || p->inflight == 0) pthread_cond_signal(&p->cv);
+    if (p->inflight == p->window / 2 || p->inflight == 0) pthread_cond_signal(&p->cv);
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -139,8 +141,9 @@ static void *producer_main(void *arg)
     for (long k = 0; k < p->count; k++) {
         long i = p->first + k;
         pthread_mutex_lock(&p->mu);
-        while (p->inflight >= p->window)
-            pthread_cond_wait(&p->cv, &p->mu);
+        if (p->inflight >= p->window)
+            while (p->inflight > p->window / 2)
+                pthread_cond_wait(&p->cv, &p->mu);
         p->inflight++;
         pthread_mutex_unlock(&p->mu);
         tw_action a;
