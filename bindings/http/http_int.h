@@ -265,7 +265,7 @@ typedef enum {
     SSE_DIRECTORY,    /* /events: event = thing_created|..., data = {id} / TD / patch */
 } sse_mode;
 
-#define SSE_MAX_FILTERS 8
+#define SSE_MAX_FILTERS 64
 typedef struct sse_filter {
     tw_sub_kind kind;
     char thing[TW_THING_ID_MAX];
@@ -281,8 +281,8 @@ struct http_stream {
     sse_mode mode;
     char client[TW_ID_MAX];
     char session[TW_ID_MAX];
-    sse_filter filters[SSE_MAX_FILTERS];
-    int nfilters;
+    sse_filter *filters; /* what the stream subscribed to, for its catch-up */
+    int nfilters, capfilters;
     int dir_kinds; /* SSE_DIRECTORY: mask of tw_dir_change_kind */
     bool dir_diff;
     char *buf; /* frames waiting to be written */
@@ -319,6 +319,9 @@ void http_sse_end_all(tw_http *h);
 /* Ends streams whose peer hung up (housekeeper). */
 void http_sse_reap_hangups(tw_http *h);
 void http_sse_close_session(tw_http *h, tw_conn *c);
+/* Remembers a subscription of s for matching the replay window (s->mu
+ * held). Silently bounded by SSE_MAX_FILTERS. */
+void http_sse_add_filter(http_stream *s, tw_op op, const char *thing, const char *name);
 /* A subscription through the router for s's connection: 0 or the error
  * (with *problem). */
 int http_sse_subscribe(http_stream *s, tw_op op, const char *thing, const char *name,

@@ -95,15 +95,7 @@ static void note_subscription(http_stream *s, tw_msg *m)
         op != TW_OP_OBSERVEPROPERTY && op != TW_OP_OBSERVEALLPROPERTIES)
         return;
     pthread_mutex_lock(&s->mu);
-    if (s->nfilters < SSE_MAX_FILTERS) {
-        sse_filter *f = &s->filters[s->nfilters++];
-        bool ev = op == TW_OP_SUBSCRIBEEVENT || op == TW_OP_SUBSCRIBEALLEVENTS;
-        bool all = op == TW_OP_SUBSCRIBEALLEVENTS || op == TW_OP_OBSERVEALLPROPERTIES;
-        f->kind = ev ? TW_SUB_EVENT : TW_SUB_PROPERTY;
-        const char *t = tw_msg_thing(m), *n = tw_msg_name(m);
-        tw_strlcpy(f->thing, t ? t : "*", sizeof f->thing);
-        tw_strlcpy(f->name, (!all && n) ? n : "*", sizeof f->name);
-    }
+    http_sse_add_filter(s, op, tw_msg_thing(m), tw_msg_name(m));
     pthread_mutex_unlock(&s->mu);
 }
 

@@ -185,6 +185,7 @@ static void bdata_free(http_bdata *bd)
     } else {
         http_stream *s = (http_stream *)bd;
         free(s->buf);
+        free(s->filters);
         pthread_mutex_destroy(&s->mu);
     }
     free(bd);

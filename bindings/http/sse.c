@@ -37,7 +37,10 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
-#define SSE_BLOCK (32 * 1024)
+/* The block size of the callback response. libmicrohttpd fills chunked
+ * responses from the connection's own pool, so this buffer is not used for
+ * data; it is allocated (and zeroed) per stream, so it is kept small. */
+#define SSE_BLOCK 256
 
 static void resume_locked(http_stream *s)
 {
@@ -453,6 +456,24 @@ void http_sse_close_session(tw_http *h, tw_conn *c)
     http_sse_end(s, false);
 }
 
+void http_sse_add_filter(http_stream *s, tw_op op, const char *thing, const char *name)
+{
+    if (s->nfilters == s->capfilters) {
+        int cap = s->capfilters ? s->capfilters * 2 : 1;
+        if (cap > SSE_MAX_FILTERS) return;
+        sse_filter *nf = realloc(s->filters, (size_t)cap * sizeof *nf);
+        if (!nf) return;
+        s->filters = nf;
+        s->capfilters = cap;
+    }
+    sse_filter *f = &s->filters[s->nfilters++];
+    bool ev = op == TW_OP_SUBSCRIBEEVENT || op == TW_OP_SUBSCRIBEALLEVENTS;
+    bool all = op == TW_OP_SUBSCRIBEALLEVENTS || op == TW_OP_OBSERVEALLPROPERTIES;
+    f->kind = ev ? TW_SUB_EVENT : TW_SUB_PROPERTY;
+    tw_strlcpy(f->thing, thing ? thing : "*", sizeof f->thing);
+    tw_strlcpy(f->name, (!all && name) ? name : "*", sizeof f->name);
+}
+
 int http_sse_subscribe(http_stream *s, tw_op op, const char *thing, const char *name,
                        json_t **problem)
 {
@@ -484,14 +505,7 @@ int http_sse_subscribe(http_stream *s, tw_op op, const char *thing, const char *
     if (resp) tw_msg_unref(resp);
     if (rc) return rc;
     pthread_mutex_lock(&s->mu);
-    if (s->nfilters < SSE_MAX_FILTERS) {
-        sse_filter *f = &s->filters[s->nfilters++];
-        f->kind = (op == TW_OP_SUBSCRIBEEVENT || op == TW_OP_SUBSCRIBEALLEVENTS) ? TW_SUB_EVENT
-                                                                                 : TW_SUB_PROPERTY;
-        tw_strlcpy(f->thing, thing ? thing : "*", sizeof f->thing);
-        bool all = op == TW_OP_SUBSCRIBEALLEVENTS || op == TW_OP_OBSERVEALLPROPERTIES;
-        tw_strlcpy(f->name, (!all && name) ? name : "*", sizeof f->name);
-    }
+    http_sse_add_filter(s, op, thing, name);
     pthread_mutex_unlock(&s->mu);
     return 0;
 }
