@@ -41,6 +41,11 @@ typedef struct entry {
     json_t *td;     /* immutable once stored */
     char *agent_td; /* the agent's TD, compact JSON (parsed on demand), or NULL */
     tw_dir_info info;
+    /* @type values as small ids (tw_dir.type_ids), for search without
+     * touching the TD; types_more: more than TYPES_MAX, look in the TD */
+    uint8_t ntypes;
+    bool types_more;
+    uint32_t types[6];
     /* treap */
     struct entry *l, *r;
     uint32_t prio;
@@ -57,8 +62,10 @@ struct tw_dir {
     tw_store *store;
     tw_dir_opts opts;
     pthread_rwlock_t lock;
-    tw_hmap by_id; /* id -> entry* */
-    entry *root;   /* treap by id */
+    tw_hmap by_id;    /* id -> entry* */
+    tw_hmap type_ids; /* @type value -> (uintptr_t) small id; grows only */
+    uint32_t ntype_ids;
+    entry *root; /* treap by id */
     uint64_t seq;
     uint64_t rng;
     listener *listeners;
@@ -229,6 +236,35 @@ static json_t *enriched(const entry *e)
     json_t *out = json_copy(e->td);
     if (out) json_object_set_new(out, "registration", registration(&e->info, true));
     return out;
+}
+
+/* Gives e its @type ids (write lock held, or single-threaded at open). */
+static void index_types(tw_dir *d, entry *e)
+{
+    json_t *t = json_object_get(e->td, "@type");
+    size_t n = json_is_array(t) ? json_array_size(t) : 1;
+    e->ntypes = 0;
+    e->types_more = false;
+    for (size_t i = 0; i < n; i++) {
+        json_t *x = json_is_array(t) ? json_array_get(t, i) : t;
+        if (!json_is_string(x)) continue;
+        if (e->ntypes == sizeof e->types / sizeof e->types[0]) {
+            e->types_more = true;
+            return;
+        }
+        uintptr_t id = (uintptr_t)tw_hmap_get(&d->type_ids, json_string_value(x));
+        if (!id) {
+            int err = 0;
+            id = ++d->ntype_ids;
+            tw_hmap_put(&d->type_ids, json_string_value(x), (void *)id, &err);
+            if (err) {
+                d->ntype_ids--;
+                e->types_more = true; /* fall back to the TD */
+                return;
+            }
+        }
+        e->types[e->ntypes++] = (uint32_t)id;
+    }
 }
 
 /* ---- SQLite ------------------------------------------------------------- */
@@ -462,6 +498,7 @@ static int load(tw_dir *d, load_ctx *lc)
             rc = TW_ENOMEM;
             continue;
         }
+        index_types(d, e);
         e->prio = next_prio(d);
         e->size = 1;
         d->root = tinsert(d->root, e);
@@ -499,6 +536,7 @@ int tw_dir_open(tw_store *s, const tw_dir_opts *opts, tw_dir **out)
     pthread_rwlock_init(&d->lock, NULL);
     pthread_mutex_init(&d->snap_mu, NULL);
     tw_hmap_init(&d->by_id);
+    tw_hmap_init(&d->type_ids);
     int rc = tw_store_migrate(s, "twin_dir", MIGRATIONS,
                               (int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]));
     if (rc == 0) {
@@ -525,6 +563,7 @@ void tw_dir_close(tw_dir *d)
     tw_store_flush(d->store);
     free_tree(d->root);
     tw_hmap_fini(&d->by_id);
+    tw_hmap_fini(&d->type_ids);
     free(d->listeners);
     json_decref(d->snap);
     pthread_mutex_destroy(&d->snap_mu);
@@ -667,6 +706,7 @@ static int install(tw_dir *d, const char *id, json_t *td, const tw_dir_put_opts 
         j->kind = TW_DIR_CREATED;
         j->data_text = td_text;
     }
+    index_types(d, e);
     int err = 0;
     tw_hmap_put(&d->by_id, e->id, e, &err);
     if (err) {
@@ -1050,9 +1090,17 @@ static bool has_affordance(const json_t *td, const char *name)
            json_object_get(json_object_get(td, "events"), name);
 }
 
-static bool matches(const entry *e, const tw_dir_filter *f)
+/* want: the filter's type id (0 = a type no Thing has). */
+static bool entry_has_type(const entry *e, const char *type, uint32_t want)
 {
-    if (f->type && *f->type && !has_type(e->td, f->type)) return false;
+    for (int i = 0; i < e->ntypes; i++)
+        if (e->types[i] == want) return true;
+    return e->types_more && has_type(e->td, type);
+}
+
+static bool matches(const entry *e, const tw_dir_filter *f, uint32_t want_type)
+{
+    if (f->type && *f->type && !entry_has_type(e, f->type, want_type)) return false;
     if (f->title && *f->title) {
         const char *t = json_string_value(json_object_get(e->td, "title"));
         if (!t || !strcasestr(t, f->title)) return false;
@@ -1067,6 +1115,7 @@ static bool matches(const entry *e, const tw_dir_filter *f)
 
 typedef struct search_ctx {
     const tw_dir_filter *f;
+    uint32_t want_type;
     size_t skip, left, total;
     json_t *page;
     bool failed;
@@ -1075,7 +1124,7 @@ typedef struct search_ctx {
 static bool search_visit(void *ctx, entry *e)
 {
     search_ctx *sc = ctx;
-    if (!matches(e, sc->f)) return true;
+    if (!matches(e, sc->f, sc->want_type)) return true;
     sc->total++;
     if (sc->skip) {
         sc->skip--;
@@ -1094,6 +1143,8 @@ int tw_dir_search(tw_dir *d, const tw_dir_filter *f, size_t offset, size_t limit
     *page = NULL;
     if (!sc.page) return TW_ENOMEM;
     pthread_rwlock_rdlock(&d->lock);
+    if (sc.f->type && *sc.f->type)
+        sc.want_type = (uint32_t)(uintptr_t)tw_hmap_get(&d->type_ids, sc.f->type);
     walk_from(d->root, 0, search_visit, &sc);
     pthread_rwlock_unlock(&d->lock);
     if (sc.failed) {

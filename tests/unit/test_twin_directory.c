@@ -409,6 +409,20 @@ static void test_search(void **state)
     assert_int_equal(tw_dir_search(f->d, &combined, 0, 100, &page, &total), 0);
     assert_int_equal(total, 4); /* 12, 14, 16, 18 */
     json_decref(page);
+    /* @type arrays, and more types than the index keeps per Thing */
+    json_t *many = td_new("urn:p:many", "Many", NULL, "x");
+    json_object_set_new(many, "@type", json_pack("[s,s,s,s,s,s,s,s]", "T1", "T2", "T3", "T4",
+                                                 "T5", "T6", "T7", "Sensor"));
+    put_ok(f, "urn:p:many", many, NULL, true);
+    json_decref(many);
+    tw_dir_filter t7 = {.type = "T7"};
+    assert_int_equal(tw_dir_search(f->d, &t7, 0, 100, &page, &total), 0);
+    assert_int_equal(total, 1);
+    json_decref(page);
+    assert_int_equal(tw_dir_search(f->d, &by_type, 0, 100, &page, &total), 0);
+    assert_int_equal(total, 13);
+    json_decref(page);
+    assert_int_equal(tw_dir_delete(f->d, "urn:p:many", NULL), 0);
     tw_dir_filter none = {.type = "Nothing"};
     assert_int_equal(tw_dir_search(f->d, &none, 0, 100, &page, &total), 0);
     assert_int_equal(total, 0);
