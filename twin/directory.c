@@ -1206,7 +1206,9 @@ int tw_dir_query(tw_dir *d, const char *jsonpath, json_t **result, json_t **prob
         tw_jsonpath_free(p);
         return TW_ENOMEM;
     }
-    rc = tw_jsonpath_query(p, all, d->opts.max_query_results, result);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    rc = tw_jsonpath_query_parallel(p, all, d->opts.max_query_results, ncpu > 1 ? (int)ncpu : 1,
+                                    result);
     json_decref(all);
     tw_jsonpath_free(p);
     if (rc == TW_ETOOBIG)

@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -885,5 +886,81 @@ int tw_jsonpath_query(const tw_jsonpath *p, json_t *root, size_t max, json_t **r
         return rc;
     }
     *result = c.arr;
+    return 0;
+}
+
+/* ---- parallel evaluation over a large root array ------------------------ */
+
+#define PAR_MIN_ITEMS 4096
+#define PAR_MAX_THREADS 8
+
+typedef struct par_part {
+    const tw_jsonpath *p;
+    json_t *root;
+    size_t from, to, max;
+    json_t *out;
+    int rc;
+} par_part;
+
+/* The first segment's selector on root[from..to), then the rest of the
+ * path, into part->out. */
+static void *par_run(void *arg)
+{
+    par_part *pt = arg;
+    const jp_node *seg = pt->p->first, *sel = seg->a;
+    collect c = {.arr = pt->out, .max = pt->max};
+    eval_ctx ec = {.root = pt->root, .fn = collect_fn, .ctx = &c};
+    for (size_t i = pt->from; i < pt->to && !pt->rc; i++) {
+        json_t *v = json_array_get(pt->root, i);
+        if (sel->kind == N_FILTER && !test(sel->a, v, pt->root)) continue;
+        pt->rc = eval_seg(&ec, seg->next, v);
+    }
+    return NULL;
+}
+
+int tw_jsonpath_query_parallel(const tw_jsonpath *p, json_t *root, size_t max, int nthreads,
+                               json_t **result)
+{
+    const jp_node *seg = p->first;
+    size_t n = json_array_size(root);
+    /* only `$[*]...` and `$[?filter]...` split cleanly by element */
+    if (nthreads > PAR_MAX_THREADS) nthreads = PAR_MAX_THREADS;
+    if (nthreads < 2 || !json_is_array(root) || n < PAR_MIN_ITEMS || !seg || seg->desc ||
+        seg->a->next || (seg->a->kind != N_WILD && seg->a->kind != N_FILTER))
+        return tw_jsonpath_query(p, root, max, result);
+    *result = NULL;
+    par_part parts[PAR_MAX_THREADS];
+    pthread_t th[PAR_MAX_THREADS];
+    bool started[PAR_MAX_THREADS] = {false};
+    int rc = 0;
+    for (int t = 0; t < nthreads; t++) {
+        parts[t] = (par_part){.p = p,
+                              .root = root,
+                              .from = n * (size_t)t / (size_t)nthreads,
+                              .to = n * (size_t)(t + 1) / (size_t)nthreads,
+                              .max = max,
+                              .out = json_array()};
+        if (!parts[t].out)
+            parts[t].rc = TW_ENOMEM;
+        else if (t > 0 && pthread_create(&th[t], NULL, par_run, &parts[t]) == 0)
+            started[t] = true;
+    }
+    for (int t = 0; t < nthreads; t++) /* this thread's part, and any not started */
+        if (!started[t] && parts[t].out) par_run(&parts[t]);
+    for (int t = 0; t < nthreads; t++)
+        if (started[t]) pthread_join(th[t], NULL);
+    json_t *all = json_array();
+    if (!all) rc = TW_ENOMEM;
+    for (int t = 0; t < nthreads; t++) {
+        if (!rc) rc = parts[t].rc;
+        if (!rc && json_array_size(all) + json_array_size(parts[t].out) > max) rc = TW_ETOOBIG;
+        if (!rc && json_array_extend(all, parts[t].out) != 0) rc = TW_ENOMEM;
+        json_decref(parts[t].out);
+    }
+    if (rc) {
+        json_decref(all);
+        return rc;
+    }
+    *result = all;
     return 0;
 }

@@ -65,4 +65,11 @@ int tw_jsonpath_eval(const tw_jsonpath *p, json_t *root, tw_jsonpath_fn fn, void
  * when there are more). */
 int tw_jsonpath_query(const tw_jsonpath *p, json_t *root, size_t max, json_t **result);
 
+/* Like tw_jsonpath_query, but when the query starts with `$[*]` or
+ * `$[?filter]` and root is a large array (4096+ items), the items are split
+ * over nthreads threads (at most 8); the result is the same, in the same
+ * order. Otherwise it is tw_jsonpath_query. */
+int tw_jsonpath_query_parallel(const tw_jsonpath *p, json_t *root, size_t max, int nthreads,
+                               json_t **result);
+
 #endif

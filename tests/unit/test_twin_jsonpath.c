@@ -255,6 +255,46 @@ static void test_root_only(void **state)
     tw_jsonpath_free(p);
 }
 
+static void test_parallel_matches_sequential(void **state)
+{
+    json_t *big = json_array();
+    for (int i = 0; i < 10000; i++)
+        json_array_append_new(big, json_pack("{s:i,s:s,s:{s:i}}", "n", i, "t",
+                                             i % 3 ? "Lamp" : "Sensor", "p", "v", i % 7));
+    static const char *const queries[] = {
+        "$[?@.t=='Sensor' && @.p.v > 3].n",
+        "$[*].p.v",
+        "$[?@.n >= 9990]",
+        "$[?@.n < 0]",
+        "$..v", /* not split: same path as sequential */
+        "$[5,6].n",
+    };
+    for (size_t q = 0; q < sizeof queries / sizeof queries[0]; q++) {
+        tw_jsonpath *p = NULL;
+        assert_int_equal(tw_jsonpath_compile(queries[q], &p, NULL, 0, NULL), 0);
+        json_t *seq = NULL, *par = NULL;
+        assert_int_equal(tw_jsonpath_query(p, big, 100000, &seq), 0);
+        for (int t = 1; t <= 4; t++) {
+            assert_int_equal(tw_jsonpath_query_parallel(p, big, 100000, t, &par), 0);
+            if (!json_equal(seq, par)) fail_msg("%s with %d threads differs", queries[q], t);
+            json_decref(par);
+        }
+        json_decref(seq);
+        tw_jsonpath_free(p);
+    }
+    /* the result bound holds across parts */
+    tw_jsonpath *p = NULL;
+    json_t *res = NULL;
+    assert_int_equal(tw_jsonpath_compile("$[*].n", &p, NULL, 0, NULL), 0);
+    assert_int_equal(tw_jsonpath_query_parallel(p, big, 9999, 2, &res), TW_ETOOBIG);
+    assert_null(res);
+    assert_int_equal(tw_jsonpath_query_parallel(p, big, 10000, 2, &res), 0);
+    assert_int_equal(json_array_size(res), 10000);
+    json_decref(res);
+    tw_jsonpath_free(p);
+    json_decref(big);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -266,6 +306,7 @@ int main(void)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_eval_stops_and_max),
+        cmocka_unit_test(test_parallel_matches_sequential),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
