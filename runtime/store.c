@@ -14,6 +14,15 @@
  * Jobs run in submission order, so a job sees the effects of every job
  * submitted before it.
  *
+ * The savepoint is the expensive part of a small job: SQLite copies every
+ * page the job modifies into the savepoint journal (and frees the copies on
+ * RELEASE). A job submitted with tw_store_submit_atomic() promises that it
+ * leaves nothing behind when it fails (typically one INSERT OR FAIL whose
+ * constraints SQLite checks before writing) and runs without one. The store
+ * checks the promise with sqlite3_total_changes64(): a failed atomic job
+ * that did change rows makes the writer roll back the whole transaction, so
+ * its batch reports TW_EDB rather than committing half a job.
+ *
  * The pending list is bounded (MAX_PENDING jobs): beyond that tw_store_submit
  * answers TW_EFULL, a decision for the caller (back-pressure) rather than
  * unbounded memory growth.
@@ -203,6 +212,7 @@ typedef struct job {
     void *arg;
     tw_store_done_fn done;
     struct exec_wait *wait; /* tw_store_exec's waiter, or NULL */
+    bool atomic;            /* tw_store_submit_atomic: no savepoint */
     int rc;
     struct job *next;
 } job;
@@ -283,16 +293,24 @@ static void run_batch(tw_store *s, job *batch, size_t n)
                 continue;
             }
         }
-        if (tx_ctl(tx, "SAVEPOINT job") < 0) {
+        if (!j->atomic && tx_ctl(tx, "SAVEPOINT job") < 0) {
             j->rc = TW_EDB;
             tx_end_job(tx);
             continue;
         }
+        sqlite3_int64 changes = sqlite3_total_changes64(tx->db);
         s->in_job = true;
         j->rc = j->fn(tx, j->arg);
         s->in_job = false;
         tx_end_job(tx);
         if (j->rc > 0) j->rc = 0;
+        if (j->atomic && j->rc < 0 && !sqlite3_get_autocommit(tx->db) &&
+            sqlite3_total_changes64(tx->db) != changes) {
+            /* An "atomic" job failed after writing: without a savepoint the
+             * only safe undo is the whole transaction. */
+            tw_log_error(MOD, "an atomic job failed after changing rows; rolling back its batch");
+            tx_ctl(tx, "ROLLBACK");
+        }
         if (sqlite3_get_autocommit(tx->db)) {
             /* The transaction is gone: everything since first_in_tx is lost. */
             tw_log_error(MOD, "transaction aborted by a job: %s", sqlite3_errmsg(tx->db));
@@ -303,6 +321,7 @@ static void run_batch(tw_store *s, job *batch, size_t n)
             in_tx = false;
             continue;
         }
+        if (j->atomic) continue;
         if (j->rc < 0) tx_ctl(tx, "ROLLBACK TO job");
         tx_ctl(tx, "RELEASE job");
     }
@@ -487,12 +506,12 @@ void tw_store_close(tw_store *s)
 }
 
 static int enqueue(tw_store *s, tw_store_job_fn fn, void *arg, tw_store_done_fn done,
-                   exec_wait *wait)
+                   exec_wait *wait, bool atomic)
 {
     if (!s || !fn) return TW_EINVAL;
     job *j = malloc(sizeof *j);
     if (!j) return TW_ENOMEM;
-    *j = (job){.fn = fn, .arg = arg, .done = done, .wait = wait};
+    *j = (job){.fn = fn, .arg = arg, .done = done, .wait = wait, .atomic = atomic};
     pthread_mutex_lock(&s->mu);
     if (s->closing) {
         pthread_mutex_unlock(&s->mu);
@@ -518,7 +537,12 @@ static int enqueue(tw_store *s, tw_store_job_fn fn, void *arg, tw_store_done_fn 
 
 int tw_store_submit(tw_store *s, tw_store_job_fn fn, void *arg, tw_store_done_fn done)
 {
-    return enqueue(s, fn, arg, done, NULL);
+    return enqueue(s, fn, arg, done, NULL, false);
+}
+
+int tw_store_submit_atomic(tw_store *s, tw_store_job_fn fn, void *arg, tw_store_done_fn done)
+{
+    return enqueue(s, fn, arg, done, NULL, true);
 }
 
 /* tw_store_exec from a done callback: the writer is between transactions,
@@ -559,7 +583,7 @@ int tw_store_exec(tw_store *s, tw_store_job_fn fn, void *arg)
         return TW_EBUSY;
     }
     exec_wait w = {0};
-    int rc = enqueue(s, fn, arg, NULL, &w);
+    int rc = enqueue(s, fn, arg, NULL, &w, false);
     if (rc < 0) return rc;
     pthread_mutex_lock(&s->mu);
     while (!w.finished)

@@ -45,6 +45,14 @@ typedef void (*tw_store_done_fn)(void *arg, int rc);
 /* Queues a write job. done may be NULL (write-behind). Never blocks on I/O;
  * returns TW_ECLOSED after close started. */
 int tw_store_submit(tw_store *s, tw_store_job_fn fn, void *arg, tw_store_done_fn done);
+/* Like tw_store_submit, for a job that never leaves a partial change behind
+ * when it fails (one statement whose constraints are all checked before it
+ * writes, e.g. INSERT OR FAIL of one row): it runs without a SAVEPOINT of its
+ * own, which spares copying every page it touches into the savepoint
+ * journal. Should such a job fail after changing rows anyway, the store rolls
+ * back the whole transaction and its jobs report TW_EDB (nothing is lost
+ * silently). */
+int tw_store_submit_atomic(tw_store *s, tw_store_job_fn fn, void *arg, tw_store_done_fn done);
 /* Runs a write job and waits until it is committed; returns the job's result. */
 int tw_store_exec(tw_store *s, tw_store_job_fn fn, void *arg);
 /* Runs a read-only job in the calling thread. */
