@@ -80,6 +80,13 @@ static const tw_binding_ops FORMS = {.name = "forms",
                                      .add_forms = fb_add_forms,
                                      .destroy = fb_destroy};
 
+/* json_object_update, stealing the reference to more. */
+static void update_new(json_t *obj, json_t *more)
+{
+    json_object_update(obj, more);
+    json_decref(more);
+}
+
 /* An agent's TD as a device would publish it: no forms, no security. */
 static json_t *agent_td(int i)
 {
@@ -94,21 +101,20 @@ static json_t *agent_td(int i)
         const char *t = types[(i + p) % 6];
         json_t *ds = json_pack("{s:s,s:s,s:b}", "type", t, "title", name, "observable", p % 2);
         if (!strcmp(t, "number"))
-            json_object_update(
+            update_new(
                 ds, json_pack("{s:f,s:f,s:s}", "minimum", -40.0, "maximum", 85.5, "unit", "cel"));
         if (!strcmp(t, "integer"))
-            json_object_update(
-                ds, json_pack("{s:i,s:i,s:i}", "minimum", 0, "maximum", 100, "multipleOf", 5));
+            update_new(ds,
+                       json_pack("{s:i,s:i,s:i}", "minimum", 0, "maximum", 100, "multipleOf", 5));
         if (!strcmp(t, "string"))
-            json_object_update(
-                ds, json_pack("{s:[s,s,s],s:b}", "enum", "low", "mid", "high", "readOnly", 1));
+            update_new(ds,
+                       json_pack("{s:[s,s,s],s:b}", "enum", "low", "mid", "high", "readOnly", 1));
         if (!strcmp(t, "object"))
-            json_object_update(ds,
-                               json_pack("{s:{s:{s:s},s:{s:s}},s:[s]}", "properties", "x", "type",
-                                         "number", "y", "type", "number", "required", "x"));
+            update_new(ds, json_pack("{s:{s:{s:s},s:{s:s}},s:[s]}", "properties", "x", "type",
+                                     "number", "y", "type", "number", "required", "x"));
         if (!strcmp(t, "array"))
-            json_object_update(ds, json_pack("{s:{s:s},s:i,s:i}", "items", "type", "string",
-                                             "minItems", 0, "maxItems", 8));
+            update_new(ds, json_pack("{s:{s:s},s:i,s:i}", "items", "type", "string", "minItems", 0,
+                                     "maxItems", 8));
         json_object_set_new(props, name, ds);
     }
     json_object_set_new(actions, "reset", json_pack("{s:s}", "title", "Reset"));
