@@ -157,12 +157,17 @@ int tw_twin_directory_service_start(tw_twin *t)
     json_t *td = json_loads(SERVICE_TD, 0, NULL), *twin_td = NULL;
     if (!td) return TW_ENOMEM;
     int rc = tw_twin_derive(t->rt, "twind", td, &twin_td);
-    if (rc == 0) {
+    json_t *cur = NULL;
+    if (rc == 0 && tw_dir_get_info(t->dir, TW_TWIN_DIRECTORY_ID, NULL, &cur, NULL) == 0 &&
+        json_equal(cur, twin_td)) {
+        /* as stored by the last start: nothing to write */
+    } else if (rc == 0) {
         tw_dir_put_opts o = {.agent_id = "twind", .agent_td = td, .skip_validate = true};
         json_t *problem = NULL;
         rc = tw_dir_put(t->dir, TW_TWIN_DIRECTORY_ID, twin_td, &o, NULL, &problem);
         json_decref(problem);
     }
+    json_decref(cur);
     json_decref(twin_td);
     json_decref(td);
     if (rc == 0) rc = tw_router_add_service(t->rt, TW_TWIN_DIRECTORY_ID, serve, t);

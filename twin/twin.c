@@ -156,6 +156,20 @@ static int op_read(void *ctx, const tw_msg *req, json_t **output, json_t **probl
     return rc;
 }
 
+/* True when id is stored, owned by agent_id, with these very TDs. */
+static bool unchanged(tw_twin *t, const char *id, const char *agent_id, json_t *agent_td,
+                      json_t *twin_td)
+{
+    tw_dir_info info;
+    json_t *cur = NULL, *cur_agent = NULL;
+    if (tw_dir_get_info(t->dir, id, &info, &cur, &cur_agent) != 0) return false;
+    bool same = strcmp(info.agent_id, agent_id) == 0 && json_equal(cur, twin_td) && cur_agent &&
+                json_equal(cur_agent, agent_td);
+    json_decref(cur);
+    json_decref(cur_agent);
+    return same;
+}
+
 static int op_update_thing(void *ctx, const char *agent_id, json_t *td, char **twin_id,
                            json_t **problem)
 {
@@ -182,6 +196,13 @@ static int op_update_thing(void *ctx, const char *agent_id, json_t *td, char **t
         return rc;
     }
     char *out = strdup(json_string_value(json_object_get(twin_td, "id")));
+    /* Agents publish their TDs on every connect: an unchanged TD is not a
+     * change (no write, no thing_updated event). */
+    if (out && unchanged(t, out, agent_id, td, twin_td)) {
+        json_decref(twin_td);
+        *twin_id = out;
+        return 0;
+    }
     /* the directory takes the twin TD we just built: no copy */
     tw_dir_put_opts o = {.agent_id = agent_id, .agent_td = td, .skip_validate = true, .take = true};
     rc = out ? tw_dir_put(t->dir, out, twin_td, &o, NULL, problem) : TW_ENOMEM;

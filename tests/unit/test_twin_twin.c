@@ -281,12 +281,28 @@ static void test_updatething_and_lookup(void **state)
                      TW_ENOTFOUND);
     assert_int_equal(ops->lookup(f->twin, "dtw:ag:none", TW_AFF_PROPERTY, NULL, &a), TW_ENOTFOUND);
 
-    /* an invalid TD is rejected with its fields and stores nothing */
+    /* republishing the same TD (agents do on every connect) changes nothing */
     uint64_t etag = tw_dir_etag(d);
+    say(ag, "{\"type\":\"request\",\"operation\":\"updatething\",\"input\":%s}", TD);
+    tw_msg *r = next(ag);
+    assert_int_equal(error_status(r), 0);
+    tw_msg_unref(r);
+    assert_int_equal(tw_dir_etag(d), etag);
+    json_t *changed = json_loads(TD, 0, NULL);
+    json_object_set_new(changed, "title", json_string("Lamp 2"));
+    char *twin_id = NULL;
+    assert_int_equal(ops->update_thing(f->twin, "ag", changed, &twin_id, NULL), 0);
+    assert_string_equal(twin_id, "dtw:ag:lamp");
+    free(twin_id);
+    json_decref(changed);
+    assert_int_equal(tw_dir_etag(d), etag + 1);
+
+    /* an invalid TD is rejected with its fields and stores nothing */
+    etag = tw_dir_etag(d);
     say(ag, "{\"type\":\"request\",\"operation\":\"updatething\",\"input\":{\"@context\":"
             "\"https://www.w3.org/2022/wot/td/v1.1\",\"id\":\"bad\",\"properties\":{\"p\":"
             "{\"type\":\"decimal\"}}}}");
-    tw_msg *r = next(ag);
+    r = next(ag);
     assert_int_equal(error_status(r), 400);
     json_t *ve = json_object_get(tw_msg_get(r, "error"), "validationErrors");
     assert_int_equal(json_array_size(ve), 2); /* /title and /properties/p/type */
@@ -370,8 +386,11 @@ static void test_values_and_reads(void **state)
     /* values and TD survive a restart */
     tw_loop_close(ag);
     tw_loop_close(viewer);
+    uint64_t etag = tw_dir_etag(tw_twin_dir(f->twin));
     fx_close(f);
     fx_open(f);
+    /* the restart itself writes nothing (the service TD is unchanged) */
+    assert_int_equal(tw_dir_etag(tw_twin_dir(f->twin)), etag);
     viewer = client(f, "vic", TW_ROLE_VIEWER);
     say(viewer, "{\"type\":\"request\",\"operation\":\"readproperty\",\"thingID\":\"dtw:ag:lamp\","
                 "\"name\":\"watts\",\"correlationID\":\"r8\"}");
