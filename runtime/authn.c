@@ -88,6 +88,7 @@ struct tw_authn {
     pthread_mutex_t lock;
     tw_hmap sessions; /* session id -> session* */
     uint64_t next_seq;
+    uint64_t revoke_gen; /* bumped whenever a client's sessions are revoked */
     rate_entry rate[RATE_SLOTS];
     uint8_t rate_key[crypto_shorthash_KEYBYTES];
 
@@ -392,8 +393,22 @@ static void oldest_if_over_locked(tw_authn *a, const char *client_id, int64_t no
 }
 
 /* Creates (sid empty) or extends a session and signs a token for it. */
+static uint64_t revoke_gen(tw_authn *a)
+{
+    pthread_mutex_lock(&a->lock);
+    uint64_t g = a->revoke_gen;
+    pthread_mutex_unlock(&a->lock);
+    return g;
+}
+
+/*
+ * Creates (sid empty) or extends a session and signs a token for it. gen0 is
+ * revoke_gen() from before the caller read the client's row: if a removal or
+ * role change revoked sessions since, the row is read again so a session
+ * cannot slip in for a client that is gone or whose role changed.
+ */
 static int issue(tw_authn *a, const char *client_id, tw_role role, tw_client_kind kind,
-                 char sid[TW_ID_MAX], char **token, int64_t *expires_ms)
+                 uint64_t gen0, char sid[TW_ID_MAX], char **token, int64_t *expires_ms)
 {
     int64_t now = tw_now_ms();
     tw_token_claims c = {0};
@@ -454,8 +469,20 @@ static int issue(tw_authn *a, const char *client_id, tw_role role, tw_client_kin
     } else {
         rc = TW_EAUTH; /* logged out while we were signing */
     }
+    bool recheck = a->revoke_gen != gen0;
     pthread_mutex_unlock(&a->lock);
     free(se);
+    if (rc == 0 && recheck) {
+        client_row now_row;
+        if (get_client(a, client_id, &now_row) != 0 || !now_row.found || now_row.role != role) {
+            pthread_mutex_lock(&a->lock);
+            free(tw_hmap_del(&a->sessions, sid));
+            pthread_mutex_unlock(&a->lock);
+            revoke_ctx r = {sid, NULL};
+            tw_store_exec(a->store, revoke_job, &r);
+            rc = TW_EAUTH;
+        }
+    }
     if (rc) {
         free(*token);
         *token = NULL;
@@ -478,6 +505,7 @@ static int unlink_sessions(tw_authn *a, const char *client_id, char (**out)[TW_I
         if (strcmp(((session *)v)->client_id, client_id) == 0) tw_strlcpy(ids[n++], k, TW_ID_MAX);
     for (int i = 0; i < n; i++)
         free(tw_hmap_del(&a->sessions, ids[i]));
+    a->revoke_gen++;
     pthread_mutex_unlock(&a->lock);
     *out = ids;
     return ids ? n : TW_ENOMEM;
@@ -790,6 +818,7 @@ int tw_authn_login(tw_authn *a, const char *client_id, const char *password, con
         return rc;
     }
 
+    uint64_t gen0 = revoke_gen(a);
     client_row row = {0};
     bool known = tw_client_id_valid(client_id) && get_client(a, client_id, &row) == 0 &&
                  row.found && row.hash[0] && row.role != TW_ROLE_NONE;
@@ -813,7 +842,7 @@ int tw_authn_login(tw_authn *a, const char *client_id, const char *password, con
     pthread_mutex_unlock(&a->lock);
 
     char sid[TW_ID_MAX] = "";
-    rc = issue(a, client_id, row.role, row.kind, sid, token, expires_ms);
+    rc = issue(a, client_id, row.role, row.kind, gen0, sid, token, expires_ms);
     if (rc == 0) tw_log_info(MOD, "login of '%s' from %s", client_id, remote ? remote : "-");
     return rc;
 }
@@ -877,6 +906,7 @@ int tw_authn_refresh(tw_authn *a, const char *token, char **new_token, int64_t *
 {
     if (new_token) *new_token = NULL;
     if (!a || !token || !new_token) return TW_EINVAL;
+    uint64_t gen0 = revoke_gen(a);
     tw_identity id;
     int rc = tw_authn_verify(a, token, &id);
     if (rc) return rc;
@@ -884,7 +914,7 @@ int tw_authn_refresh(tw_authn *a, const char *token, char **new_token, int64_t *
     rc = get_client(a, id.client_id, &row);
     if (rc) return rc;
     if (!row.found || row.role == TW_ROLE_NONE) return TW_EAUTH;
-    return issue(a, id.client_id, row.role, row.kind, id.session_id, new_token, expires_ms);
+    return issue(a, id.client_id, row.role, row.kind, gen0, id.session_id, new_token, expires_ms);
 }
 
 int tw_authn_logout(tw_authn *a, const char *session_id)
@@ -1074,13 +1104,14 @@ int tw_authn_issue_token(tw_authn *a, const char *client_id, char **token, int64
 {
     if (token) *token = NULL;
     if (!a || !tw_client_id_valid(client_id) || !token) return TW_EINVAL;
+    uint64_t gen0 = revoke_gen(a);
     client_row row;
     int rc = get_client(a, client_id, &row);
     if (rc) return rc;
     if (!row.found) return TW_ENOTFOUND;
     if (row.role == TW_ROLE_NONE) return TW_EINVAL;
     char sid[TW_ID_MAX] = "";
-    rc = issue(a, client_id, row.role, row.kind, sid, token, expires_ms);
+    rc = issue(a, client_id, row.role, row.kind, gen0, sid, token, expires_ms);
     if (rc == 0) tw_log_info(MOD, "issued a token for '%s'", client_id);
     return rc;
 }
