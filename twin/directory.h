@@ -191,8 +191,14 @@ typedef void (*tw_dir_change_fn)(void *ctx, const tw_dir_change *ch);
 int tw_dir_changes(tw_dir *d, uint64_t after, int kinds, size_t max, tw_dir_change_fn fn, void *ctx,
                    uint64_t *oldest);
 
-/* Registers fn for every new change (see thread-safety above). *handle
- * identifies the registration for tw_dir_unsubscribe. */
+/*
+ * Registers fn for every new change (see thread-safety above). *handle
+ * identifies the registration for tw_dir_unsubscribe. Live changes are
+ * pushed before they are committed, so to serve a client that resumes
+ * after sequence N without a gap or a duplicate: subscribe first and buffer
+ * what arrives, replay tw_dir_changes(after N) up to the first buffered seq,
+ * then send the buffer.
+ */
 int tw_dir_subscribe(tw_dir *d, tw_dir_change_fn fn, void *ctx, uint64_t *handle);
 void tw_dir_unsubscribe(tw_dir *d, uint64_t handle);
 

@@ -266,6 +266,44 @@ static void *maintenance(void *arg)
     return NULL;
 }
 
+/* Reads a non-negative integer member of the "twin" config section. */
+static int config_count(json_t *sec, const char *key, size_t *out)
+{
+    json_t *v = json_object_get(sec, key);
+    if (!v) return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < 0) {
+        tw_log_error(MOD, "config: twin.%s must be a non-negative integer", key);
+        return TW_EINVAL;
+    }
+    *out = (size_t)json_integer_value(v);
+    return 0;
+}
+
+/* The optional "twin" section of the config file: limits of the directory
+ * and the value store (0 or absent = the defaults of directory.h/values.h). */
+static int read_config(const tw_config *cfg, tw_dir_opts *d, tw_values_opts *v)
+{
+    memset(d, 0, sizeof *d);
+    memset(v, 0, sizeof *v);
+    json_t *sec = cfg ? tw_config_section(cfg, "twin") : NULL;
+    if (!sec) return 0;
+    if (!json_is_object(sec)) {
+        tw_log_error(MOD, "config: twin must be an object");
+        return TW_EINVAL;
+    }
+    size_t flush_ms = 0;
+    int rc = config_count(sec, "max_things", &d->max_things);
+    if (rc == 0) rc = config_count(sec, "max_changes", &d->max_changes);
+    if (rc == 0) rc = config_count(sec, "max_td_bytes", &d->max_td_bytes);
+    if (rc == 0) rc = config_count(sec, "max_query_results", &d->max_query_results);
+    if (rc == 0) rc = config_count(sec, "max_values", &v->max_entries);
+    if (rc == 0) rc = config_count(sec, "value_batch", &v->batch);
+    if (rc == 0) rc = config_count(sec, "value_flush_ms", &flush_ms);
+    if (flush_ms > 60000) flush_ms = 60000;
+    v->flush_ms = (int)flush_ms;
+    return rc;
+}
+
 int tw_twin_open(tw_runtime *rt, tw_twin **out)
 {
     *out = NULL;
@@ -276,8 +314,11 @@ int tw_twin_open(tw_runtime *rt, tw_twin **out)
     t->rt = rt;
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->cv, NULL);
-    int rc = tw_dir_open(s, NULL, &t->dir);
-    if (rc == 0) rc = tw_values_open(s, NULL, &t->values);
+    tw_dir_opts dopts;
+    tw_values_opts vopts;
+    int rc = read_config(tw_runtime_config(rt), &dopts, &vopts);
+    if (rc == 0) rc = tw_dir_open(s, &dopts, &t->dir);
+    if (rc == 0) rc = tw_values_open(s, &vopts, &t->values);
     if (rc == 0) rc = tw_dir_subscribe(t->dir, on_change, t, &t->dir_sub);
     if (rc == 0) rc = tw_twin_directory_service_start(t);
     if (rc == 0) {

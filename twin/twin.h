@@ -9,7 +9,10 @@
  *     ... tw_runtime_stop(rt); tw_twin_close(twin); tw_runtime_free(rt);
  *
  * tw_twin_open() opens the directory (directory.h) and value store
- * (values.h) in tw_runtime_store(rt), and registers the in-process service
+ * (values.h) in tw_runtime_store(rt) with the limits of the config file's
+ * optional "twin" section ({"max_things", "max_changes", "max_td_bytes",
+ * "max_query_results", "max_values", "value_batch", "value_flush_ms"}),
+ * and registers the in-process service
  * Thing "dtw:twind:directory" (tw_router_add_service) with the actions
  * listThings {offset,limit}, getThing {id} and search {type,title,name,agent}
  * or {jsonpath}; its TD is in the directory too.

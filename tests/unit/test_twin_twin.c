@@ -501,6 +501,57 @@ static void test_directory_service(void **state)
     tw_loop_close(op);
 }
 
+/* Opens a runtime whose config file holds `config`; returns tw_twin_open's rc. */
+static int open_with_config(const char *dir, const char *config, tw_config *cfg, tw_runtime **rt,
+                            tw_twin **twin)
+{
+    char path[600], err[256];
+    snprintf(path, sizeof path, "%s/twind.json", dir);
+    FILE *fp = fopen(path, "w");
+    fputs(config, fp);
+    fclose(fp);
+    tw_config_defaults(cfg);
+    assert_int_equal(tw_config_load(cfg, path, err, sizeof err), 0);
+    snprintf(cfg->data_dir, sizeof cfg->data_dir, "%s/data", dir);
+    cfg->store_sync_normal = true;
+    assert_int_equal(tw_runtime_new(cfg, rt, err, sizeof err), 0);
+    return tw_twin_open(*rt, twin);
+}
+
+static void test_config_limits(void **state)
+{
+    char dir[512];
+    tw_test_tmpdir(dir, "twin-config");
+    tw_config cfg;
+    tw_runtime *rt = NULL;
+    tw_twin *twin = NULL;
+    assert_int_equal(open_with_config(dir, "{\"twin\":{\"max_things\":2}}", &cfg, &rt, &twin), 0);
+    /* the service TD is one of the two */
+    json_t *td = json_loads(TD, 0, NULL);
+    char *id = NULL;
+    assert_int_equal(tw_twin_ops_table()->update_thing(twin, "ag", td, &id, NULL), 0);
+    free(id);
+    json_object_set_new(td, "id", json_string("lamp2"));
+    json_t *problem = NULL;
+    assert_int_equal(tw_twin_ops_table()->update_thing(twin, "ag", td, &id, &problem), TW_EFULL);
+    assert_int_equal(json_integer_value(json_object_get(problem, "status")), 503);
+    json_decref(problem);
+    json_decref(td);
+    tw_twin_close(twin);
+    tw_runtime_free(rt);
+    tw_config_free(&cfg);
+    /* bad values are refused, not ignored */
+    assert_int_equal(open_with_config(dir, "{\"twin\":{\"max_changes\":-5}}", &cfg, &rt, &twin),
+                     TW_EINVAL);
+    assert_null(twin);
+    tw_runtime_free(rt);
+    tw_config_free(&cfg);
+    assert_int_equal(open_with_config(dir, "{\"twin\":[]}", &cfg, &rt, &twin), TW_EINVAL);
+    tw_runtime_free(rt);
+    tw_config_free(&cfg);
+    tw_test_rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -509,6 +560,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_values_and_reads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deletething, setup, teardown),
         cmocka_unit_test_setup_teardown(test_directory_service, setup, teardown),
+        cmocka_unit_test(test_config_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
