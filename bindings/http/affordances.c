@@ -157,15 +157,13 @@ static enum MHD_Result call(http_req *r, tw_op op, const char *name, json_t *inp
                             enum MHD_Result (*on_answer)(http_req *, tw_msg *), http_call_wait wait,
                             unsigned wait_ms)
 {
-    tw_msg *m = tw_msg_new(TW_TYPE_REQUEST, op, r->segs[1], name);
-    if (!m) {
+    if (input && json_is_null(input)) {
         json_decref(input);
-        return http_reply_code(r, TW_ENOMEM, NULL);
+        input = NULL;
     }
-    if (input && !json_is_null(input))
-        tw_msg_set(m, "input", input);
-    else
-        json_decref(input);
+    json_t *problem = NULL;
+    tw_msg *m = http_request_new(r->h, op, r->segs[1], name, r->id.client_id, input, &problem);
+    if (!m) return http_reply_problem(r, problem);
     r->on_answer = on_answer;
     return http_call_start(r, m, wait, wait_ms);
 }
@@ -213,12 +211,10 @@ static enum MHD_Result properties(http_req *r)
         if (json_is_null(v)) v = json_null();
         r->op = TW_OP_WRITEPROPERTY;
         /* input must be present even when the value is null */
-        tw_msg *m = tw_msg_new(TW_TYPE_REQUEST, TW_OP_WRITEPROPERTY, r->segs[1], name);
-        if (!m) {
-            json_decref(v);
-            return http_reply_code(r, TW_ENOMEM, NULL);
-        }
-        tw_msg_set(m, "input", v);
+        json_t *problem = NULL;
+        tw_msg *m = http_request_new(r->h, TW_OP_WRITEPROPERTY, r->segs[1], name, r->id.client_id,
+                                     v, &problem);
+        if (!m) return http_reply_problem(r, problem);
         r->on_answer = answer_write;
         return http_call_start(r, m, CALL_WAIT_FINAL, r->h->cfg.action_wait_ms);
     }
@@ -256,9 +252,10 @@ static enum MHD_Result actions(http_req *r)
     } else {
         return http_reply_405(r, "GET, HEAD, DELETE");
     }
-    tw_msg *m = tw_msg_new(TW_TYPE_REQUEST, op, r->segs[1], name);
-    if (!m) return http_reply_code(r, TW_ENOMEM, NULL);
-    tw_msg_set_str(m, "input", aid);
+    json_t *problem = NULL;
+    tw_msg *m =
+        http_request_new(r->h, op, r->segs[1], name, r->id.client_id, json_string(aid), &problem);
+    if (!m) return http_reply_problem(r, problem);
     r->on_answer = fn;
     return http_call_start(r, m, CALL_WAIT_RESPONSE, READ_WAIT_MS);
 }

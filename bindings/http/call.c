@@ -1,8 +1,9 @@
 /*
  * call.c - one HTTP request that waits for the router's answer.
  *
- * The request becomes an ephemeral tw_conn (it gets only the answers to what
- * it sent) whose bdata is the http_call. The message gets a correlationID
+ * The request goes through an ephemeral tw_conn (it gets only the answers to
+ * what it sent) whose bdata is the http_call; the call and its connection
+ * belong to the TCP connection and are reused by its next request. The message gets a correlationID
  * (unless the client chose one) and goes to tw_router_handle(). Most reads
  * are answered synchronously, inside that call; otherwise the libmicrohttpd
  * connection is suspended and ops->send, on whatever thread the answer comes
@@ -44,46 +45,67 @@ static void list_del(tw_http *h, http_call *c)
     pthread_mutex_unlock(&h->mu);
 }
 
+/* The socket's call, created on first use; NULL on ENOMEM. */
+static http_call *call_get(http_req *r)
+{
+    tw_http *h = r->h;
+    http_call *c = r->sock ? r->sock->call : NULL;
+    if (c && !c->busy) return c;
+    c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->bd.tag = BDATA_CALL;
+    c->h = h;
+    pthread_mutex_init(&c->mu, NULL);
+    c->conn = tw_conn_new(h->rt, h->b, c, r->remote);
+    if (!c->conn) {
+        pthread_mutex_destroy(&c->mu);
+        free(c);
+        return NULL;
+    }
+    tw_conn_set_ephemeral(c->conn);
+    if (r->sock && !r->sock->call) r->sock->call = c;
+    return c;
+}
+
 enum MHD_Result http_call_start(http_req *r, tw_msg *m, http_call_wait wait, unsigned wait_ms)
 {
     tw_http *h = r->h;
-    http_call *c = calloc(1, sizeof *c);
+    http_call *c = call_get(r);
     if (!c) {
         tw_msg_unref(m);
         return http_reply_code(r, TW_ENOMEM, NULL);
     }
-    c->bd.tag = BDATA_CALL;
-    c->h = h;
+    char corr[TW_ID_MAX];
+    const char *mc = tw_msg_correlation(m);
+    if (mc) {
+        tw_strlcpy(corr, mc, sizeof corr);
+    } else {
+        http_new_id(h, corr);
+        tw_msg_set_str(m, "correlationID", corr);
+    }
+    /* The runtime stamps the sender from the identity; doing it while we
+     * hold the only reference saves the router a copy of the message. */
+    const char *snd = tw_msg_sender(m);
+    if (!snd || strcmp(snd, r->id.client_id) != 0) tw_msg_set_str(m, "senderID", r->id.client_id);
+    pthread_mutex_lock(&c->mu);
+    c->busy = true;
     c->mc = r->mc;
     c->wait = wait;
-    pthread_mutex_init(&c->mu, NULL);
-    const char *corr = tw_msg_correlation(m);
-    if (corr) {
-        tw_strlcpy(c->corr, corr, sizeof c->corr);
-    } else {
-        tw_id_new("h", c->corr);
-        tw_msg_set_str(m, "correlationID", c->corr);
-    }
-    tw_conn *conn = tw_conn_new(h->rt, h->b, c, r->remote);
-    if (!conn) {
-        pthread_mutex_destroy(&c->mu);
-        free(c);
-        tw_msg_unref(m);
-        return http_reply_code(r, TW_ENOMEM, NULL);
-    }
-    tw_conn_set_ephemeral(conn);
-    c->conn = conn;
+    c->done = c->timed_out = c->suspended = false;
+    if (c->resp) tw_msg_unref(c->resp);
+    c->resp = NULL;
+    memcpy(c->corr, corr, sizeof corr);
+    c->deadline_us = tw_mono_us() + (int64_t)wait_ms * 1000;
+    pthread_mutex_unlock(&c->mu);
     r->call = c;
     r->op = tw_msg_get_op(m);
-    int rc = tw_conn_set_identity(conn, &r->id);
-    if (rc) {
+    if (tw_conn_set_identity(c->conn, &r->id)) {
         tw_msg_unref(m);
         http_call_release(r);
         return http_reply_error(r, 401, "unauthenticated", "unauthenticated", "the token expired");
     }
-    c->deadline_us = tw_mono_us() + (int64_t)wait_ms * 1000;
     list_add(h, c);
-    tw_router_handle(h->rt, conn, m);
+    tw_router_handle(h->rt, c->conn, m);
     tw_msg_unref(m);
 
     pthread_mutex_lock(&c->mu);
@@ -111,10 +133,18 @@ bool http_call_ready(http_req *r, tw_msg **resp)
     if (done) {
         *resp = c->resp;
         c->resp = NULL;
-        if (c->timed_out && c->wait == CALL_WAIT_RESPONSE && *resp == NULL) *resp = NULL;
     }
     pthread_mutex_unlock(&c->mu);
     return done;
+}
+
+void http_call_free(tw_http *h, http_call *c)
+{
+    list_del(h, c);
+    tw_conn_close(c->conn);
+    tw_conn_unref(c->conn);
+    c->conn = NULL;
+    http_graveyard_park(h, &c->bd);
 }
 
 void http_call_release(http_req *r)
@@ -124,20 +154,21 @@ void http_call_release(http_req *r)
     r->call = NULL;
     list_del(c->h, c);
     pthread_mutex_lock(&c->mu);
-    c->done = true;
+    c->done = true; /* late answers are dropped */
+    c->busy = false;
+    c->corr[0] = '\0';
+    if (c->resp) tw_msg_unref(c->resp);
+    c->resp = NULL;
     pthread_mutex_unlock(&c->mu);
-    tw_conn_close(c->conn);
-    tw_conn_unref(c->conn);
-    c->conn = NULL;
-    http_graveyard_park(c->h, &c->bd);
+    if (!r->sock || r->sock->call != c) http_call_free(c->h, c); /* a one-off */
 }
 
 int http_call_send(tw_http *h, http_call *c, tw_msg *m)
 {
     const char *corr = tw_msg_correlation(m);
-    if (!corr || strcmp(corr, c->corr) != 0) return 0; /* not the answer we wait for */
+    if (!corr) return 0;
     pthread_mutex_lock(&c->mu);
-    if (c->done) {
+    if (c->done || strcmp(corr, c->corr) != 0) { /* not the answer we wait for */
         pthread_mutex_unlock(&c->mu);
         return 0;
     }

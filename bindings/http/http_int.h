@@ -94,6 +94,11 @@ typedef struct tw_http {
 
     uint64_t dir_sub; /* tw_dir_subscribe handle, 0 = none */
 
+    /* Correlation ids of the binding's own requests: a random prefix per
+     * binding and a counter (unique without a syscall per request). */
+    char id_prefix[24];
+    atomic_uint_fast64_t id_next;
+
     /* Records every event and property notification into the replay
      * window, whether or not a stream is subscribed at that moment, so a
      * client that reconnects finds what it missed. */
@@ -104,6 +109,14 @@ typedef struct tw_http {
      * suspended socket): an epoll set polled by the housekeeper. */
     int hup_ep;
 } tw_http;
+
+/* One TCP connection (libmicrohttpd's socket context, route.c): its peer
+ * address and the ephemeral call it reuses for every request it carries
+ * (a keep-alive client pays for one tw_conn, not one per request). */
+typedef struct http_sock {
+    char remote[80];
+    http_call *call; /* NULL until the first call */
+} http_sock;
 
 /* One request: libmicrohttpd's per-request context (route.c). */
 typedef struct http_req {
@@ -120,8 +133,9 @@ typedef struct http_req {
     bool head; /* HEAD: answer like GET without a body */
     tw_identity id;
     bool authed;
-    char remote[80];
-    http_call *call; /* a pending router call, or NULL */
+    http_sock *sock;
+    const char *remote; /* sock->remote */
+    http_call *call;    /* a pending router call, or NULL */
     /* What to do with the router's answer once the call completes (resp is
      * NULL on timeout; borrowed). */
     enum MHD_Result (*on_answer)(struct http_req *r, tw_msg *resp);
@@ -133,6 +147,14 @@ typedef struct http_req {
 
 /* ---- server.c ---- */
 void http_graveyard_park(tw_http *h, http_bdata *bd);
+/* A fresh correlation id for a request the binding makes (out: TW_ID_MAX). */
+void http_new_id(tw_http *h, char *out);
+/* A request built in one go (messageID and correlationID from
+ * http_new_id, created, senderID; input stolen when not NULL): cheaper than
+ * tw_msg_new + tw_msg_set per field. NULL with *problem set (a 400 for an
+ * invalid thing id or name, 500 on ENOMEM). */
+tw_msg *http_request_new(tw_http *h, tw_op op, const char *thing, const char *name,
+                         const char *sender, json_t *input, json_t **problem);
 /* The base URL ("https://host:port") for forms, as seen by this request
  * when req is not NULL. */
 const char *http_base(tw_http *h);
@@ -143,6 +165,8 @@ enum MHD_Result http_access(void *cls, struct MHD_Connection *mc, const char *ur
                             size_t *upload_size, void **con_cls);
 void http_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
                     enum MHD_RequestTerminationCode toe);
+void http_connection(void *cls, struct MHD_Connection *mc, void **socket_context,
+                     enum MHD_ConnectionNotificationCode toe);
 size_t http_unescape_noop(void *cls, struct MHD_Connection *c, char *s);
 /* Percent-decodes s in place; returns the new length or -1 when malformed
  * (or when it decodes to a NUL byte). plus: '+' means ' ' (query strings). */
@@ -194,7 +218,7 @@ struct http_call {
     tw_conn *conn;
     char corr[TW_ID_MAX];
     http_call_wait wait;
-    bool suspended, done, timed_out, in_list;
+    bool suspended, done, timed_out, in_list, busy;
     tw_msg *resp; /* the latest answer (owned) */
     int64_t deadline_us;
     http_call *wnext, *wprev; /* h->waiting */
@@ -211,7 +235,10 @@ enum MHD_Result http_call_start(http_req *r, tw_msg *m, http_call_wait wait, uns
 /* On the handler's next invocation: true when the call is complete (or
  * timed out); *resp is the answer (new reference, NULL on timeout). */
 bool http_call_ready(http_req *r, tw_msg **resp);
+/* The request is done with its call (the call stays with the socket). */
 void http_call_release(http_req *r);
+/* The socket closed: ends its call's connection. */
+void http_call_free(tw_http *h, http_call *c);
 int http_call_send(tw_http *h, http_call *c, tw_msg *m);
 /* Resumes every waiting call whose deadline passed (housekeeper). Returns
  * the earliest remaining deadline (0 = none). */

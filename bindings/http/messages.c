@@ -136,9 +136,12 @@ enum MHD_Result http_messages_route(http_req *r)
     }
     json_decref(body);
     for (size_t i = 0; i < n; i++) {
+        /* The runtime overwrites senderID with the identity anyway; setting
+         * it while the message is unshared saves the router a copy. */
+        tw_msg_set_str(msgs[i], "senderID", r->id.client_id);
         if (!tw_msg_id(msgs[i])) {
             char id[TW_ID_MAX];
-            tw_id_new("m", id);
+            http_new_id(h, id);
             tw_msg_set_str(msgs[i], "messageID", id);
         }
     }

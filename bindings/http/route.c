@@ -81,37 +81,62 @@ bool http_wants_sse(http_req *r)
     return a && strstr(a, "text/event-stream") != NULL;
 }
 
+static void sock_remote(struct MHD_Connection *mc, char *out, size_t n)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    snprintf(out, n, "?");
+    if (!ci || !ci->client_addr) return;
+    const struct sockaddr *sa = ci->client_addr;
+    char a[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const void *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, a, sizeof a);
+        port = ntohs(in->sin_port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in = (const void *)sa;
+        inet_ntop(AF_INET6, &in->sin6_addr, a, sizeof a);
+        port = ntohs(in->sin6_port);
+    }
+    snprintf(out, n, "%s:%d", a, port);
+}
+
+void http_connection(void *cls, struct MHD_Connection *mc, void **socket_context,
+                     enum MHD_ConnectionNotificationCode toe)
+{
+    tw_http *h = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        http_sock *sk = calloc(1, sizeof *sk);
+        if (sk) sock_remote(mc, sk->remote, sizeof sk->remote);
+        *socket_context = sk;
+        return;
+    }
+    http_sock *sk = *socket_context;
+    *socket_context = NULL;
+    if (!sk) return;
+    if (sk->call) http_call_free(h, sk->call);
+    free(sk);
+}
+
 static http_req *req_new(tw_http *h, struct MHD_Connection *mc, const char *url, const char *method)
 {
-    http_req *r = calloc(1, sizeof *r);
+    /* One allocation: the request, its path and the path's segments. */
+    size_t n = strlen(url);
+    http_req *r = calloc(1, sizeof *r + 2 * (n + 1));
     if (!r) return NULL;
     r->h = h;
     r->mc = mc;
     r->method = method;
     r->start_us = tw_mono_us();
     r->head = strcmp(method, "HEAD") == 0;
-    r->path = strdup(url);
-    if (!r->path) {
-        free(r);
-        return NULL;
-    }
+    r->path = (char *)(r + 1);
+    memcpy(r->path, url, n + 1);
+    r->segbuf = r->path + n + 1;
     const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (ci && ci->client_addr) {
-        const struct sockaddr *sa = ci->client_addr;
-        char a[INET6_ADDRSTRLEN] = "?";
-        int port = 0;
-        if (sa->sa_family == AF_INET) {
-            const struct sockaddr_in *in = (const void *)sa;
-            inet_ntop(AF_INET, &in->sin_addr, a, sizeof a);
-            port = ntohs(in->sin_port);
-        } else if (sa->sa_family == AF_INET6) {
-            const struct sockaddr_in6 *in = (const void *)sa;
-            inet_ntop(AF_INET6, &in->sin6_addr, a, sizeof a);
-            port = ntohs(in->sin6_port);
-        }
-        snprintf(r->remote, sizeof r->remote, "%s:%d", a, port);
-    }
+        MHD_get_connection_info(mc, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    r->sock = ci ? ci->socket_context : NULL;
+    r->remote = r->sock ? r->sock->remote : "?";
     return r;
 }
 
@@ -120,8 +145,7 @@ static bool split_path(http_req *r)
 {
     const char *p = r->path;
     if (*p != '/') return false;
-    r->segbuf = strdup(p + 1);
-    if (!r->segbuf) return false;
+    strcpy(r->segbuf, p + 1);
     char *s = r->segbuf;
     size_t n = strlen(s);
     if (n && s[n - 1] == '/') s[n - 1] = '\0'; /* tolerate one trailing slash */
@@ -249,8 +273,6 @@ void http_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
     *con_cls = NULL;
     if (r->call) http_call_release(r);
     if (r->stream) http_sse_closed(r->stream);
-    free(r->path);
-    free(r->segbuf);
     free(r->body);
     free(r);
 }

@@ -19,6 +19,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -338,11 +339,12 @@ static int start_daemon(tw_http *h, const char *spec, bool tls)
         }
         flags |= MHD_USE_TLS;
     }
-    /* Per-connection memory: request line and headers plus the write
-     * buffer the SSE reader fills; most of it is never touched by an idle
-     * stream. */
-    size_t mem = h->cfg.max_header + 32 * 1024;
-    struct MHD_OptionItem opts[16];
+    /* Per-connection memory pool: request line and headers plus the write
+     * buffer an SSE stream's reader fills (its coalesced write size).
+     * libmicrohttpd clears the pool between requests on a keep-alive
+     * connection, so a bigger pool costs every request. */
+    size_t mem = h->cfg.max_header + 8 * 1024;
+    struct MHD_OptionItem opts[20];
     int n = 0;
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &ss};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, h->cfg.threads, NULL};
@@ -351,6 +353,7 @@ static int start_daemon(tw_http *h, const char *spec, bool tls)
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)mem, NULL};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096, NULL};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)http_completed, h};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)http_connection, h};
     opts[n++] =
         (struct MHD_OptionItem){MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)http_unescape_noop, h};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_logger, h};
@@ -389,6 +392,39 @@ static int start_daemon(tw_http *h, const char *spec, bool tls)
     if (write_port_file(h, tls ? "https.port" : "http.port", port))
         tw_log_warn(HTTP_LOG, "cannot write the port file in the data directory");
     return 0;
+}
+
+void http_new_id(tw_http *h, char *out)
+{
+    uint64_t n = atomic_fetch_add_explicit(&h->id_next, 1, memory_order_relaxed);
+    snprintf(out, TW_ID_MAX, "%s%" PRIx64, h->id_prefix, n);
+}
+
+tw_msg *http_request_new(tw_http *h, tw_op op, const char *thing, const char *name,
+                         const char *sender, json_t *input, json_t **problem)
+{
+    char id[TW_ID_MAX], corr[TW_ID_MAX], ts[TW_TIME_LEN];
+    http_new_id(h, id);
+    http_new_id(h, corr);
+    tw_time_format(tw_now_ms(), ts);
+    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s}", "type", "request", "operation", tw_op_name(op),
+                          "messageID", id, "created", ts, "senderID", sender);
+    if (!o) {
+        json_decref(input);
+        *problem = tw_problem_from_error(TW_ENOMEM, NULL, NULL);
+        return NULL;
+    }
+    if (thing) json_object_set_new(o, "thingID", json_string(thing));
+    if (name) json_object_set_new(o, "name", json_string(name));
+    json_object_set_new(o, "correlationID", json_string(corr));
+    if (input) json_object_set_new(o, "input", input);
+    tw_msg *m = NULL;
+    *problem = NULL;
+    if (tw_msg_from_json(o, &m, problem)) { /* e.g. an invalid thing id */
+        if (!*problem) *problem = tw_problem_from_error(TW_EINVAL, NULL, NULL);
+        return NULL;
+    }
+    return m;
 }
 
 const char *http_base(tw_http *h)
@@ -512,6 +548,11 @@ int tw_http_binding_new(tw_runtime *rt, json_t *section, tw_binding **out)
         return rc;
     }
     h->rt = rt;
+    {
+        char rnd[TW_ID_MAX];
+        tw_id_new("h", rnd);
+        snprintf(h->id_prefix, sizeof h->id_prefix, "%.16s-", rnd);
+    }
     pthread_mutex_init(&h->mu, NULL);
     pthread_cond_init(&h->cond, NULL);
     atomic_store(&h->stopping, true);

@@ -478,11 +478,10 @@ int http_sse_subscribe(http_stream *s, tw_op op, const char *thing, const char *
                        json_t **problem)
 {
     tw_http *h = s->h;
-    tw_msg *m = tw_msg_new(TW_TYPE_REQUEST, op, thing, name);
-    if (!m) return TW_ENOMEM;
+    tw_msg *m = http_request_new(h, op, thing, name, s->client, NULL, problem);
+    if (!m) return TW_EINVAL;
     pthread_mutex_lock(&s->mu);
-    tw_id_new("s", s->capture);
-    tw_msg_set_str(m, "correlationID", s->capture);
+    tw_strlcpy(s->capture, tw_msg_correlation(m), sizeof s->capture);
     pthread_mutex_unlock(&s->mu);
     tw_router_handle(h->rt, s->conn, m);
     tw_msg_unref(m);
