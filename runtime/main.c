@@ -199,6 +199,12 @@ int main(int argc, char **argv)
         goto out;
     }
     tw_authn_opts aopts = {0};
+    if ((rc = tw_authn_opts_from_config(tw_config_section(&cfg, "authn"), &aopts, err,
+                                        sizeof err))) {
+        fprintf(stderr, "twind: configuration 'authn': %s\n", err);
+        status = 2;
+        goto out;
+    }
     if ((rc = tw_authn_open(tw_runtime_store(rt), cfg.data_dir, &aopts, &an, &admin_pw)) ||
         (rc = tw_authz_open(tw_runtime_store(rt), &az))) {
         fprintf(stderr, "twind: authentication store: %s\n", tw_strerror(rc));
