@@ -64,6 +64,10 @@
 #define MAX_PENDING (1u << 20)
 #define STMT_BUCKETS 64
 #define BUSY_TIMEOUT_MS 5000
+/* WAL frames (2 KiB pages) after which the checkpointer thread is woken, and
+ * after which the writer checkpoints itself because it is falling behind. */
+#define CKPT_FRAMES 4096
+#define CKPT_HARD_FRAMES 65536
 
 /* ---- statement cache ---------------------------------------------------- */
 
@@ -242,7 +246,54 @@ struct tw_store {
     pthread_cond_t rcv;
     tw_store_tx *rfree; /* idle read connections */
     int nreaders;       /* read connections opened */
+
+    /* Checkpoints run on their own thread and connection. */
+    pthread_t ckpt;
+    bool ckpt_started;
+    sqlite3 *cdb;
+    pthread_mutex_t ckmu;
+    pthread_cond_t ckcv;
+    bool ckpt_want, ckpt_stop;
+    uint64_t checkpoints;
 };
+
+/* Called by SQLite on the writer thread after each commit with the WAL's
+ * size in frames. Replaces wal_autocheckpoint. */
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    tw_store *s = arg;
+    if (frames >= CKPT_HARD_FRAMES) {
+        /* The checkpointer cannot keep up (or a long reader pins the WAL):
+         * do a share of the work here, which slows the writer down. */
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    } else if (frames >= CKPT_FRAMES) {
+        pthread_mutex_lock(&s->ckmu);
+        s->ckpt_want = true;
+        pthread_cond_signal(&s->ckcv);
+        pthread_mutex_unlock(&s->ckmu);
+    }
+    return SQLITE_OK;
+}
+
+static void *ckpt_main(void *arg)
+{
+    tw_store *s = arg;
+    pthread_mutex_lock(&s->ckmu);
+    for (;;) {
+        while (!s->ckpt_want && !s->ckpt_stop)
+            pthread_cond_wait(&s->ckcv, &s->ckmu);
+        if (s->ckpt_stop) break;
+        s->ckpt_want = false;
+        pthread_mutex_unlock(&s->ckmu);
+        int rc = sqlite3_wal_checkpoint_v2(s->cdb, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+            tw_log_warn(MOD, "checkpoint: %s", sqlite3_errmsg(s->cdb));
+        pthread_mutex_lock(&s->ckmu);
+        s->checkpoints++;
+    }
+    pthread_mutex_unlock(&s->ckmu);
+    return NULL;
+}
 
 static int tx_open(tw_store *s, const char *path, bool readonly, tw_store_tx **out)
 {
@@ -421,6 +472,8 @@ int tw_store_open(const char *path, const tw_store_opts *opts, tw_store **out)
     pthread_cond_init(&s->done_cv, NULL);
     pthread_mutex_init(&s->rmu, NULL);
     pthread_cond_init(&s->rcv, NULL);
+    pthread_mutex_init(&s->ckmu, NULL);
+    pthread_cond_init(&s->ckcv, NULL);
 
     rc = tx_open(s, path, false, &s->wtx);
     if (rc == 0) {
@@ -458,8 +511,35 @@ int tw_store_open(const char *path, const tw_store_opts *opts, tw_store **out)
         }
         sqlite3_finalize(st);
     }
+    if (rc == 0) {
+        /* A checkpoint copies WAL pages into the database and fsyncs it: on
+         * the writer it would stall every commit queued behind it, so it runs
+         * on a thread of its own (PASSIVE: it never blocks the writer). */
+        if (sqlite3_open_v2(path, &s->cdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+            SQLITE_OK) {
+            tw_log_error(MOD, "open %s: %s", path, s->cdb ? sqlite3_errmsg(s->cdb) : "no memory");
+            rc = TW_EDB;
+        } else {
+            sqlite3_busy_timeout(s->cdb, BUSY_TIMEOUT_MS);
+            sqlite3_wal_hook(s->wtx->db, wal_hook, s);
+            if (pthread_create(&s->ckpt, NULL, ckpt_main, s) != 0)
+                rc = TW_ENOMEM;
+            else
+                s->ckpt_started = true;
+        }
+    }
     if (rc == 0 && pthread_create(&s->writer, NULL, writer_main, s) != 0) rc = TW_ENOMEM;
     if (rc < 0) {
+        if (s->ckpt_started) {
+            pthread_mutex_lock(&s->ckmu);
+            s->ckpt_stop = true;
+            pthread_cond_signal(&s->ckcv);
+            pthread_mutex_unlock(&s->ckmu);
+            pthread_join(s->ckpt, NULL);
+        }
+        if (s->cdb) sqlite3_close(s->cdb);
+        pthread_mutex_destroy(&s->ckmu);
+        pthread_cond_destroy(&s->ckcv);
         tx_free(s->wtx);
         pthread_mutex_destroy(&s->mu);
         pthread_cond_destroy(&s->work_cv);
@@ -487,7 +567,12 @@ void tw_store_close(tw_store *s)
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->writer, NULL); /* the writer drains the list before it exits */
 
-    tx_free(s->wtx);
+    pthread_mutex_lock(&s->ckmu);
+    s->ckpt_stop = true;
+    pthread_cond_signal(&s->ckcv);
+    pthread_mutex_unlock(&s->ckmu);
+    pthread_join(s->ckpt, NULL);
+
     pthread_mutex_lock(&s->rmu);
     if (s->nreaders && !s->rfree) tw_log_warn(MOD, "closing with read connections still in use");
     while (s->rfree) {
@@ -496,6 +581,11 @@ void tw_store_close(tw_store *s)
         tx_free(tx);
     }
     pthread_mutex_unlock(&s->rmu);
+    sqlite3_close(s->cdb);
+    /* Last: the last connection to close checkpoints and removes the WAL. */
+    tx_free(s->wtx);
+    pthread_mutex_destroy(&s->ckmu);
+    pthread_cond_destroy(&s->ckcv);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->work_cv);
     pthread_cond_destroy(&s->done_cv);
