@@ -455,7 +455,7 @@ static void *parse_rows(void *arg)
     parse_arg *pa = arg;
     for (size_t i = pa->from; i < pa->to; i++) {
         char *t = pa->lc->texts[i];
-        pa->lc->rows[i]->td = t ? json_loads(t, 0, NULL) : NULL;
+        pa->lc->rows[i]->td = t ? tw_json_decode(t, strlen(t)) : NULL;
         free(t);
         pa->lc->texts[i] = NULL;
     }
@@ -1014,7 +1014,8 @@ int tw_dir_get_info(tw_dir *d, const char *id, tw_dir_info *info, json_t **td_ou
     if (e) {
         if (info) *info = e->info;
         if (td_out) *td_out = json_incref(e->td);
-        if (agent_td_out && e->agent_td) *agent_td_out = json_loads(e->agent_td, 0, NULL);
+        if (agent_td_out && e->agent_td)
+            *agent_td_out = tw_json_decode(e->agent_td, strlen(e->agent_td));
     }
     pthread_rwlock_unlock(&d->lock);
     return e ? 0 : TW_ENOTFOUND;
@@ -1271,7 +1272,7 @@ static int replay_job(tw_store_tx *tx, void *arg)
                             .ts_ms = sqlite3_column_int64(st, 4)};
         if (rc->kinds && !(rc->kinds & (int)ch.kind)) continue;
         const char *data = (const char *)sqlite3_column_text(st, 3);
-        ch.data = data ? json_loads(data, 0, NULL) : NULL;
+        ch.data = data ? tw_json_decode(data, strlen(data)) : NULL;
         rc->fn(rc->ctx, &ch);
         json_decref(ch.data);
         if (rc->max && ++n >= rc->max) break;

@@ -27,4 +27,14 @@ json_t *tw_json_copy(const json_t *j);
  * or excessive depth. *len (may be NULL) gets the length. */
 char *tw_json_encode(const json_t *j, size_t *len);
 
+/*
+ * Parses JSON text (len bytes, any top-level value) into a new tree; NULL
+ * on a syntax error, invalid UTF-8 or excessive depth. Made for reading
+ * back what tw_json_encode wrote (the directory's rows at start-up): one
+ * pass over the buffer, strings without escapes copied once. Accepts exactly
+ * what json_loadb(JSON_DECODE_ANY | JSON_ALLOW_NUL) accepts, except that
+ * integers out of range become reals instead of an error.
+ */
+json_t *tw_json_decode(const char *text, size_t len);
+
 #endif

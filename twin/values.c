@@ -290,7 +290,7 @@ static int load_job(tw_store_tx *tx, void *arg)
         int slot = kind_slot((tw_aff_kind)sqlite3_column_int(st, 1));
         const char *name = (const char *)sqlite3_column_text(st, 2);
         const char *text = (const char *)sqlite3_column_text(st, 3);
-        json_t *val = text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
+        json_t *val = text ? tw_json_decode(text, strlen(text)) : NULL;
         vtwin *t = (id && name && slot >= 0 && val) ? twin_get(v, id, true) : NULL;
         vent *e = t ? vent_add(v, t, slot, name) : NULL;
         if (!e) {

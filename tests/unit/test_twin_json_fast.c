@@ -101,6 +101,115 @@ static void test_depth_limit(void **state)
     json_decref(root);
 }
 
+static json_t *jansson_read(const char *text, size_t len)
+{
+    return json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+}
+
+static void test_decode_matches_jansson(void **state)
+{
+    for (size_t i = 0; i < sizeof DOCS / sizeof DOCS[0]; i++) {
+        json_t *want = jansson_read(DOCS[i], strlen(DOCS[i]));
+        json_t *got = tw_json_decode(DOCS[i], strlen(DOCS[i]));
+        assert_non_null(got);
+        if (!json_equal(want, got)) fail_msg("doc %zu decodes differently", i);
+        /* and what we encode, we read back */
+        char *text = tw_json_encode(got, NULL);
+        json_t *again = tw_json_decode(text, strlen(text));
+        assert_true(json_equal(again, want));
+        json_decref(again);
+        free(text);
+        json_decref(want);
+        json_decref(got);
+    }
+    static const char *const BAD[] = {
+        "",
+        "{",
+        "[1,]",
+        "{\"a\"}",
+        "{\"a\":}",
+        "\"\\x\"",
+        "tru",
+        "01",
+        "1.",
+        "-",
+        "1e",
+        "[1 2]",
+        "1 2",
+        "{\"a\":1,}",
+        "\"\x01\"",
+        "\"\xff\"",
+        "\"\xc0\xaf\"",
+        "\"\\udc00\"",
+        "\"\xed\xa0\x80\"",
+        "\"abc",
+        "[\"\\ud800\"]",
+        "nul",
+        "{1:2}",
+        "1e999",
+    };
+    for (size_t i = 0; i < sizeof BAD / sizeof BAD[0]; i++) {
+        json_t *got = tw_json_decode(BAD[i], strlen(BAD[i]));
+        if (got) fail_msg("accepted bad input #%zu: %s", i, BAD[i]);
+        json_t *j = jansson_read(BAD[i], strlen(BAD[i]));
+        if (j) fail_msg("jansson accepts bad input #%zu (the test is wrong)", i);
+    }
+    /* nesting deeper than the limit */
+    char deep[200];
+    memset(deep, '[', 100);
+    memset(deep + 100, ']', 100);
+    assert_null(tw_json_decode(deep, sizeof deep));
+    assert_non_null(jansson_read(deep, sizeof deep) ? (json_t *)deep : NULL);
+}
+
+/* Random mutations of a TD-like document: whatever jansson accepts we
+ * accept equal, whatever it rejects we reject (integers out of range aside). */
+static void test_decode_mutations(void **state)
+{
+    static const char BASE[] =
+        "{\"@context\":\"https://www.w3.org/2022/wot/td/v1.1\",\"id\":\"urn:x:1\","
+        "\"title\":\"T\\u00e9 \\\"q\\\"\",\"n\":[1,-2.5e3,0,true,false,null],"
+        "\"properties\":{\"p\":{\"type\":\"number\",\"minimum\":-40.0,\"forms\":"
+        "[{\"href\":\"https://h/p\"}]}}}";
+    static const char ALPHABET[] = "{}[],:\"\\ 0123456789-+.eEtrufalsn\x01\xc3\xa9\xff";
+    unsigned seed = 12345;
+    size_t len = strlen(BASE);
+    char buf[sizeof BASE + 8];
+    int accepted = 0;
+    for (int round = 0; round < 20000; round++) {
+        memcpy(buf, BASE, len);
+        size_t n = len;
+        int edits = 1 + rand_r(&seed) % 3;
+        for (int e = 0; e < edits; e++) {
+            size_t at = (size_t)rand_r(&seed) % n;
+            int op = rand_r(&seed) % 3;
+            char c = ALPHABET[(size_t)rand_r(&seed) % (sizeof ALPHABET - 1)];
+            if (op == 0) {
+                buf[at] = c; /* replace */
+            } else if (op == 1 && n > 1) {
+                memmove(buf + at, buf + at + 1, n - at - 1); /* delete */
+                n--;
+            } else if (n < sizeof buf - 1) {
+                memmove(buf + at + 1, buf + at, n - at); /* insert */
+                buf[at] = c;
+                n++;
+            }
+        }
+        json_t *want = jansson_read(buf, n), *got = tw_json_decode(buf, n);
+        if (want) {
+            accepted++;
+            if (!got || !json_equal(want, got))
+                fail_msg("round %d: jansson accepts, we %s: %.*s", round, got ? "differ" : "reject",
+                         (int)n, buf);
+        } else if (got) {
+            fail_msg("round %d: jansson rejects, we accept: %.*s", round, (int)n, buf);
+        }
+        json_decref(want);
+        json_decref(got);
+    }
+    assert_true(accepted > 100); /* the mutations were not all fatal */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -108,6 +217,8 @@ int main(void)
         cmocka_unit_test(test_exact_output),
         cmocka_unit_test(test_copy_is_independent),
         cmocka_unit_test(test_depth_limit),
+        cmocka_unit_test(test_decode_matches_jansson),
+        cmocka_unit_test(test_decode_mutations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
