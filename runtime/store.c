@@ -491,6 +491,8 @@ int tw_store_open(const char *path, const tw_store_opts *opts, tw_store **out)
             tw_store_sql(s->wtx, "PRAGMA foreign_keys=ON") < 0 ||
             tw_store_sql(s->wtx, "PRAGMA temp_store=MEMORY") < 0 ||
             tw_store_sql(s->wtx, "PRAGMA cache_size=-16384") < 0 ||
+            /* the WAL file shrinks back to 64 MiB after a reset */
+            tw_store_sql(s->wtx, "PRAGMA journal_size_limit=67108864") < 0 ||
 
             tw_store_sql(s->wtx, "CREATE TABLE IF NOT EXISTS schema_version("
                                  "component TEXT PRIMARY KEY, version INTEGER NOT NULL)") < 0)

@@ -403,6 +403,57 @@ static void test_stmt_cache(void **state)
     assert_int_equal(tw_store_read(f->s, stmt_cache_job, NULL), 0);
 }
 
+/* Two inserts, then a failure: breaks the promise of an atomic job. */
+static int two_inserts_then_fail(tw_store_tx *tx, void *arg)
+{
+    ins *a = arg;
+    ins first = {.id = a->id}, second = {.id = a->id + 1};
+    if (insert_job(tx, &first) < 0 || insert_job(tx, &second) < 0) return TW_EDB;
+    return TW_EINVAL;
+}
+
+static void test_atomic_jobs(void **state)
+{
+    fx *f = *state;
+    gate g;
+    gate_init(&g);
+    assert_int_equal(tw_store_submit(f->s, gate_job, &g, NULL), 0);
+    gate_wait_entered(&g);
+    /* Atomic jobs that keep their promise share the batch with others; a
+     * duplicate key fails alone (the INSERT wrote nothing). */
+    ins a = {.id = 10, .done_rc = 1}, dup = {.id = 10, .done_rc = 1}, b = {.id = 11, .done_rc = 1};
+    assert_int_equal(tw_store_submit_atomic(f->s, insert_job, &a, ins_done), 0);
+    assert_int_equal(tw_store_submit_atomic(f->s, insert_job, &dup, ins_done), 0);
+    assert_int_equal(tw_store_submit(f->s, insert_job, &b, ins_done), 0);
+    gate_open(&g);
+    assert_int_equal(tw_store_flush(f->s), 0);
+    assert_int_equal(a.done_rc, 0);
+    assert_int_equal(dup.done_rc, TW_EDB);
+    assert_int_equal(b.done_rc, 0);
+    assert_int_equal(count_rows(f->s, 10), 1);
+    assert_int_equal(count_rows(f->s, 11), 1);
+
+    /* One that fails after writing: its whole batch is undone and says so,
+     * jobs after it run in a new transaction. */
+    gate_init(&g);
+    assert_int_equal(tw_store_submit(f->s, gate_job, &g, NULL), 0);
+    gate_wait_entered(&g);
+    ins before = {.id = 20, .done_rc = 1}, liar = {.id = 30, .done_rc = 1},
+        after = {.id = 40, .done_rc = 1};
+    assert_int_equal(tw_store_submit(f->s, insert_job, &before, ins_done), 0);
+    assert_int_equal(tw_store_submit_atomic(f->s, two_inserts_then_fail, &liar, ins_done), 0);
+    assert_int_equal(tw_store_submit(f->s, insert_job, &after, ins_done), 0);
+    gate_open(&g);
+    assert_int_equal(tw_store_flush(f->s), 0);
+    assert_int_equal(before.done_rc, TW_EDB); /* told the truth: not stored */
+    assert_int_equal(count_rows(f->s, 20), 0);
+    assert_int_not_equal(liar.done_rc, 0);
+    assert_int_equal(count_rows(f->s, 30), 0);
+    assert_int_equal(count_rows(f->s, 31), 0);
+    assert_int_equal(after.done_rc, 0);
+    assert_int_equal(count_rows(f->s, 40), 1);
+}
+
 /* ---- migrations ---------------------------------------------------------- */
 
 typedef struct ver_arg {
@@ -663,6 +714,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_max_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_savepoint_isolation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exec_returns_job_rc, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_atomic_jobs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_sees_snapshot_not_blocked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_is_read_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_pool_many_threads, setup, teardown),
