@@ -265,7 +265,15 @@ typedef struct rp_item {
     char *val; /* the "value" (or "output") member encoded, or "null" */
     size_t val_len;
     char client[TW_ID_MAX]; /* RP_DIRECT: the client it was sent to */
+    /* The complete SSE frames ("id: ..\nevent: ..\ndata: ..\n\n"), built on
+     * first use and then shared by every stream: [0] affordance streams,
+     * [1] /sse. */
+    _Atomic(char *) frame[2];
+    size_t frame_len[2];
 } rp_item;
+
+/* The frame of it for a stream mode (0 affordance, 1 envelope); NULL on ENOMEM. */
+const char *rp_item_frame(rp_item *it, int variant, size_t *len);
 
 int http_replay_new(size_t window, http_replay **out);
 void http_replay_free(http_replay *rp);
@@ -315,6 +323,7 @@ struct http_stream {
     char *buf; /* frames waiting to be written */
     size_t len, off, cap;
     bool suspended, live, overflow, ended, finished;
+    bool wake_pending;       /* in the current batch's list of streams to resume */
     bool catchup;            /* replaying from the window: the reader refills */
     uint64_t cursor;         /* catch-up: the last window seq looked at */
     uint64_t live_from;      /* live: items up to this seq were the catch-up's */
@@ -343,6 +352,11 @@ void http_sse_end(http_stream *s, bool error); /* close from our side */
 void http_sse_closed(http_stream *s);          /* the request completed */
 void http_sse_heartbeat(tw_http *h, int64_t now_us);
 void http_sse_end_all(tw_http *h);
+/* Batches: while a handler routes a batch of messages (POST /messages), the
+ * streams it feeds are resumed once at the end instead of once per message,
+ * so each stream writes the whole batch in one go. */
+void http_defer_begin(tw_http *h);
+void http_defer_end(tw_http *h);
 /* Ends streams whose peer hung up (housekeeper). */
 void http_sse_reap_hangups(tw_http *h);
 void http_sse_close_session(tw_http *h, tw_conn *c);

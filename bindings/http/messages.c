@@ -166,6 +166,7 @@ enum MHD_Result http_messages_route(http_req *r)
             }
         }
         json_t *ids = json_array();
+        http_defer_begin(h);
         for (size_t i = 0; i < n; i++) {
             if (conn) {
                 if (fc.found && !tw_conn_closed(conn)) note_subscription(fc.found, msgs[i]);
@@ -175,6 +176,7 @@ enum MHD_Result http_messages_route(http_req *r)
             }
             tw_msg_unref(msgs[i]);
         }
+        http_defer_end(h);
         free(msgs);
         if (!conn) {
             json_decref(ids);

@@ -15,6 +15,8 @@
  */
 #include "http_int.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,7 +65,47 @@ void rp_item_unref(rp_item *it)
     if (!it || atomic_fetch_sub(&it->refs, 1) != 1) return;
     tw_msg_unref(it->m);
     free(it->val);
+    free(atomic_load(&it->frame[0]));
+    free(atomic_load(&it->frame[1]));
     free(it);
+}
+
+const char *rp_item_frame(rp_item *it, int variant, size_t *len)
+{
+    char *f = atomic_load_explicit(&it->frame[variant], memory_order_acquire);
+    if (f) {
+        *len = it->frame_len[variant];
+        return f;
+    }
+    const char *event, *data;
+    size_t dlen;
+    if (variant == 1) {
+        event = tw_msg_type_name(tw_msg_get_type(it->m));
+        data = it->env;
+        dlen = it->env_len;
+    } else {
+        event = tw_msg_name(it->m) ? tw_msg_name(it->m) : "value";
+        data = it->val;
+        dlen = it->val_len;
+    }
+    char head[200];
+    int hn = snprintf(head, sizeof head, "id: %" PRIu64 "\nevent: %.120s\ndata: ", it->seq, event);
+    size_t n = (size_t)hn + dlen + 2;
+    f = malloc(n + 1);
+    if (!f) return NULL;
+    memcpy(f, head, (size_t)hn);
+    memcpy(f + hn, data, dlen);
+    memcpy(f + hn + dlen, "\n\n", 3);
+    /* frame_len is written before the pointer is published (release). */
+    char *expected = NULL;
+    it->frame_len[variant] = n;
+    if (!atomic_compare_exchange_strong_explicit(&it->frame[variant], &expected, f,
+                                                 memory_order_acq_rel, memory_order_acquire)) {
+        free(f); /* another thread built the same bytes first */
+        f = expected;
+    }
+    *len = n;
+    return f;
 }
 
 void http_replay_free(http_replay *rp)

@@ -42,12 +42,73 @@
  * data; it is allocated (and zeroed) per stream, so it is kept small. */
 #define SSE_BLOCK 256
 
-static void resume_locked(http_stream *s)
+/* The batch being routed on this thread, if any. This is the one piece of
+ * thread-local state in the binding: it lives only between
+ * http_defer_begin() and http_defer_end() on the same thread, so fan-outs
+ * running inside a batch can hand their wake-ups to it. */
+typedef struct http_defer {
+    tw_http *h;
+    http_stream **v;
+    size_t n, cap;
+    bool oom;
+} http_defer;
+static __thread http_defer *tls_defer;
+
+static void resume_now_locked(http_stream *s)
 {
     if (s->suspended && !s->finished) {
         s->suspended = false;
         MHD_resume_connection(s->mc);
     }
+}
+
+static void resume_locked(http_stream *s)
+{
+    http_defer *d = tls_defer;
+    if (!d || d->h != s->h || !s->suspended || s->finished) {
+        resume_now_locked(s);
+        return;
+    }
+    if (s->wake_pending) return;
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 64;
+        http_stream **nv = realloc(d->v, cap * sizeof *nv);
+        if (!nv) {
+            resume_now_locked(s);
+            return;
+        }
+        d->v = nv;
+        d->cap = cap;
+    }
+    s->wake_pending = true;
+    d->v[d->n++] = s;
+}
+
+void http_defer_begin(tw_http *h)
+{
+    if (tls_defer) return; /* nested: the outer batch resumes */
+    http_defer *d = calloc(1, sizeof *d);
+    if (!d) return;
+    d->h = h;
+    tls_defer = d;
+}
+
+void http_defer_end(tw_http *h)
+{
+    http_defer *d = tls_defer;
+    if (!d || d->h != h) return;
+    tls_defer = NULL;
+    /* Streams stay allocated for the graveyard's grace period after they
+     * finish, and `finished` is checked under their lock. */
+    for (size_t i = 0; i < d->n; i++) {
+        http_stream *s = d->v[i];
+        pthread_mutex_lock(&s->mu);
+        s->wake_pending = false;
+        resume_now_locked(s);
+        pthread_mutex_unlock(&s->mu);
+    }
+    free(d->v);
+    free(d);
 }
 
 /* Appends n pieces; TW_EFULL (and the stream ends) when over the limit. */
@@ -64,7 +125,7 @@ static int append_locked(http_stream *s, const char *const *parts, const size_t 
             tw_log_info(HTTP_LOG, "stream of %s (%s) overflowed %zu bytes: closing it", s->client,
                         tw_conn_remote(s->conn), s->h->cfg.stream_queue);
         }
-        resume_locked(s);
+        resume_now_locked(s);
         return TW_EFULL;
     }
     if (s->off && s->cap - s->len < total) {
@@ -120,19 +181,22 @@ static bool filter_match(const http_stream *s, const rp_item *it)
     return false;
 }
 
-static bool item_match(const http_stream *s, const rp_item *it)
+static bool item_match(const http_stream *s, rp_item *it)
 {
     if (it->kind == RP_DIRECT) return s->mode == SSE_ENVELOPE && strcmp(it->client, s->client) == 0;
     return filter_match(s, it);
 }
 
-static int append_item(http_stream *s, const rp_item *it)
+static int append_item(http_stream *s, rp_item *it)
 {
-    if (s->mode == SSE_ENVELOPE)
-        return append_frame(s, it->seq, tw_msg_type_name(tw_msg_get_type(it->m)), it->env,
-                            it->env_len);
-    const char *name = tw_msg_name(it->m);
-    return append_frame(s, it->seq, name ? name : "value", it->val, it->val_len);
+    size_t len;
+    const char *f = rp_item_frame(it, s->mode == SSE_ENVELOPE ? 1 : 0, &len);
+    if (!f) return TW_ENOMEM;
+    const char *parts[1] = {f};
+    size_t lens[1] = {len};
+    int rc = append_locked(s, parts, lens, 1);
+    if (!rc) atomic_fetch_add_explicit(&s->h->st.stream_frames, 1, memory_order_relaxed);
+    return rc;
 }
 
 int http_sse_send(tw_http *h, http_stream *s, tw_msg *m)
