@@ -7,8 +7,11 @@
  * through the W3C TDD API by an admin), the agent's original TD and the W3C
  * Discovery registration info (created, modified, expires, ttl). Entries are
  * held in an order-statistic tree sorted by id, so a page at any offset costs
- * O(log n + limit) and search never touches SQLite. Stored TDs are immutable:
- * a replace or patch installs a new object.
+ * O(log n + limit) and search never touches SQLite (@type values are
+ * indexed per Thing; JSONPath runs over a cached array of every TD, rebuilt
+ * after writes, split over threads). Stored TDs are immutable: a replace or
+ * patch installs a new object. Ids starting with "dtw:" are agents' twins:
+ * only their agent writes them (an admin may delete them).
  *
  * Writes (put, patch, delete, purge) are validated first (td_validate.h: a
  * rejected TD changes nothing), then applied in memory and written to SQLite
@@ -68,14 +71,15 @@ typedef struct tw_dir_put_opts {
 
 /*
  * Creates or replaces the TD with id `id` (td borrowed and copied, unless
- * opts->take). If td has an
- * "id" member it must equal id (TW_EINVAL); if it has none, id is added. A
+ * opts->take). If td has an "id" member it must equal id (TW_EINVAL); if it
+ * has none, id is added. A
  * "registration" member in td is not stored: registration info is the
  * directory's (its "ttl", if present, is used as the ttl). *created tells
  * whether the Thing was new (HTTP 201) or replaced (204); may be NULL.
  * Errors: TW_EINVAL with *problem a 400 problem carrying
  * "validationErrors":[{field,description}]; TW_ETOOBIG; TW_EFULL; TW_EDB.
- * problem may be NULL. Replacing a Thing owned by another agent: TW_EPERM.
+ * problem may be NULL. Replacing a Thing owned by another agent, or writing
+ * a "dtw:" id without an agent: TW_EPERM (403 problem).
  */
 int tw_dir_put(tw_dir *d, const char *id, json_t *td, const tw_dir_put_opts *opts, bool *created,
                json_t **problem);
@@ -97,7 +101,9 @@ int tw_dir_patch(tw_dir *d, const char *id, const json_t *patch, const char *age
 int tw_dir_delete(tw_dir *d, const char *id, const char *agent_id);
 
 /* The TD with "registration":{created,modified,expires?,ttl?,retrieved}
- * (RFC 3339; retrieved = now). TW_ENOTFOUND if absent. */
+ * (RFC 3339; retrieved = now). TW_ENOTFOUND if absent or expired (expired
+ * Things are purged, with thing_deleted, by tw_dir_purge_expired, which the
+ * twin runs every second). */
 int tw_dir_get(tw_dir *d, const char *id, json_t **td_out);
 
 /* What the directory keeps about one Thing beside its TD. */
