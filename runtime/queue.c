@@ -76,7 +76,9 @@
  * from the writer at most once a minute, and never replayed).
  *
  * Ownership: returned tw_action values belong to the caller. tw_inbox_cb gets
- * a borrowed message: take a reference (tw_msg_ref) to keep it. Every public
+ * a borrowed message: take a reference (tw_msg_ref) to keep it. When
+ * tw_queue_push returns an error (TW_EEXPIRED, TW_EINVAL, ...) its done
+ * callback is never called. Every public
  * function is thread-safe. None may be called from inside a store job. From
  * a done callback (the writer thread, between transactions) all may be
  * called but close: fetch/cancel/expire/fail_thing then run inline on the

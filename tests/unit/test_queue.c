@@ -781,6 +781,59 @@ static void test_inbox_bounded_per_client(void **state)
     assert_int_equal(r.n, 1);
 }
 
+typedef struct old_entry {
+    int64_t created;
+    const char *client;
+} old_entry;
+
+static int insert_old_entry(tw_store_tx *tx, void *arg)
+{
+    old_entry *o = arg;
+    sqlite3_stmt *st = tw_store_stmt(tx, "INSERT INTO inbox(client_id, msg, created) "
+                                         "VALUES(?1, ?2, ?3)");
+    if (!st) return TW_EDB;
+    tw_msg *m = note("ancient");
+    sqlite3_bind_text(st, 1, o->client, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, tw_msg_encode(m, NULL), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, o->created);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : TW_EDB;
+    tw_msg_unref(m);
+    return rc;
+}
+
+static int count_inbox(tw_store_tx *tx, void *arg)
+{
+    sqlite3_stmt *st = tw_store_stmt(tx, "SELECT count(*) FROM inbox");
+    if (!st || sqlite3_step(st) != SQLITE_ROW) return TW_EDB;
+    *(int64_t *)arg = sqlite3_column_int64(st, 0);
+    return 0;
+}
+
+static void test_inbox_drops_week_old_entries(void **state)
+{
+    fx *f = *state;
+    /* An entry from eight days ago, written behind the queue's back. */
+    tw_queue_close(f->q);
+    old_entry o = {.created = tw_now_ms() - 8LL * 24 * 3600 * 1000, .client = "c1"};
+    assert_int_equal(tw_store_exec(f->s, insert_old_entry, &o), 0);
+    assert_int_equal(tw_queue_open(f->s, &f->q), 0);
+
+    replayed r = {0};
+    assert_int_equal(tw_inbox_replay(f->q, "c1", 0, on_entry, &r), 0);
+    assert_int_equal(r.n, 0); /* never replayed */
+    int64_t n = 0;
+    assert_int_equal(tw_store_read(f->s, count_inbox, &n), 0);
+    assert_int_equal(n, 1);
+    /* and pruned by the writer on the next append */
+    append(f, "c2", "fresh", NULL);
+    assert_int_equal(tw_store_flush(f->s), 0);
+    assert_int_equal(tw_store_read(f->s, count_inbox, &n), 0);
+    assert_int_equal(n, 1);
+    memset(&r, 0, sizeof r);
+    assert_int_equal(tw_inbox_replay(f->q, "c2", 0, on_entry, &r), 0);
+    assert_int_equal(r.n, 1);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -802,6 +855,7 @@ int main(void)
         T(test_fetch_from_done_callback),
         T(test_inbox_replay_ack_cursor),
         T(test_inbox_bounded_per_client),
+        T(test_inbox_drops_week_old_entries),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
