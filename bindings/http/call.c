@@ -50,7 +50,11 @@ static http_call *call_get(http_req *r)
 {
     tw_http *h = r->h;
     http_call *c = r->sock ? r->sock->call : NULL;
-    if (c && !c->busy) return c;
+    if (c && !c->busy && !tw_conn_closed(c->conn)) return c;
+    if (c && !c->busy) { /* closed under us (logout of its last session) */
+        r->sock->call = NULL;
+        http_call_free(h, c);
+    }
     c = calloc(1, sizeof *c);
     if (!c) return NULL;
     c->bd.tag = BDATA_CALL;

@@ -212,6 +212,13 @@ class Authn(unittest.TestCase):
         st, h, body = c.request("GET", "/things")
         problem(self, st, h, body, 401)
         s.close()
+        # a new login on the same keep-alive connection works at once
+        st, h, body = c.request("POST", "/authn/login",
+                                {"login": "admin", "password": TW.admin_password})
+        self.assertEqual(st, 200)
+        c.token = body["token"]
+        st, h, body = c.request("GET", tpath("properties"))
+        self.assertEqual(st, 200, body)
 
     def test_access_token_query_for_eventsource(self):
         s = SSE(TW, "/sse?access_token=" + q(ADMIN.token), None)
