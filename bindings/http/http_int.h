@@ -23,6 +23,7 @@
 
 #include "runtime/conn.h"
 #include "runtime/log.h"
+#include "runtime/hmap.h"
 #include "runtime/router.h"
 #include "twin/directory.h"
 
@@ -104,6 +105,11 @@ typedef struct tw_http {
      * client that reconnects finds what it missed. */
     tw_conn *recorder;
     http_bdata recorder_bd;
+
+    /* Subscriptions of /sse streams that ended, by session id, so a client
+     * resuming with Last-Event-ID gets them back (and the events it missed
+     * under them). Bounded; entries expire. Guarded by mu. */
+    tw_hmap sess_subs;
 
     /* Peer hang-ups of suspended streams (libmicrohttpd does not watch a
      * suspended socket): an epoll set polled by the housekeeper. */
@@ -359,6 +365,10 @@ void http_defer_begin(tw_http *h);
 void http_defer_end(tw_http *h);
 /* Ends streams whose peer hung up (housekeeper). */
 void http_sse_reap_hangups(tw_http *h);
+/* Re-subscribes s to what the last /sse stream of its session had, if that
+ * ended recently (messages.c calls it when a client resumes). */
+void http_sse_restore_subs(http_stream *s);
+void http_sse_expire_subs(tw_http *h, int64_t now_us, bool all);
 void http_sse_close_session(tw_http *h, tw_conn *c);
 /* Remembers a subscription of s for matching the replay window (s->mu
  * held). Silently bounded by SSE_MAX_FILTERS. */

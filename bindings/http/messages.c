@@ -38,11 +38,15 @@ static void inbox_one(void *arg, int64_t seq, tw_msg *m)
         ic->last = seq;
 }
 
-/* What arrived for this client while it had no connection (its inbox) comes
- * first, without ids (it is not part of the replay window), and is then
- * acknowledged. */
+/* A client resuming with Last-Event-ID gets the subscriptions of its
+ * session's previous stream back (authorized again), so the catch-up
+ * includes the events it missed under them. What arrived for this client
+ * while it had no connection (its inbox) comes first, without ids (it is
+ * not part of the replay window), and is then acknowledged. */
 static int setup_envelope(http_req *r, http_stream *s, json_t **problem)
 {
+    uint64_t last;
+    if (http_last_event_id(r, &last)) http_sse_restore_subs(s);
     tw_queue *q = tw_runtime_queue(r->h->rt);
     if (!q) return 0;
     inbox_ctx ic = {s, 0};

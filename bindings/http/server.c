@@ -247,6 +247,7 @@ static void *housekeeper(void *arg)
         http_calls_expire(h, now);
         if (now - last_hb >= 1000000) {
             http_sse_heartbeat(h, now);
+            http_sse_expire_subs(h, now, false);
             last_hb = now;
         }
         http_sse_reap_hangups(h);
@@ -519,6 +520,8 @@ static void ops_destroy(tw_binding *b)
     ops_stop(b);
     graveyard_sweep(h, 0, true);
     http_replay_free(h->replay);
+    http_sse_expire_subs(h, 0, true);
+    tw_hmap_fini(&h->sess_subs);
     if (h->hup_ep >= 0) close(h->hup_ep);
     free(h->tls_cert);
     free(h->tls_key);
@@ -555,6 +558,7 @@ int tw_http_binding_new(tw_runtime *rt, json_t *section, tw_binding **out)
     }
     pthread_mutex_init(&h->mu, NULL);
     pthread_cond_init(&h->cond, NULL);
+    tw_hmap_init(&h->sess_subs);
     atomic_store(&h->stopping, true);
     h->hup_ep = epoll_create1(EPOLL_CLOEXEC);
     if (h->hup_ep < 0 || (rc = http_replay_new(h->cfg.replay_window, &h->replay)) != 0) {

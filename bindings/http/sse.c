@@ -448,9 +448,92 @@ void http_sse_end(http_stream *s, bool error)
     pthread_mutex_unlock(&s->mu);
 }
 
+#define SESS_SUBS_MAX 10000
+#define SESS_SUBS_TTL_US (600LL * 1000000)
+
+typedef struct sess_subs {
+    sse_filter *filters;
+    int n;
+    int64_t at_us;
+} sess_subs;
+
+static void sess_subs_free(sess_subs *ss)
+{
+    if (!ss) return;
+    free(ss->filters);
+    free(ss);
+}
+
+/* Keeps the subscriptions of an ending /sse stream for its session. */
+static void remember_subs(http_stream *s)
+{
+    tw_http *h = s->h;
+    if (s->mode != SSE_ENVELOPE || s->nfilters == 0 || !s->session[0]) return;
+    sess_subs *ss = calloc(1, sizeof *ss);
+    if (!ss || !(ss->filters = malloc((size_t)s->nfilters * sizeof *ss->filters))) {
+        sess_subs_free(ss);
+        return;
+    }
+    memcpy(ss->filters, s->filters, (size_t)s->nfilters * sizeof *ss->filters);
+    ss->n = s->nfilters;
+    ss->at_us = tw_mono_us();
+    int err = 0;
+    pthread_mutex_lock(&h->mu);
+    if (h->sess_subs.len < SESS_SUBS_MAX || tw_hmap_get(&h->sess_subs, s->session)) {
+        sess_subs_free(tw_hmap_put(&h->sess_subs, s->session, ss, &err));
+        if (err) sess_subs_free(ss);
+    } else {
+        sess_subs_free(ss);
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+void http_sse_restore_subs(http_stream *s)
+{
+    tw_http *h = s->h;
+    pthread_mutex_lock(&h->mu);
+    sess_subs *ss = tw_hmap_del(&h->sess_subs, s->session);
+    pthread_mutex_unlock(&h->mu);
+    if (!ss) return;
+    for (int i = 0; i < ss->n; i++) {
+        const sse_filter *f = &ss->filters[i];
+        bool all = strcmp(f->name, "*") == 0;
+        tw_op op = f->kind == TW_SUB_EVENT
+                       ? (all ? TW_OP_SUBSCRIBEALLEVENTS : TW_OP_SUBSCRIBEEVENT)
+                       : (all ? TW_OP_OBSERVEALLPROPERTIES : TW_OP_OBSERVEPROPERTY);
+        json_t *problem = NULL;
+        /* Through the router: authz decides again. */
+        if (http_sse_subscribe(s, op, strcmp(f->thing, "*") ? f->thing : NULL, all ? NULL : f->name,
+                               &problem))
+            tw_log_info(HTTP_LOG, "not restoring a subscription of %s to %s/%s", s->client,
+                        f->thing, f->name);
+        json_decref(problem);
+    }
+    sess_subs_free(ss);
+}
+
+void http_sse_expire_subs(tw_http *h, int64_t now_us, bool all)
+{
+    pthread_mutex_lock(&h->mu);
+    size_t pos = 0;
+    const char *key;
+    void *val;
+    char *dead[64];
+    int nd = 0;
+    while (nd < 64 && tw_hmap_next(&h->sess_subs, &pos, &key, &val))
+        if (all || now_us - ((sess_subs *)val)->at_us > SESS_SUBS_TTL_US) dead[nd++] = strdup(key);
+    for (int i = 0; i < nd; i++) {
+        if (dead[i]) sess_subs_free(tw_hmap_del(&h->sess_subs, dead[i]));
+        free(dead[i]);
+    }
+    pthread_mutex_unlock(&h->mu);
+    if (all && nd == 64) http_sse_expire_subs(h, now_us, all);
+}
+
 void http_sse_closed(http_stream *s)
 {
     tw_http *h = s->h;
+    remember_subs(s);
     stream_unlink(h, s);
     if (s->fd >= 0) epoll_ctl(h->hup_ep, EPOLL_CTL_DEL, s->fd, NULL);
     pthread_mutex_lock(&s->mu);

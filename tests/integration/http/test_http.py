@@ -399,6 +399,34 @@ class SingleConnection(unittest.TestCase):
                                              for e in x.events)))
         s.close()
 
+    def test_sse_resume_restores_subscriptions(self):
+        c = TW.admin()
+        s = SSE(TW, "/sse", c.token)
+        self.assertTrue(s.wait_status())
+        st, h, body = c.request("POST", "/messages",
+                                {"type": "request", "operation": "subscribeevent",
+                                 "thingID": TWIN, "name": "alarm", "correlationID": "subR"})
+        self.assertEqual(st, 202)
+        self.assertTrue(s.wait(lambda x: any(e["json"].get("correlationID") == "subR"
+                                             for e in x.events)))
+        AGENT.event(LAMP["id"], "alarm", "r0")
+
+        def alarms(x):
+            return [e["json"]["value"] for e in x.events
+                    if e["event"] == "notification" and e["json"].get("name") == "alarm"]
+        self.assertTrue(s.wait(lambda x: alarms(x) == ["r0"]))
+        last = s.last_event_id
+        s.close()
+        time.sleep(0.2)  # the hang-up is noticed
+        for v in ("r1", "r2", "r3"):
+            AGENT.event(LAMP["id"], "alarm", v)
+        time.sleep(0.2)
+        r = SSE(TW, "/sse", c.token, last_event_id=last)
+        self.assertTrue(r.wait(lambda x: alarms(x) == ["r1", "r2", "r3"]), alarms(r))
+        AGENT.event(LAMP["id"], "alarm", "r4")
+        self.assertTrue(r.wait(lambda x: alarms(x) == ["r1", "r2", "r3", "r4"]), alarms(r))
+        r.close()
+
     def test_messages_without_stream_waits(self):
         st, h, body = ADMIN.request("POST", "/messages",
                                     {"type": "request", "operation": "readproperty",
