@@ -4,8 +4,10 @@
  * `directory`: 100,000 generated agent TDs (times --scale; 10 properties,
  * 3 actions, 2 events each) registered the way agents publish them: the
  * twin's updatething validates each, derives the twin TD with binding
- * forms and writes it durably (synchronous=FULL), from several publisher
- * threads (4 by default, so commits are shared). register_rate times only
+ * forms and writes it durably (synchronous=FULL), from 16 publisher
+ * threads by default (a fleet of agents reconnecting at once: commits are
+ * shared, as with real concurrent publishers; --publishers 1 shows one
+ * agent alone, paying a commit per TD). register_rate times only
  * that; register_rate_with_parse also counts parsing the TDs from JSON
  * text (the binding's work), generated before the clock starts. Then, on the full
  * directory: a page of 100 at random offsets, a search by @type, a JSONPath
@@ -43,7 +45,7 @@ typedef struct opts {
 
 static void parse_opts(const tw_bench_args *args, opts *o)
 {
-    *o = (opts){.publishers = 4, .threads = 2};
+    *o = (opts){.publishers = 16, .threads = 2};
     for (int i = 0; i < args->argc; i++) {
         const char *a = args->argv[i];
         const char *v = i + 1 < args->argc ? args->argv[i + 1] : NULL;
