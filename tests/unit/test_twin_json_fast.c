@@ -159,7 +159,9 @@ static void test_decode_matches_jansson(void **state)
     memset(deep, '[', 100);
     memset(deep + 100, ']', 100);
     assert_null(tw_json_decode(deep, sizeof deep));
-    assert_non_null(jansson_read(deep, sizeof deep) ? (json_t *)deep : NULL);
+    json_t *j = jansson_read(deep, sizeof deep); /* jansson allows 2048 levels */
+    assert_non_null(j);
+    json_decref(j);
 }
 
 /* Random mutations of a TD-like document: whatever jansson accepts we
