@@ -469,6 +469,16 @@ static void ops_stop(tw_binding *b)
 {
     tw_http *h = b->impl;
     if (atomic_exchange(&h->stopping, true) && !h->housekeeper_started) return;
+    /* The housekeeper first: from here on only this thread resumes
+     * connections, so nothing of ours holds h->mu while libmicrohttpd shuts
+     * connections down and calls http_completed. */
+    if (h->housekeeper_started) {
+        pthread_mutex_lock(&h->mu);
+        pthread_cond_broadcast(&h->cond);
+        pthread_mutex_unlock(&h->mu);
+        pthread_join(h->housekeeper, NULL);
+        h->housekeeper_started = false;
+    }
     http_dir_detach(h);
     if (h->recorder) {
         tw_conn_close(h->recorder);
@@ -483,13 +493,6 @@ static void ops_stop(tw_binding *b)
     if (h->d_https) MHD_stop_daemon(h->d_https);
     if (h->d_http) MHD_stop_daemon(h->d_http);
     h->d_https = h->d_http = NULL;
-    if (h->housekeeper_started) {
-        pthread_mutex_lock(&h->mu);
-        pthread_cond_broadcast(&h->cond);
-        pthread_mutex_unlock(&h->mu);
-        pthread_join(h->housekeeper, NULL);
-        h->housekeeper_started = false;
-    }
 }
 
 static int ops_send(tw_binding *b, tw_conn *c, tw_msg *m)

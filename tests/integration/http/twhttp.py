@@ -91,16 +91,27 @@ class Twind:
         return 0
 
     def stop(self):
+        """Stops twind; raises if it did not exit cleanly (a crash, a hang on
+        shutdown, or a sanitizer report in its log)."""
+        hung = False
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
+                hung = True
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
-        if os.environ.get("TW_KEEP") is None:
+        text = self.logtext()
+        bad = hung or self.proc.returncode != 0 or any(
+            m in text for m in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"))
+        if os.environ.get("TW_KEEP") is None and not bad:
             shutil.rmtree(self.dir, ignore_errors=True)
+        if bad:
+            raise RuntimeError("twind did not stop cleanly (exit %s%s); log in %s:\n%s" %
+                               (self.proc.returncode, ", hung" if hung else "", self.log_path,
+                                text[-3000:]))
 
     # -- clients --
     def client(self, token=None, tls=False):
