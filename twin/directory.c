@@ -68,6 +68,7 @@ struct tw_dir {
     entry *root; /* treap by id */
     uint64_t seq;
     uint64_t rng;
+    int64_t next_expiry; /* earliest registration expiry (0 = none); may be early */
     listener *listeners;
     size_t nlisteners;
     uint64_t next_handle;
@@ -236,6 +237,12 @@ static json_t *enriched(const entry *e)
     json_t *out = json_copy(e->td);
     if (out) json_object_set_new(out, "registration", registration(&e->info, true));
     return out;
+}
+
+/* Keeps next_expiry at or before every entry's expiry (write lock held). */
+static void note_expiry(tw_dir *d, int64_t expires_ms)
+{
+    if (expires_ms && (!d->next_expiry || expires_ms < d->next_expiry)) d->next_expiry = expires_ms;
 }
 
 /* Gives e its @type ids (write lock held, or single-threaded at open). */
@@ -499,6 +506,7 @@ static int load(tw_dir *d, load_ctx *lc)
             continue;
         }
         index_types(d, e);
+        note_expiry(d, e->info.expires_ms);
         e->prio = next_prio(d);
         e->size = 1;
         d->root = tinsert(d->root, e);
@@ -695,6 +703,7 @@ static int install(tw_dir *d, const char *id, json_t *td, const tw_dir_put_opts 
     e->info.modified_ms = now;
     e->info.ttl_s = ttl;
     e->info.expires_ms = ttl ? now + ttl * 1000 : 0;
+    note_expiry(d, e->info.expires_ms);
     e->info.seq = ++d->seq;
     json_t *data;
     if (old) {
@@ -937,6 +946,7 @@ int tw_dir_delete(tw_dir *d, const char *id, const char *agent_id)
 
 typedef struct purge_ctx {
     int64_t now;
+    int64_t next; /* earliest expiry that stays */
     char **ids;
     size_t n, cap;
 } purge_ctx;
@@ -944,7 +954,11 @@ typedef struct purge_ctx {
 static bool purge_visit(void *ctx, entry *e)
 {
     purge_ctx *pc = ctx;
-    if (!e->info.expires_ms || e->info.expires_ms >= pc->now) return true;
+    if (!e->info.expires_ms) return true;
+    if (e->info.expires_ms >= pc->now) {
+        if (!pc->next || e->info.expires_ms < pc->next) pc->next = e->info.expires_ms;
+        return true;
+    }
     if (pc->n == pc->cap) {
         size_t cap = pc->cap ? pc->cap * 2 : 16;
         char **ids = realloc(pc->ids, cap * sizeof *ids);
@@ -960,7 +974,14 @@ static bool purge_visit(void *ctx, entry *e)
 int tw_dir_purge_expired(tw_dir *d, int64_t now_ms, size_t *purged)
 {
     purge_ctx pc = {.now = now_ms};
+    if (purged) *purged = 0;
     pthread_rwlock_rdlock(&d->lock);
+    /* nothing can have expired yet: no walk (this runs every second) */
+    if (!d->next_expiry || now_ms <= d->next_expiry) {
+        pthread_rwlock_unlock(&d->lock);
+        return 0;
+    }
+    uint64_t seq_at_walk = d->seq;
     walk_from(d->root, 0, purge_visit, &pc);
     pthread_rwlock_unlock(&d->lock);
     size_t n = 0;
@@ -979,6 +1000,12 @@ int tw_dir_purge_expired(tw_dir *d, int64_t now_ms, size_t *purged)
         free(pc.ids[i]);
     }
     free(pc.ids);
+    pthread_rwlock_wrlock(&d->lock);
+    if (d->seq == seq_at_walk + n)
+        d->next_expiry = pc.next; /* only our deletes since */
+    else if (pc.next && pc.next < d->next_expiry)
+        d->next_expiry = pc.next;
+    pthread_rwlock_unlock(&d->lock);
     if (n) tw_log_info(MOD, "purged %zu expired TDs", n);
     if (purged) *purged = n;
     return 0;

@@ -691,6 +691,12 @@ static void test_persistence(void **state)
     assert_int_equal(replay.kind[0], TW_DIR_DELETED); /* urn:p:07 */
     assert_int_equal(replay.kind[2], TW_DIR_CREATED); /* urn:p:99 */
     seen_free(&replay);
+    /* the expiry survived too: purged an hour later, not before */
+    size_t purged = 9;
+    assert_int_equal(tw_dir_purge_expired(f->d, tw_now_ms() + 3000 * 1000, &purged), 0);
+    assert_int_equal(purged, 0);
+    assert_int_equal(tw_dir_purge_expired(f->d, tw_now_ms() + 3601 * 1000, &purged), 0);
+    assert_int_equal(purged, 1);
     json_decref(td);
     json_decref(before);
     json_decref(after);
