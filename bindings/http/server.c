@@ -397,8 +397,19 @@ static int start_daemon(tw_http *h, const char *spec, bool tls)
 
 void http_new_id(tw_http *h, char *out)
 {
+    static const char hex[] = "0123456789abcdef";
     uint64_t n = atomic_fetch_add_explicit(&h->id_next, 1, memory_order_relaxed);
-    snprintf(out, TW_ID_MAX, "%s%" PRIx64, h->id_prefix, n);
+    size_t p = strlen(h->id_prefix);
+    memcpy(out, h->id_prefix, p);
+    char tmp[16];
+    int k = 0;
+    do {
+        tmp[k++] = hex[n & 15];
+        n >>= 4;
+    } while (n);
+    while (k)
+        out[p++] = tmp[--k];
+    out[p] = '\0';
 }
 
 tw_msg *http_request_new(tw_http *h, tw_op op, const char *thing, const char *name,
@@ -408,8 +419,14 @@ tw_msg *http_request_new(tw_http *h, tw_op op, const char *thing, const char *na
     http_new_id(h, id);
     http_new_id(h, corr);
     tw_time_format(tw_now_ms(), ts);
-    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s}", "type", "request", "operation", tw_op_name(op),
-                          "messageID", id, "created", ts, "senderID", sender);
+    json_t *o = json_object();
+    if (o) {
+        json_object_set_new_nocheck(o, "type", json_string_nocheck("request"));
+        json_object_set_new_nocheck(o, "operation", json_string_nocheck(tw_op_name(op)));
+        json_object_set_new_nocheck(o, "messageID", json_string_nocheck(id));
+        json_object_set_new_nocheck(o, "created", json_string_nocheck(ts));
+        json_object_set_new_nocheck(o, "senderID", json_string(sender));
+    }
     if (!o) {
         json_decref(input);
         *problem = tw_problem_from_error(TW_ENOMEM, NULL, NULL);
@@ -417,7 +434,7 @@ tw_msg *http_request_new(tw_http *h, tw_op op, const char *thing, const char *na
     }
     if (thing) json_object_set_new(o, "thingID", json_string(thing));
     if (name) json_object_set_new(o, "name", json_string(name));
-    json_object_set_new(o, "correlationID", json_string(corr));
+    json_object_set_new_nocheck(o, "correlationID", json_string_nocheck(corr));
     if (input) json_object_set_new(o, "input", input);
     tw_msg *m = NULL;
     *problem = NULL;
