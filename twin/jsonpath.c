@@ -53,7 +53,8 @@ typedef struct jp_node {
 } jp_node;
 
 struct tw_jsonpath {
-    jp_node *first; /* first segment; NULL = the root itself */
+    jp_node *first;  /* first segment; NULL = the root itself */
+    uint64_t budget; /* nodes an evaluation may visit */
     size_t nnodes;
     jp_node nodes[TW_JSONPATH_MAX_NODES];
 };
@@ -659,8 +660,14 @@ int tw_jsonpath_compile(const char *query, tw_jsonpath **out, char *err, size_t 
         tw_jsonpath_free(p);
         return ps.too_big ? TW_ETOOBIG : TW_EINVAL;
     }
+    p->budget = TW_JSONPATH_MAX_STEPS;
     *out = p;
     return 0;
+}
+
+void tw_jsonpath_set_budget(tw_jsonpath *p, uint64_t steps)
+{
+    p->budget = steps ? steps : 1;
 }
 
 void tw_jsonpath_free(tw_jsonpath *p)
@@ -679,7 +686,15 @@ typedef struct eval_ctx {
     json_t *root;
     tw_jsonpath_fn fn;
     void *ctx;
+    uint64_t *steps; /* nodes visited so far, bounded by budget */
+    uint64_t budget;
 } eval_ctx;
+
+/* Counts one visited node; TW_ETOOBIG once the budget is spent. */
+static int step(const eval_ctx *ec)
+{
+    return ++*ec->steps > ec->budget ? TW_ETOOBIG : 0;
+}
 
 static json_t *resolve(const jp_node *path, json_t *cur, json_t *root)
 {
@@ -811,6 +826,7 @@ static int apply_selectors(const eval_ctx *ec, const jp_node *seg, json_t *node)
                 json_t *v;
                 json_array_foreach(node, i, v)
                 {
+                    if ((rc = step(ec))) return rc;
                     if (s->kind == N_FILTER && !test(s->a, v, ec->root)) continue;
                     if ((rc = eval_seg(ec, seg->next, v))) return rc;
                 }
@@ -819,6 +835,7 @@ static int apply_selectors(const eval_ctx *ec, const jp_node *seg, json_t *node)
                 json_t *v;
                 json_object_foreach(node, k, v)
                 {
+                    if ((rc = step(ec))) return rc;
                     if (s->kind == N_FILTER && !test(s->a, v, ec->root)) continue;
                     if ((rc = eval_seg(ec, seg->next, v))) return rc;
                 }
@@ -833,7 +850,9 @@ static int apply_selectors(const eval_ctx *ec, const jp_node *seg, json_t *node)
 /* Descendant segment: the selectors on node and on every descendant. */
 static int descend(const eval_ctx *ec, const jp_node *seg, json_t *node)
 {
-    int rc = apply_selectors(ec, seg, node);
+    int rc = step(ec);
+    if (rc) return rc;
+    rc = apply_selectors(ec, seg, node);
     if (rc) return rc;
     if (json_is_array(node)) {
         size_t i;
@@ -859,7 +878,8 @@ static int eval_seg(const eval_ctx *ec, const jp_node *seg, json_t *node)
 
 int tw_jsonpath_eval(const tw_jsonpath *p, json_t *root, tw_jsonpath_fn fn, void *ctx)
 {
-    eval_ctx ec = {.root = root, .fn = fn, .ctx = ctx};
+    uint64_t steps = 0;
+    eval_ctx ec = {.root = root, .fn = fn, .ctx = ctx, .steps = &steps, .budget = p->budget};
     return eval_seg(&ec, p->first, root);
 }
 
@@ -898,6 +918,7 @@ typedef struct par_part {
     const tw_jsonpath *p;
     json_t *root;
     size_t from, to, max;
+    uint64_t budget;
     json_t *out;
     int rc;
 } par_part;
@@ -909,9 +930,12 @@ static void *par_run(void *arg)
     par_part *pt = arg;
     const jp_node *seg = pt->p->first, *sel = seg->a;
     collect c = {.arr = pt->out, .max = pt->max};
-    eval_ctx ec = {.root = pt->root, .fn = collect_fn, .ctx = &c};
+    uint64_t steps = 0;
+    eval_ctx ec = {
+        .root = pt->root, .fn = collect_fn, .ctx = &c, .steps = &steps, .budget = pt->budget};
     for (size_t i = pt->from; i < pt->to && !pt->rc; i++) {
         json_t *v = json_array_get(pt->root, i);
+        if ((pt->rc = step(&ec))) break;
         if (sel->kind == N_FILTER && !test(sel->a, v, pt->root)) continue;
         pt->rc = eval_seg(&ec, seg->next, v);
     }
@@ -939,6 +963,7 @@ int tw_jsonpath_query_parallel(const tw_jsonpath *p, json_t *root, size_t max, i
                               .from = n * (size_t)t / (size_t)nthreads,
                               .to = n * (size_t)(t + 1) / (size_t)nthreads,
                               .max = max,
+                              .budget = p->budget / (uint64_t)nthreads + 1,
                               .out = json_array()};
         if (!parts[t].out)
             parts[t].rc = TW_ENOMEM;

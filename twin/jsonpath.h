@@ -30,7 +30,9 @@
  * `..` visits a node and all its descendants in document order.
  *
  * Limits: queries up to TW_JSONPATH_MAX_LEN bytes, TW_JSONPATH_MAX_NODES
- * syntax nodes, filter nesting up to 32.
+ * syntax nodes, filter nesting up to 32; an evaluation visits at most
+ * TW_JSONPATH_MAX_STEPS nodes (then TW_ETOOBIG: a query like $..[?...] over
+ * a huge document cannot occupy a thread for long).
  *
  * A compiled tw_jsonpath is immutable: evaluate it from any number of threads.
  */
@@ -39,9 +41,11 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define TW_JSONPATH_MAX_LEN 4096
 #define TW_JSONPATH_MAX_NODES 512
+#define TW_JSONPATH_MAX_STEPS 50000000ULL
 
 typedef struct tw_jsonpath tw_jsonpath;
 
@@ -53,12 +57,16 @@ typedef struct tw_jsonpath tw_jsonpath;
 int tw_jsonpath_compile(const char *query, tw_jsonpath **out, char *err, size_t errlen,
                         size_t *err_offset);
 void tw_jsonpath_free(tw_jsonpath *p);
+/* Lowers the node-visit budget of evaluations (default
+ * TW_JSONPATH_MAX_STEPS). Call before sharing p between threads. */
+void tw_jsonpath_set_budget(tw_jsonpath *p, uint64_t steps);
 
 /* Called for each matched node (borrowed); return nonzero to stop. */
 typedef int (*tw_jsonpath_fn)(void *ctx, json_t *node);
 
 /* Evaluates p on root (borrowed), calling fn per match in document order.
- * Returns 0, or the nonzero value fn returned. */
+ * Returns 0, the nonzero value fn returned, or TW_ETOOBIG when the step
+ * budget ran out. */
 int tw_jsonpath_eval(const tw_jsonpath *p, json_t *root, tw_jsonpath_fn fn, void *ctx);
 
 /* Convenience: a new array of the matched nodes (at most max; TW_ETOOBIG

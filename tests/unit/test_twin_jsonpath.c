@@ -242,6 +242,34 @@ static void test_eval_stops_and_max(void **state)
     tw_jsonpath_free(p);
 }
 
+static void test_step_budget(void **state)
+{
+    tw_jsonpath *p = NULL;
+    assert_int_equal(tw_jsonpath_compile("$..[?@.price > 0]", &p, NULL, 0, NULL), 0);
+    json_t *d = doc(), *res = NULL;
+    assert_int_equal(tw_jsonpath_query(p, d, 100, &res), 0);
+    assert_int_equal(json_array_size(res), 5);
+    json_decref(res);
+    tw_jsonpath_set_budget(p, 10); /* the document has more nodes than that */
+    assert_int_equal(tw_jsonpath_query(p, d, 100, &res), TW_ETOOBIG);
+    assert_null(res);
+    json_decref(d);
+    tw_jsonpath_free(p);
+    /* also when split over threads */
+    json_t *big = json_array();
+    for (int i = 0; i < 5000; i++)
+        json_array_append_new(big, json_pack("{s:i}", "n", i));
+    assert_int_equal(tw_jsonpath_compile("$[?@.n >= 0].n", &p, NULL, 0, NULL), 0);
+    assert_int_equal(tw_jsonpath_query_parallel(p, big, 10000, 2, &res), 0);
+    assert_int_equal(json_array_size(res), 5000);
+    json_decref(res);
+    tw_jsonpath_set_budget(p, 1000);
+    assert_int_equal(tw_jsonpath_query_parallel(p, big, 10000, 2, &res), TW_ETOOBIG);
+    assert_null(res);
+    tw_jsonpath_free(p);
+    json_decref(big);
+}
+
 static void test_root_only(void **state)
 {
     tw_jsonpath *p = NULL;
@@ -307,6 +335,7 @@ int main(void)
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_eval_stops_and_max),
         cmocka_unit_test(test_parallel_matches_sequential),
+        cmocka_unit_test(test_step_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
