@@ -182,6 +182,14 @@ static enum MHD_Result create_anonymous(http_req *r)
     return http_reply_empty(r, 201, "Location", loc, NULL);
 }
 
+static enum MHD_Result answer_deleted(http_req *r, tw_msg *resp)
+{
+    enum MHD_Result res;
+    if (!resp) return http_reply_error(r, 504, "timeout", "timed out", "no answer in time");
+    if (http_resp_error(r, resp, &res)) return res;
+    return http_reply_empty(r, 204, NULL);
+}
+
 static enum MHD_Result one_thing(http_req *r)
 {
     tw_dir *d = r->h->dir;
@@ -228,7 +236,20 @@ static enum MHD_Result one_thing(http_req *r)
     }
     if (is(r, "DELETE")) {
         if (!need_admin(r, &res)) return res;
-        int rc = tw_dir_delete(d, id, NULL);
+        tw_dir_info info;
+        int rc = tw_dir_get_info(d, id, &info, NULL, NULL);
+        if (rc) return http_reply_code(r, rc, rc == TW_ENOTFOUND ? "no Thing with this id" : NULL);
+        if (info.agent_id[0]) {
+            /* An agent's twin: through the router, so its pending actions
+             * fail and their senders hear of it. */
+            json_t *problem = NULL;
+            tw_msg *m = http_request_new(r->h, TW_OP_DELETETHING, id, NULL, r->id.client_id, NULL,
+                                         &problem);
+            if (!m) return http_reply_problem(r, problem);
+            r->on_answer = answer_deleted;
+            return http_call_start(r, m, CALL_WAIT_RESPONSE, 10000);
+        }
+        rc = tw_dir_delete(d, id, NULL);
         if (rc) return http_reply_code(r, rc, rc == TW_ENOTFOUND ? "no Thing with this id" : NULL);
         return http_reply_empty(r, 204, NULL);
     }

@@ -319,9 +319,14 @@ class Affordances(unittest.TestCase):
     def test_invoke_offline_agent_queued_201(self):
         pw = TW.add_client(ADMIN, "sleepy", "agent", kind="agent")
         a = Agent(TW, "sleepy", pw)
-        twin = a.publish_td(dict(LAMP, id="urn:dev:sleepy", title="Sleepy"))
+        td = dict(LAMP, id="urn:dev:sleepy", title="Sleepy")
+        td["actions"] = dict(LAMP["actions"], ping={"safe": True, "idempotent": True})
+        twin = a.publish_td(td)
         a.close()
         time.sleep(0.3)
+        # a safe action (RPC) is never queued: 503 while the agent is away
+        st, h, body = ADMIN.request("POST", "/things/%s/actions/ping" % q(twin), {})
+        problem(self, st, h, body, 503)
         st, h, body = ADMIN.request("POST", "/things/%s/actions/toggle" % q(twin), {"q": 1})
         self.assertEqual(st, 201, body)
         self.assertIn("location", h)
@@ -333,6 +338,18 @@ class Affordances(unittest.TestCase):
         a = Agent(TW, "sleepy", pw)
         self.assertTrue(a.sse.wait(lambda s: any(e.get("event") == "request" for e in s.events)))
         a.close()
+        time.sleep(0.2)
+        # an admin deletes the twin through the directory API: its queued
+        # action fails, the Thing is gone
+        st, h, body = ADMIN.request("POST", "/things/%s/actions/toggle" % q(twin), {"q": 2})
+        self.assertEqual(st, 201, body)
+        loc = h["location"]
+        st, h, body = ADMIN.request("DELETE", "/things/" + q(twin))
+        self.assertEqual(st, 204, body)
+        st, h, body = ADMIN.request("GET", "/things/" + q(twin))
+        problem(self, st, h, body, 404)
+        st, h, status = ADMIN.request("GET", loc)
+        self.assertEqual(status["status"], "failed", status)
 
     def test_observe_property_and_event_streams(self):
         p = SSE(TW, tpath("properties", "on"), ADMIN.token)
