@@ -411,8 +411,9 @@ static void test_search(void **state)
     json_decref(page);
     /* @type arrays, and more types than the index keeps per Thing */
     json_t *many = td_new("urn:p:many", "Many", NULL, "x");
-    json_object_set_new(many, "@type", json_pack("[s,s,s,s,s,s,s,s]", "T1", "T2", "T3", "T4",
-                                                 "T5", "T6", "T7", "Sensor"));
+    json_object_set_new(
+        many, "@type",
+        json_pack("[s,s,s,s,s,s,s,s]", "T1", "T2", "T3", "T4", "T5", "T6", "T7", "Sensor"));
     put_ok(f, "urn:p:many", many, NULL, true);
     json_decref(many);
     tw_dir_filter t7 = {.type = "T7"};

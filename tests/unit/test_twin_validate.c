@@ -409,8 +409,8 @@ static void test_flags(void **state)
     expect_fields(AGENT, "{\"id\":\"two words\"}", agent_flags, "/id");
     expect_fields(AGENT, "{\"id\":\"\"}", agent_flags, "/id");
     /* optional does not mean anything goes: present members are checked */
-    expect_fields(AGENT, "{\"security\":5,\"properties\":{\"on\":{\"forms\":[]}}}",
-                  agent_flags, "/security /properties/on/forms");
+    expect_fields(AGENT, "{\"security\":5,\"properties\":{\"on\":{\"forms\":[]}}}", agent_flags,
+                  "/security /properties/on/forms");
 }
 
 static void test_limits(void **state)
