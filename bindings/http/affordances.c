@@ -54,33 +54,14 @@ static enum MHD_Result answer_output(http_req *r, tw_msg *resp)
     return http_reply_json(r, 200, NULL, o ? json_incref(o) : json_null(), NULL);
 }
 
-/* Appends s percent-encoded as a path segment. */
-static void seg_encode(char *out, size_t n, const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t w = strlen(out);
-    for (; *s && w + 4 < n; s++) {
-        unsigned char c = (unsigned char)*s;
-        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-            strchr("-._~:@!$&'()*+,;=", c)) {
-            out[w++] = (char)c;
-        } else {
-            out[w++] = '%';
-            out[w++] = hex[c >> 4];
-            out[w++] = hex[c & 15];
-        }
-    }
-    out[w] = '\0';
-}
-
 static void action_href(http_req *r, const char *action_id, char *out, size_t n)
 {
     snprintf(out, n, "/things/");
-    seg_encode(out, n, r->segs[1]);
+    http_seg_encode(out, n, r->segs[1]);
     strncat(out, "/actions/", n - strlen(out) - 1);
-    seg_encode(out, n, r->aux);
+    http_seg_encode(out, n, r->aux);
     strncat(out, "/", n - strlen(out) - 1);
-    seg_encode(out, n, action_id);
+    http_seg_encode(out, n, action_id);
 }
 
 /* An action status as the HTTP Basic Profile shows it. */

@@ -20,36 +20,18 @@
 #include <stdio.h>
 #include <string.h>
 
-static void seg(char *out, size_t n, const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t w = strlen(out);
-    for (; *s && w + 4 < n; s++) {
-        unsigned char c = (unsigned char)*s;
-        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-            strchr("-._~:@!$&'()*+,;=", c)) {
-            out[w++] = (char)c;
-        } else {
-            out[w++] = '%';
-            out[w++] = hex[c >> 4];
-            out[w++] = hex[c & 15];
-        }
-    }
-    out[w] = '\0';
-}
-
 static void href(char *out, size_t n, const char *base, const char *id, const char *kind,
                  const char *name, const char *tail)
 {
     snprintf(out, n, "%s/things/", base);
-    seg(out, n, id);
+    http_seg_encode(out, n, id);
     if (kind) {
         strncat(out, "/", n - strlen(out) - 1);
         strncat(out, kind, n - strlen(out) - 1);
     }
     if (name) {
         strncat(out, "/", n - strlen(out) - 1);
-        seg(out, n, name);
+        http_seg_encode(out, n, name);
     }
     if (tail) strncat(out, tail, n - strlen(out) - 1);
 }

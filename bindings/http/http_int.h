@@ -177,6 +177,9 @@ size_t http_unescape_noop(void *cls, struct MHD_Connection *c, char *s);
 /* Percent-decodes s in place; returns the new length or -1 when malformed
  * (or when it decodes to a NUL byte). plus: '+' means ' ' (query strings). */
 long http_pct_decode(char *s, bool plus);
+/* Appends s to out (size n, NUL-terminated) percent-encoded as one path
+ * segment (RFC 3986 pchar). */
+void http_seg_encode(char *out, size_t n, const char *s);
 /* A query argument of the request, decoded into a malloc'd string (NULL if
  * absent). *bad is set when it is malformed. */
 char *http_query(http_req *r, const char *key, bool *bad);
@@ -336,6 +339,7 @@ struct http_stream {
     uint64_t last_id;        /* SSE_DIRECTORY: the last change sequence written */
     json_t *dir_pending;     /* SSE_DIRECTORY: changes seen while replaying */
     char capture[TW_ID_MAX]; /* correlationID of a setup request to capture */
+    atomic_bool capturing;   /* capture[] is set: check answers against it */
     tw_msg *captured;
     int64_t last_write_us;
     int fd;                   /* the socket, watched for hang-ups; -1 if not */

@@ -53,6 +53,24 @@ long http_pct_decode(char *s, bool plus)
     return (long)(w - s);
 }
 
+void http_seg_encode(char *out, size_t n, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t w = strlen(out);
+    for (; *s && w + 4 < n; s++) {
+        unsigned char c = (unsigned char)*s;
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+            strchr("-._~:@!$&'()*+,;=", c)) {
+            out[w++] = (char)c;
+        } else {
+            out[w++] = '%';
+            out[w++] = hex[c >> 4];
+            out[w++] = hex[c & 15];
+        }
+    }
+    out[w] = '\0';
+}
+
 char *http_query(http_req *r, const char *key, bool *bad)
 {
     const char *v = MHD_lookup_connection_value(r->mc, MHD_GET_ARGUMENT_KIND, key);

@@ -203,22 +203,24 @@ int http_sse_send(tw_http *h, http_stream *s, tw_msg *m)
 {
     if (s->mode == SSE_DIRECTORY) return 0;
     const char *corr = tw_msg_correlation(m);
-    pthread_mutex_lock(&s->mu);
-    if (s->capture[0] && corr && strcmp(corr, s->capture) == 0) {
-        if (s->captured) tw_msg_unref(s->captured);
-        s->captured = tw_msg_ref(m);
+    if (corr && atomic_load_explicit(&s->capturing, memory_order_acquire)) {
+        pthread_mutex_lock(&s->mu);
+        bool mine = s->capture[0] && strcmp(corr, s->capture) == 0;
+        if (mine) {
+            if (s->captured) tw_msg_unref(s->captured);
+            s->captured = tw_msg_ref(m);
+        }
         pthread_mutex_unlock(&s->mu);
-        return 0;
+        if (mine) return 0;
     }
-    bool closed = s->finished || s->ended || s->overflow;
-    pthread_mutex_unlock(&s->mu);
-    if (closed) return TW_ECLOSED;
     if (s->mode == SSE_AFFORDANCE && tw_msg_get_type(m) != TW_TYPE_NOTIFICATION) return 0;
     rp_item *it = http_replay_get(h->replay, m, s->client);
     if (!it) return TW_ENOMEM;
     int rc = 0;
     pthread_mutex_lock(&s->mu);
-    if (s->catchup) {
+    if (s->finished || s->ended || s->overflow) {
+        rc = TW_ECLOSED;
+    } else if (s->catchup) {
         resume_locked(s); /* the reader takes it from the window */
     } else if (s->live && it->seq > s->live_from &&
                !(s->mode == SSE_AFFORDANCE && it->kind == RP_DIRECT)) {
@@ -629,6 +631,7 @@ int http_sse_subscribe(http_stream *s, tw_op op, const char *thing, const char *
     if (!m) return TW_EINVAL;
     pthread_mutex_lock(&s->mu);
     tw_strlcpy(s->capture, tw_msg_correlation(m), sizeof s->capture);
+    atomic_store_explicit(&s->capturing, true, memory_order_release);
     pthread_mutex_unlock(&s->mu);
     tw_router_handle(h->rt, s->conn, m);
     tw_msg_unref(m);
@@ -636,6 +639,7 @@ int http_sse_subscribe(http_stream *s, tw_op op, const char *thing, const char *
     tw_msg *resp = s->captured;
     s->captured = NULL;
     s->capture[0] = '\0';
+    atomic_store_explicit(&s->capturing, false, memory_order_release);
     pthread_mutex_unlock(&s->mu);
     int rc = 0;
     json_t *err = resp ? tw_msg_get(resp, "error") : NULL;

@@ -58,24 +58,6 @@ static bool need_admin(http_req *r, enum MHD_Result *res)
     return false;
 }
 
-static void path_seg(char *out, size_t n, const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t w = strlen(out);
-    for (; *s && w + 4 < n; s++) {
-        unsigned char c = (unsigned char)*s;
-        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-            strchr("-._~:@!$&'()*+,;=", c)) {
-            out[w++] = (char)c;
-        } else {
-            out[w++] = '%';
-            out[w++] = hex[c >> 4];
-            out[w++] = hex[c & 15];
-        }
-    }
-    out[w] = '\0';
-}
-
 static enum MHD_Result dir_error(http_req *r, int rc, json_t *problem, const char *detail)
 {
     if (problem) return http_reply_problem(r, problem);
@@ -177,7 +159,7 @@ static enum MHD_Result create_anonymous(http_req *r)
     json_decref(td);
     if (rc) return dir_error(r, rc, problem, "registration failed");
     char loc[1024] = "/things/";
-    path_seg(loc, sizeof loc, id);
+    http_seg_encode(loc, sizeof loc, id);
     free(id);
     return http_reply_empty(r, 201, "Location", loc, NULL);
 }
