@@ -46,6 +46,9 @@ typedef struct entry {
     uint8_t ntypes;
     bool types_more;
     uint32_t types[6];
+    /* seq of this Thing's thing_created row while that row's data is still
+     * NULL (the TD is the one in twin_things); 0 once filled in */
+    uint64_t create_seq;
     /* treap */
     struct entry *l, *r;
     uint32_t prio;
@@ -303,9 +306,10 @@ typedef struct dir_job {
     char *agent_td_text; /* may be NULL */
     tw_dir_info info;
     int kind;        /* tw_dir_change_kind */
-    char *data_text; /* change data, may be NULL or == td_text */
+    char *data_text; /* thing_updated: the merge patch; otherwise NULL */
     int64_t ts_ms;
     uint64_t prune_upto; /* delete change rows with seq <= this */
+    uint64_t fill_seq;   /* copy the old TD into this thing_created row first */
     waiter *w;           /* NULL = nowait */
 } dir_job;
 
@@ -323,6 +327,16 @@ static int dir_job_run(tw_store_tx *tx, void *arg)
 {
     dir_job *j = arg;
     sqlite3_stmt *st;
+    if (j->fill_seq) {
+        /* the TD this Thing was created with is about to be replaced: the
+         * thing_created row that pointed at it gets its own copy */
+        st = tw_store_stmt(tx, "UPDATE twin_changes SET data=(SELECT td FROM twin_things "
+                               "WHERE id=?1) WHERE seq=?2 AND data IS NULL");
+        if (!st) return TW_EDB;
+        sqlite3_bind_text(st, 1, j->id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)j->fill_seq);
+        if (sqlite3_step(st) != SQLITE_DONE) goto db_error;
+    }
     if (j->del) {
         st = tw_store_stmt(tx, "DELETE FROM twin_things WHERE id=?1");
         if (!st) return TW_EDB;
@@ -408,8 +422,10 @@ typedef struct load_ctx {
 static int load_job(tw_store_tx *tx, void *arg)
 {
     load_ctx *lc = arg;
-    sqlite3_stmt *st = tw_store_stmt(tx, "SELECT id, agent_id, td, agent_td, created, modified, "
-                                         "expires, ttl, seq FROM twin_things");
+    sqlite3_stmt *st = tw_store_stmt(
+        tx, "SELECT t.id, t.agent_id, t.td, t.agent_td, t.created, t.modified, t.expires, t.ttl, "
+            "t.seq, c.seq FROM twin_things t LEFT JOIN twin_changes c ON c.seq=t.seq AND "
+            "c.kind=1 AND c.data IS NULL");
     if (!st) return TW_EDB;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -436,6 +452,7 @@ static int load_job(tw_store_tx *tx, void *arg)
         e->info.expires_ms = sqlite3_column_int64(st, 6);
         e->info.ttl_s = sqlite3_column_int64(st, 7);
         e->info.seq = (uint64_t)sqlite3_column_int64(st, 8);
+        e->create_seq = (uint64_t)sqlite3_column_int64(st, 9); /* 0 when NULL */
         lc->rows[lc->n] = e;
         lc->texts[lc->n] = td ? strdup(td) : NULL;
         lc->n++;
@@ -713,7 +730,9 @@ static int install(tw_dir *d, const char *id, json_t *td, const tw_dir_put_opts 
     } else {
         data = json_incref(e->td);
         j->kind = TW_DIR_CREATED;
-        j->data_text = td_text;
+        /* no copy of the TD in the feed row while the Thing keeps it */
+        j->data_text = NULL;
+        e->create_seq = e->info.seq;
     }
     index_types(d, e);
     int err = 0;
@@ -722,11 +741,11 @@ static int install(tw_dir *d, const char *id, json_t *td, const tw_dir_put_opts 
         d->seq--;
         pthread_rwlock_unlock(&d->lock);
         json_decref(data);
-        if (j->data_text == td_text) j->data_text = NULL;
         rc = TW_ENOMEM;
         goto fail;
     }
     if (old) {
+        j->fill_seq = old->create_seq;
         d->root = treplace(d->root, e);
     } else {
         e->prio = next_prio(d);
@@ -752,7 +771,6 @@ static int install(tw_dir *d, const char *id, json_t *td, const tw_dir_put_opts 
     return rc;
 fail:
     if (j) {
-        if (j->data_text == td_text) j->data_text = NULL;
         dir_job_free(j);
     }
     free(td_text);
@@ -913,6 +931,7 @@ static int remove_locked(tw_dir *d, entry *e, waiter *w, bool *removed)
     }
     j->del = true;
     j->kind = TW_DIR_DELETED;
+    j->fill_seq = e->create_seq;
     j->info.seq = ++d->seq;
     j->ts_ms = tw_now_ms();
     tw_hmap_del(&d->by_id, e->id);
@@ -1286,8 +1305,11 @@ static int replay_job(tw_store_tx *tx, void *arg)
     sqlite3_stmt *st = tw_store_stmt(tx, "SELECT MIN(seq) FROM twin_changes");
     if (!st) return TW_EDB;
     if (sqlite3_step(st) == SQLITE_ROW) rc->oldest = (uint64_t)sqlite3_column_int64(st, 0);
-    st = tw_store_stmt(tx, "SELECT seq, kind, thing_id, data, ts FROM twin_changes "
-                           "WHERE seq>?1 ORDER BY seq");
+    /* a thing_created row without data: the Thing still has that TD */
+    st = tw_store_stmt(tx, "SELECT c.seq, c.kind, c.thing_id, COALESCE(c.data, t.td), c.ts "
+                           "FROM twin_changes c LEFT JOIN twin_things t "
+                           "ON c.kind=1 AND c.data IS NULL AND t.id=c.thing_id "
+                           "WHERE c.seq>?1 ORDER BY c.seq");
     if (!st) return TW_EDB;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)rc->after);
     size_t n = 0;

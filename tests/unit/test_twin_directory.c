@@ -579,6 +579,48 @@ static void test_change_feed(void **state)
     assert_int_equal(tw_dir_change_parse("thing_exploded"), 0);
 }
 
+/* The feed keeps the TD a Thing was created with, whatever happens later
+ * (the row shares the Thing's TD until the first change, across restarts). */
+static void test_change_feed_created_data(void **state)
+{
+    fx *f = *state;
+    json_t *a = td_new("urn:f:a", "A1", NULL, "p"), *b = td_new("urn:f:b", "B1", NULL, "p");
+    json_t *c = td_new("urn:f:c", "C1", NULL, "p");
+    put_ok(f, "urn:f:a", a, NULL, true);
+    put_ok(f, "urn:f:b", b, NULL, true);
+    put_ok(f, "urn:f:c", c, NULL, true);
+    close_dir(f); /* the bookkeeping survives a restart */
+    open_dir(f, NULL);
+    json_t *patch = json_pack("{s:s}", "title", "A2");
+    assert_int_equal(tw_dir_patch(f->d, "urn:f:a", patch, NULL, NULL), 0);
+    json_decref(patch);
+    assert_int_equal(tw_dir_delete(f->d, "urn:f:b", NULL), 0);
+    json_object_set_new(c, "title", json_string("C2"));
+    put_ok(f, "urn:f:c", c, NULL, false);
+    json_object_set_new(c, "title", json_string("C3"));
+    put_ok(f, "urn:f:c", c, NULL, false);
+    seen r = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    assert_int_equal(tw_dir_changes(f->d, 0, TW_DIR_CREATED, 0, on_change, &r, NULL), 0);
+    assert_int_equal(r.n, 3);
+    assert_string_equal(json_string_value(json_object_get(r.data[0], "title")), "A1");
+    assert_string_equal(json_string_value(json_object_get(r.data[1], "title")), "B1");
+    assert_string_equal(json_string_value(json_object_get(r.data[2], "title")), "C1");
+    assert_non_null(json_object_get(r.data[1], "properties"));
+    seen_free(&r);
+    /* a Thing unchanged since its creation: its current TD */
+    json_t *d = td_new("urn:f:d", "D1", NULL, "p");
+    put_ok(f, "urn:f:d", d, NULL, true);
+    assert_int_equal(tw_dir_changes(f->d, tw_dir_etag(f->d) - 1, 0, 0, on_change, &r, NULL), 0);
+    assert_int_equal(r.n, 1);
+    assert_int_equal(r.kind[0], TW_DIR_CREATED);
+    assert_true(json_equal(r.data[0], d));
+    seen_free(&r);
+    json_decref(a);
+    json_decref(b);
+    json_decref(c);
+    json_decref(d);
+}
+
 static void test_change_feed_bounded(void **state)
 {
     fx *f = *state;
@@ -800,6 +842,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_search, setup, teardown),
         cmocka_unit_test_setup_teardown(test_query, setup, teardown),
         cmocka_unit_test_setup_teardown(test_change_feed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_change_feed_created_data, setup, teardown),
         cmocka_unit_test_setup_teardown(test_change_feed_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
