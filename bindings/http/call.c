@@ -129,6 +129,18 @@ enum MHD_Result http_call_start(http_req *r, tw_msg *m, http_call_wait wait, uns
     return res;
 }
 
+enum MHD_Result http_call_wait_again(http_req *r)
+{
+    http_call *c = r->call;
+    pthread_mutex_lock(&c->mu);
+    if (!c->done && !c->suspended) { /* woken early: sleep on */
+        c->suspended = true;
+        MHD_suspend_connection(r->mc);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return MHD_YES;
+}
+
 bool http_call_ready(http_req *r, tw_msg **resp)
 {
     http_call *c = r->call;

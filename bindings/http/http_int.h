@@ -244,6 +244,8 @@ enum MHD_Result http_call_start(http_req *r, tw_msg *m, http_call_wait wait, uns
 /* On the handler's next invocation: true when the call is complete (or
  * timed out); *resp is the answer (new reference, NULL on timeout). */
 bool http_call_ready(http_req *r, tw_msg **resp);
+/* Not ready after all: suspends the connection again. */
+enum MHD_Result http_call_wait_again(http_req *r);
 /* The request is done with its call (the call stays with the socket). */
 void http_call_release(http_req *r);
 /* The socket closed: ends its call's connection. */

@@ -244,7 +244,7 @@ enum MHD_Result http_access(void *cls, struct MHD_Connection *mc, const char *ur
     if (r->call) {
         /* Resumed after the router answered (or the wait expired). */
         tw_msg *resp = NULL;
-        if (!http_call_ready(r, &resp)) return MHD_YES; /* spurious: keep waiting */
+        if (!http_call_ready(r, &resp)) return http_call_wait_again(r);
         enum MHD_Result res = r->on_answer(r, resp);
         if (resp) tw_msg_unref(resp);
         http_call_release(r);

@@ -285,10 +285,12 @@ static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max)
             pthread_mutex_unlock(&s->mu);
             return (ssize_t)n;
         }
-        if (s->catchup) { /* only non-matching items so far: go round again */
+        if (s->overflow) {
             pthread_mutex_unlock(&s->mu);
-            return 0;
+            return 0; /* called again at once: ends with the error above */
         }
+        /* Otherwise the catch-up reached the window's head and the stream
+         * is live: sleep until something arrives. */
     }
     if (s->ended) {
         pthread_mutex_unlock(&s->mu);
