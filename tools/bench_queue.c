@@ -234,6 +234,27 @@ static int run_enqueue(const tw_bench_args *args)
     tw_bench_report(sc, "in_flight_max", (double)o.producers * o.window, "");
     if (failed) fprintf(stderr, "enqueue: %ld pushes failed\n", failed);
 
+    /* Under that load the latency is mostly queueing (Little's law: in
+     * flight / rate). One push at a time shows the cost of one commit. */
+    long n1 = (long)(1000 * args->scale);
+    if (n1 < 200) n1 = 200;
+    producer one = {.q = q, .first = 0, .count = n1, .window = 1, .lat = lat};
+    pthread_mutex_init(&one.mu, NULL);
+    pthread_cond_init(&one.cv, NULL);
+    producer_main(&one);
+    nl = 0;
+    for (long i = 0; i < n1; i++)
+        if (lat[i] >= 0) lat[nl++] = lat[i];
+    qsort(lat, (size_t)nl, sizeof *lat, cmp_i64);
+    if (nl > 0) {
+        tw_bench_report(sc, "ack_latency_one_at_a_time_p50", (double)lat[nl / 2] / 1000.0, "ms");
+        tw_bench_report(sc, "ack_latency_one_at_a_time_p99", (double)lat[(nl * 99) / 100] / 1000.0,
+                        "ms");
+    }
+    failed += one.failed;
+    pthread_mutex_destroy(&one.mu);
+    pthread_cond_destroy(&one.cv);
+
     for (int i = 0; i < o.producers; i++) {
         pthread_mutex_destroy(&ps[i].mu);
         pthread_cond_destroy(&ps[i].cv);
