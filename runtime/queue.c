@@ -88,6 +88,7 @@
 #include "queue.h"
 
 #include "hmap.h"
+#include "json_enc.h"
 #include "log.h"
 
 #include <pthread.h>
@@ -199,7 +200,7 @@ static char *dup_str(const char *s)
 
 static char *dump_json(const json_t *j)
 {
-    return j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    return j ? tw_json_encode(j, NULL) : NULL; /* compact; any value */
 }
 
 static json_t *load_json(sqlite3_stmt *st, int col)
