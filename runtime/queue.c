@@ -4,21 +4,22 @@
  *
  * Tables (component "queue", see steps[] below):
  *   actions         one row per action; `seq` is the INTEGER PRIMARY KEY, so
- *                   rows are appended in queue order and a queue drain is a
- *                   range scan of the (agent_id, status, seq) index. `queued`
+ *                   rows are appended in queue order. The queue proper is two
+ *                   partial indexes over `queued` rows: (agent_id, seq) for
+ *                   the drain, a range scan, and (expires) for expiry; an
+ *                   action recorded for an online agent never enters them.
+ *                   (thing_id, created) serves list and fail_thing. `queued`
  *                   says the row went through the offline queue.
- *   action_history  (action_seq, hseq, status, time): the status trail. A
- *                   WITHOUT ROWID table clustered on (action seq, history
- *                   seq): one B-tree, no separate index, and the rows of new
- *                   actions are appended at its end rather than inserted at
- *                   random places (the id index of `actions` already takes
- *                   one random insert per action); history by id is one
- *                   extra lookup. hseq orders entries written in the same ms.
- *                   No FOREIGN KEY to actions: with one, every history
- *                   insert needs a statement journal (an immediate FK can
- *                   fail at statement end), which cost ~10% of the writer's
- *                   time; history rows are only ever written with the seq
- *                   the same job just inserted or updated.
+ *   action_history  (action_seq, hseq, status, time): the status trail,
+ *                   written by two triggers on actions (insert: hseq 0;
+ *                   status change: the action's next hseq). A WITHOUT ROWID
+ *                   table clustered on (action seq, hseq): one B-tree, and
+ *                   the rows of new actions go at its end rather than at
+ *                   random places; history by id is one extra lookup. No
+ *                   FOREIGN KEY to actions: with one, every history insert
+ *                   needs a statement journal (an immediate FK can fail at
+ *                   statement end), ~10% of the writer's time; the triggers
+ *                   only ever write the seq of the row they fire for.
  *   inbox           notifications for offline clients, seq AUTOINCREMENT so
  *                   a replay cursor is never reused even after every entry
  *                   was acknowledged and deleted.
@@ -57,7 +58,9 @@
  * jobs, which also sees every earlier job). Entries are dropped only after
  * the commit, under the same mutex, so a caller that does not find an entry
  * is guaranteed that the committed row is at least as new as every decision.
- * Jobs for the same action are submitted under q->mu in decision order. The
+ * Jobs for the same action are submitted under q->mu in decision order.
+ * Pushes stay out of the map: a pushed action exists for nobody until its
+ * done callback says it is committed (the sender learns its status there). The
  * map holds only in-flight work (bounded by PEND_MAX: beyond it the caller
  * waits for a flush, back-pressure), never the queue itself: a queue of a
  * million rows costs SQLite pages, not memory, and every fetch/expire/list
@@ -78,12 +81,13 @@
  * Ownership: returned tw_action values belong to the caller. tw_inbox_cb gets
  * a borrowed message: take a reference (tw_msg_ref) to keep it. When
  * tw_queue_push returns an error (TW_EEXPIRED, TW_EINVAL, ...) its done
- * callback is never called. Every public
- * function is thread-safe. None may be called from inside a store job. From
- * a done callback (the writer thread, between transactions) all may be
- * called but close: fetch/cancel/expire/fail_thing then run inline on the
- * writer, and get/list/history/replay read committed state without first
- * waiting for write-behind jobs.
+ * callback is never called.
+ *
+ * Threads: every public function is thread-safe. None may be called from
+ * inside a store job. From a done callback (the writer thread, between
+ * transactions) all may be called but close: fetch/cancel/expire/fail_thing
+ * then run inline on the writer, and get/list/history/replay read committed
+ * state without first waiting for write-behind jobs.
  */
 #include "queue.h"
 
