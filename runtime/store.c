@@ -33,6 +33,15 @@
  * transaction so it sees one consistent snapshot; WAL readers never block the
  * writer and the writer never blocks them.
  *
+ * Checkpoints. The writer's connection does not checkpoint (a checkpoint
+ * copies WAL pages into the database file and fsyncs it: on the writer it
+ * would stall every commit queued behind it). Its WAL hook wakes a
+ * checkpointer thread with a connection of its own once the WAL holds
+ * CKPT_FRAMES frames; PASSIVE checkpoints never block the writer. Only past
+ * CKPT_HARD_FRAMES (128 MiB, the checkpointer is not keeping up) does the
+ * writer help, which slows it down: back-pressure instead of a WAL without
+ * bounds.
+ *
  * Statements. Each connection caches its prepared statements keyed by SQL
  * text (prepared with SQLITE_PREPARE_PERSISTENT). A statement handed out by
  * tw_store_stmt() is reset and unbound first, and every statement a job used
@@ -46,7 +55,7 @@
  * callback runs on the writer thread between transactions, so there
  * tw_store_exec runs its job at once, inline, in a transaction of its own
  * (the router drains an agent's queue from a push's done callback);
- * tw_store_flush and tw_store_close still answer TW_EBUSY there.
+ * tw_store_flush answers TW_EBUSY there and tw_store_close refuses (logged).
  */
 #include "store.h"
 
