@@ -10,9 +10,11 @@
  *                   action recorded for an online agent never enters them.
  *                   (thing_id, created) serves list and fail_thing. `queued`
  *                   says the row went through the offline queue.
- *   action_history  (action_seq, hseq, status, time): the status trail,
- *                   written by two triggers on actions (insert: hseq 0;
- *                   status change: the action's next hseq). A WITHOUT ROWID
+ *   action_history  (action_seq, hseq, status, time): the status changes,
+ *                   written by a trigger on actions (hseq 1, 2, ... per
+ *                   action). The first entry of a history is not stored: it
+ *                   is the row's (first_status, created), which spares every
+ *                   new action a B-tree insert and a trigger. A WITHOUT ROWID
  *                   table clustered on (action seq, hseq): one B-tree, and
  *                   the rows of new actions go at its end rather than at
  *                   random places; history by id is one extra lookup. No
@@ -26,7 +28,7 @@
  *
  * One statement per job. The hot jobs (an invokeaction push, a record, an
  * update) each write with ONE statement, INSERT OR FAIL / UPDATE OR FAIL of
- * one row, whose history row comes from a trigger: SQLite checks every
+ * one row (an update's history row comes from a trigger): SQLite checks every
  * constraint before it writes, and with OR FAIL it needs no statement
  * journal, so a failure (a duplicate id) leaves nothing behind and the job
  * can go through tw_store_submit_atomic(), without a savepoint. That halves
@@ -128,7 +130,8 @@ static const char *const steps[] = {
     " created INTEGER NOT NULL,"
     " updated INTEGER NOT NULL,"
     " expires INTEGER NOT NULL DEFAULT 0,"
-    " queued INTEGER NOT NULL DEFAULT 0);"
+    " queued INTEGER NOT NULL DEFAULT 0,"
+    " first_status TEXT NOT NULL);"
     /* The queue proper: (agent, seq) and expiry over queued rows only. As
      * partial indexes they hold only what is waiting, so an action recorded
      * for an online agent never enters them, and a delivered one leaves. */
@@ -147,9 +150,6 @@ static const char *const steps[] = {
     " PRIMARY KEY(action_seq, hseq)) WITHOUT ROWID;"
     /* Every status an action takes is recorded by these triggers, so an
      * insert or a status change is one statement (see the header). */
-    "CREATE TRIGGER actions_created AFTER INSERT ON actions BEGIN"
-    " INSERT INTO action_history(action_seq, hseq, status, time)"
-    " VALUES(new.seq, 0, new.status, new.updated); END;"
     "CREATE TRIGGER actions_moved AFTER UPDATE OF status ON actions BEGIN"
     " INSERT INTO action_history(action_seq, hseq, status, time)"
     " VALUES(new.seq, (SELECT coalesce(max(hseq), 0) + 1 FROM action_history"
@@ -494,8 +494,8 @@ static int insert_action(tw_store_tx *tx, tw_queue *q, const tw_action *a, const
     sqlite3_stmt *st = tw_store_stmt(
         tx,
         "INSERT OR FAIL INTO actions(seq, id, thing_id, agent_id, sender_id, name, correlation_id, "
-        "op, input, status, created, updated, expires, queued) "
-        "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)");
+        "op, input, status, created, updated, expires, queued, first_status) "
+        "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?10)");
     if (!st) return TW_EDB;
     int64_t seq = q->next_seq + 1;
     sqlite3_bind_int64(st, 1, seq);
@@ -1022,19 +1022,24 @@ int tw_queue_get(tw_queue *q, const char *action_id, tw_action **out)
 static int history_job(tw_store_tx *tx, void *arg)
 {
     get_ctx *c = arg;
-    sqlite3_stmt *st = tw_store_stmt(tx, "SELECT seq FROM actions WHERE id=?1");
+    sqlite3_stmt *st =
+        tw_store_stmt(tx, "SELECT seq, first_status, created FROM actions WHERE id=?1");
     if (!st) return TW_EDB;
     sqlite3_bind_text(st, 1, c->id, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_DONE) return TW_ENOTFOUND;
     if (rc != SQLITE_ROW) return db_err(tx, rc, "history");
     int64_t seq = sqlite3_column_int64(st, 0);
+    c->history = json_array();
+    if (!c->history) return TW_ENOMEM;
+    json_t *first = json_object();
+    json_object_set_new(first, "status", json_string((const char *)sqlite3_column_text(st, 1)));
+    set_time(first, "time", sqlite3_column_int64(st, 2));
+    json_array_append_new(c->history, first);
     st = tw_store_stmt(tx, "SELECT status, time FROM action_history WHERE action_seq=?1 "
                            "ORDER BY hseq");
     if (!st) return TW_EDB;
     sqlite3_bind_int64(st, 1, seq);
-    c->history = json_array();
-    if (!c->history) return TW_ENOMEM;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         json_t *e = json_object();
         json_object_set_new(e, "status", json_string((const char *)sqlite3_column_text(st, 0)));
