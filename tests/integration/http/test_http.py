@@ -727,6 +727,16 @@ class Https(unittest.TestCase):
         href = td["properties"]["on"]["forms"][0]["href"]
         self.assertTrue(href.startswith("https://"), href)
         c.close()
+        # a stream over TLS: suspended and resumed like any other
+        sse = SSE(TW, tpath("events", "alarm"), c.token, tls=True)
+        self.assertTrue(sse.wait_status())
+        self.assertEqual(sse.status, 200)
+        for i in range(3):
+            AGENT.event(LAMP["id"], "alarm", "tls%d" % i)
+            time.sleep(0.05)
+        self.assertTrue(sse.wait(lambda x: len(x.events) >= 3))
+        self.assertEqual([e["json"] for e in sse.events], ["tls0", "tls1", "tls2"])
+        sse.close()
         # an untrusting client refuses the certificate
         ctx = ssl.create_default_context()
         with socket.create_connection(("127.0.0.1", TW.tls_port)) as raw:

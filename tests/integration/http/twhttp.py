@@ -221,7 +221,7 @@ class Client:
 class SSE:
     """A raw-socket SSE client: HTTP/1.1, chunked decoding, event parsing."""
 
-    def __init__(self, tw, path, token, last_event_id=None, rcvbuf=None, connect=True):
+    def __init__(self, tw, path, token, last_event_id=None, rcvbuf=None, connect=True, tls=False):
         self.tw = tw
         self.path = path
         self.token = token
@@ -236,6 +236,7 @@ class SSE:
         self.rcvbuf = rcvbuf
         self.last_event_id = last_event_id
         self.comments = 0
+        self.tls = tls
         if connect:
             self.connect()
 
@@ -244,7 +245,12 @@ class SSE:
         if self.rcvbuf:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
         s.settimeout(30)
-        s.connect(("127.0.0.1", self.tw.port))
+        if self.tls:
+            s.connect(("127.0.0.1", self.tw.tls_port))
+            ctx = ssl.create_default_context(cafile=os.path.join(self.tw.data, "tls", "ca.pem"))
+            s = ctx.wrap_socket(s, server_hostname="localhost")
+        else:
+            s.connect(("127.0.0.1", self.tw.port))
         req = "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n" % self.path
         if self.token:
             req += "Authorization: Bearer %s\r\n" % self.token
@@ -338,11 +344,12 @@ class SSE:
         """Reads what is available within timeout."""
         if self.closed:
             return
-        r, _, _ = select.select([self.sock], [], [], timeout)
-        if r:
+        pending = self.tls and self.sock.pending()
+        r, _, _ = select.select([self.sock], [], [], 0 if pending else timeout)
+        if r or pending:
             try:
                 data = self.sock.recv(1 << 16)
-            except (BlockingIOError, InterruptedError):
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
                 return
             except (ConnectionResetError, OSError):
                 data = b""
