@@ -65,9 +65,11 @@ enum MHD_Result http_metrics_route(http_req *r)
     tw_binding **list = NULL;
     int nb = 0;
     if (tw_runtime_bindings(rt, &list, &nb) == 0) {
-        for (int i = 0; i < nb; i++)
-            sb_printf(&b, "twind_connections{binding=\"%s\"} %d\n", list[i]->ops->name,
-                      tw_conns_count(rt, list[i]->ops->name));
+        for (int i = 0; i < nb; i++) {
+            int n = tw_conns_count(rt, list[i]->ops->name);
+            if (list[i] == h->b && h->recorder && n > 0) n--; /* our replay recorder */
+            sb_printf(&b, "twind_connections{binding=\"%s\"} %d\n", list[i]->ops->name, n);
+        }
     }
 
     tw_router_stats rs;
