@@ -279,6 +279,31 @@ static void run_job(tw_client *c, job *j)
     }
 }
 
+/* mtx held. Pings an idle link; drops one that stays silent (a peer that
+ * vanished without a FIN, or a TLS stream that missed the end). */
+static bool keepalive_locked(tw_client *c)
+{
+    if (c->o.keepalive_ms <= 0 || c->state != TW_CLIENT_CONNECTED || !c->tr) return false;
+    int64_t now = tw_mono_us(), ka = (int64_t)c->o.keepalive_ms * 1000;
+    int64_t idle = now - atomic_load(&c->last_rx_us);
+    if (idle > 2 * ka) {
+        c->tops->shutdown(c->tr); /* the I/O thread reconnects */
+        return false;
+    }
+    if (idle > ka && now - c->last_ping_us > ka) {
+        c->last_ping_us = now;
+        return true;
+    }
+    return false;
+}
+
+static void send_ping(tw_client *c)
+{
+    char corr[TW_ID_MAX];
+    json_t *env = sdk_request(c, "ping", NULL, NULL, corr);
+    if (env) sdk_enqueue(c, env, OUT_VALUE, NULL);
+}
+
 static void *cb_main(void *arg)
 {
     tw_client *c = arg;
@@ -294,6 +319,11 @@ static void *cb_main(void *arg)
         if (tw_mono_us() >= next_check) {
             check_timeouts_locked(c);
             next_check = tw_mono_us() + 100000;
+            if (keepalive_locked(c)) {
+                pthread_mutex_unlock(&c->mtx);
+                send_ping(c);
+                pthread_mutex_lock(&c->mtx);
+            }
         }
         if (!c->jhead) {
             if (c->cb_stop) break; /* closing and drained */
@@ -474,6 +504,7 @@ static void handle_response(tw_client *c, json_t *env)
 static void process_line(tw_client *c, const char *line, size_t len)
 {
     atomic_fetch_add_explicit(&c->st_received, 1, memory_order_relaxed);
+    atomic_store_explicit(&c->last_rx_us, tw_mono_us(), memory_order_relaxed);
     json_t *env = json_loadb(line, len, 0, NULL);
     if (!json_is_object(env)) {
         json_decref(env);
@@ -824,6 +855,7 @@ static void *io_main(void *arg)
         free(buf);
         if (!rc) {
             pthread_mutex_lock(&c->mtx);
+            atomic_store(&c->last_rx_us, tw_mono_us());
             c->state = TW_CLIENT_CONNECTED;
             state_job_locked(c, c->state);
             pthread_cond_broadcast(&c->state_cond);
@@ -876,6 +908,7 @@ int tw_client_new(const tw_client_opts *opts, tw_client **out)
         c->o.reconnect_max_ms = c->o.reconnect_min_ms > 15000 ? c->o.reconnect_min_ms : 15000;
     if (c->o.send_queue <= 0) c->o.send_queue = 65536;
     if (c->o.send_block_ms <= 0) c->o.send_block_ms = 2000;
+    if (c->o.keepalive_ms == 0) c->o.keepalive_ms = 10000;
     c->cursor = opts->inbox_cursor > 0 ? opts->inbox_cursor : 0;
     c->state = TW_CLIENT_DISCONNECTED;
     c->qcap = (size_t)c->o.send_queue;

@@ -71,20 +71,22 @@ typedef struct tw_action_result tw_action_result;
 typedef void (*tw_action_fn)(void *arg, tw_client *c, const tw_action_result *res);
 
 typedef struct tw_client_opts {
-    const char *url;             /* required: "tls+tcp://host:8445", "ipc:///run/twind.sock", ... */
-    const char *ca_file;         /* PEM CA that signed the server certificate (TLS URLs) */
-    const char *server_name;     /* TLS name to verify; default: the URL's host */
-    const char *client_id;       /* login */
-    const char *password;        /* password login, or: */
-    const char *token;           /* a token, or: */
-    const char *token_file;      /* a file holding a token (read at every login) */
-    int connect_timeout_ms;      /* default 5000 */
-    int request_timeout_ms;      /* default for synchronous calls, default 10000 */
-    int reconnect_min_ms;        /* first backoff, default 100 */
-    int reconnect_max_ms;        /* backoff cap, default 15000 */
-    int send_queue;              /* envelopes queued for sending, default 65536 */
-    int send_block_ms;           /* how long a publish waits on a full queue, default 2000 */
-    int64_t inbox_cursor;        /* the inbox cursor to resume from (0: everything unseen) */
+    const char *url;         /* required: "tls+tcp://host:8445", "ipc:///run/twind.sock", ... */
+    const char *ca_file;     /* PEM CA that signed the server certificate (TLS URLs) */
+    const char *server_name; /* TLS name to verify; default: the URL's host */
+    const char *client_id;   /* login */
+    const char *password;    /* password login, or: */
+    const char *token;       /* a token, or: */
+    const char *token_file;  /* a file holding a token (read at every login) */
+    int connect_timeout_ms;  /* default 5000 */
+    int request_timeout_ms;  /* default for synchronous calls, default 10000 */
+    int reconnect_min_ms;    /* first backoff, default 100 */
+    int reconnect_max_ms;    /* backoff cap, default 15000 */
+    int send_queue;          /* envelopes queued for sending, default 65536 */
+    int send_block_ms;       /* how long a publish waits on a full queue, default 2000 */
+    int keepalive_ms;        /* a ping after this long without traffic, default 10000; a link silent
+                                for twice as long is dropped and re-made; -1: never */
+    int64_t inbox_cursor;    /* the inbox cursor to resume from (0: everything unseen) */
     tw_client_state_fn on_state; /* may be NULL; runs on the callback thread */
     void *state_arg;
     /* Action statuses no call of this client waits for: those of actions

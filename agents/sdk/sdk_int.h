@@ -113,7 +113,9 @@ struct tw_client {
     int64_t cursor;
     uint64_t idseq;
     char idprefix[24];
-    bool kick; /* tw_client_disconnect asked to drop the link */
+    bool kick;                  /* tw_client_disconnect asked to drop the link */
+    _Atomic int64_t last_rx_us; /* when the I/O thread last received (keepalive) */
+    int64_t last_ping_us;
 
     /* send queue (ring) */
     out_item *q;

@@ -18,6 +18,7 @@
 
 #include <nng/nng.h>
 #include <nng/supplemental/tls/tls.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,7 +32,25 @@ struct tw_transport {
     char *buf;
     size_t len, cap, off; /* bytes in buf, capacity, start of unconsumed data */
     size_t scan;          /* bytes after off already known to hold no '\n' */
+    /* shutdown vs. operations being started: an operation is submitted under
+     * mtx after checking closed, so shutdown's abort always finds it */
+    pthread_mutex_t mtx;
+    bool closed;
 };
+
+/* Starts op on aio unless the link was shut down; then waits for it. */
+static int run_op(tw_transport *t, nng_aio *aio, void (*op)(nng_stream *, nng_aio *))
+{
+    pthread_mutex_lock(&t->mtx);
+    if (t->closed) {
+        pthread_mutex_unlock(&t->mtx);
+        return NNG_ECLOSED;
+    }
+    op(t->st, aio);
+    pthread_mutex_unlock(&t->mtx);
+    nng_aio_wait(aio);
+    return nng_aio_result(aio);
+}
 
 static bool nng_accepts(const char *url)
 {
@@ -76,6 +95,7 @@ static void nng_tfree(tw_transport *t)
     if (t->st) nng_stream_free(t->st);
     if (t->d) nng_stream_dialer_free(t->d);
     if (t->tls) nng_tls_config_free(t->tls);
+    pthread_mutex_destroy(&t->mtx);
     free(t->buf);
     free(t);
 }
@@ -84,6 +104,7 @@ static int nng_connect(const tw_client_opts *o, int timeout_ms, tw_transport **o
 {
     tw_transport *t = calloc(1, sizeof *t);
     if (!t) return TW_ENOMEM;
+    pthread_mutex_init(&t->mtx, NULL);
     int rv = nng_stream_dialer_alloc(&t->d, o->url);
     bool tls = strncmp(o->url, "tls+tcp://", 10) == 0 || strncmp(o->url, "wss://", 6) == 0;
     if (rv == 0 && tls) {
@@ -121,9 +142,7 @@ static int nng_tsend(tw_transport *t, const char *buf, size_t len)
     while (len > 0) {
         nng_iov iov = {.iov_buf = (void *)buf, .iov_len = len};
         nng_aio_set_iov(t->tx, 1, &iov);
-        nng_stream_send(t->st, t->tx);
-        nng_aio_wait(t->tx);
-        int rv = nng_aio_result(t->tx);
+        int rv = run_op(t, t->tx, nng_stream_send);
         if (rv != 0) return map_err(rv);
         size_t n = nng_aio_count(t->tx);
         buf += n;
@@ -161,9 +180,7 @@ static int nng_trecv(tw_transport *t, const char **line, size_t *len)
         }
         nng_iov iov = {.iov_buf = t->buf + t->len, .iov_len = t->cap - t->len};
         nng_aio_set_iov(t->rx, 1, &iov);
-        nng_stream_recv(t->st, t->rx);
-        nng_aio_wait(t->rx);
-        int rv = nng_aio_result(t->rx);
+        int rv = run_op(t, t->rx, nng_stream_recv);
         if (rv != 0) return map_err(rv);
         t->len += nng_aio_count(t->rx);
     }
@@ -171,7 +188,12 @@ static int nng_trecv(tw_transport *t, const char **line, size_t *len)
 
 static void nng_tshutdown(tw_transport *t)
 {
+    pthread_mutex_lock(&t->mtx);
+    t->closed = true;
+    if (t->rx) nng_aio_abort(t->rx, NNG_ECLOSED);
+    if (t->tx) nng_aio_abort(t->tx, NNG_ECLOSED);
     if (t->st) nng_stream_close(t->st);
+    pthread_mutex_unlock(&t->mtx);
 }
 
 const tw_transport_ops tw_transport_nng = {
