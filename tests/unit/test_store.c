@@ -184,6 +184,14 @@ static void test_file_is_private(void **state)
     struct stat st;
     assert_int_equal(stat(f->path, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
+    /* SQLite gives the WAL and shared-memory files the database's mode */
+    char side[700];
+    snprintf(side, sizeof side, "%s-wal", f->path);
+    assert_int_equal(stat(side, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    snprintf(side, sizeof side, "%s-shm", f->path);
+    assert_int_equal(stat(side, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
 }
 
 static void test_group_commit(void **state)
