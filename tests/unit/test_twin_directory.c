@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 typedef struct fx {
@@ -830,6 +832,63 @@ static void test_concurrent_writers(void **state)
     assert_int_equal(tw_dir_etag(f->d), 440);
 }
 
+/*
+ * What tw_dir_put acknowledged survives kill -9: a child process registers
+ * TDs (synchronous=FULL) and reports each acknowledged one on a pipe; the
+ * parent kills it mid-stream and finds every acknowledged TD after reopening.
+ */
+static void test_kill9_keeps_acknowledged(void **state)
+{
+    char dir[512], db[600];
+    tw_test_tmpdir(dir, "twin-kill");
+    snprintf(db, sizeof db, "%s/twind.db", dir);
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        tw_store *s = NULL;
+        tw_dir *d = NULL;
+        if (tw_store_open(db, NULL, &s) || tw_dir_open(s, NULL, &d)) _exit(2);
+        for (int i = 0;; i++) {
+            char id[32];
+            snprintf(id, sizeof id, "urn:k:%06d", i);
+            json_t *td = td_new(id, "K", NULL, "p");
+            tw_dir_put_opts o = {.take = true};
+            if (tw_dir_put(d, id, td, &o, NULL, NULL) != 0) _exit(3);
+            if (write(fds[1], &i, sizeof i) != sizeof i) _exit(4);
+        }
+    }
+    close(fds[1]);
+    int last = -1, got;
+    while (last < 40 && read(fds[0], &got, sizeof got) == sizeof got)
+        last = got;
+    kill(pid, SIGKILL);
+    int status;
+    waitpid(pid, &status, 0);
+    /* acknowledgements still in the pipe count too */
+    while (read(fds[0], &got, sizeof got) == sizeof got)
+        last = got;
+    close(fds[0]);
+    assert_true(WIFSIGNALED(status));
+    assert_true(last >= 40);
+    tw_store *s = NULL;
+    tw_dir *d = NULL;
+    assert_int_equal(tw_store_open(db, NULL, &s), 0);
+    assert_int_equal(tw_dir_open(s, NULL, &d), 0);
+    for (int i = 0; i <= last; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "urn:k:%06d", i);
+        if (tw_dir_get_info(d, id, NULL, NULL, NULL) != 0)
+            fail_msg("acknowledged %s is gone after kill -9", id);
+    }
+    assert_true(tw_dir_count(d) >= (size_t)last + 1);
+    tw_dir_close(d);
+    tw_store_close(s);
+    tw_test_rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -848,6 +907,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload_many, setup, teardown),
+        cmocka_unit_test(test_kill9_keeps_acknowledged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
