@@ -264,9 +264,19 @@ static void twind_stop(twind *t)
 {
     if (t->pid > 0) {
         kill(t->pid, SIGTERM);
-        int st;
+        int st = 0;
         waitpid(t->pid, &st, 0);
         t->pid = 0;
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+            /* Show why (a crash or a sanitizer report) before the workdir goes. */
+            fprintf(stderr, "bench_http: twind did not exit cleanly (status %d); its log:\n", st);
+            char path[1200], line[512];
+            snprintf(path, sizeof path, "%s/../twind.log", t->data);
+            FILE *f = fopen(path, "r");
+            while (f && fgets(line, sizeof line, f))
+                fputs(line, stderr);
+            if (f) fclose(f);
+        }
     }
 }
 

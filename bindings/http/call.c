@@ -33,6 +33,9 @@ static void list_add(tw_http *h, http_call *c)
 
 static void list_del(tw_http *h, http_call *c)
 {
+    /* in_list changes only on the connection's own libmicrohttpd thread
+     * (list_add, list_del), which is this one. */
+    if (!c->in_list) return;
     pthread_mutex_lock(&h->mu);
     if (c->in_list) {
         if (c->wprev)
@@ -108,7 +111,6 @@ enum MHD_Result http_call_start(http_req *r, tw_msg *m, http_call_wait wait, uns
         http_call_release(r);
         return http_reply_error(r, 401, "unauthenticated", "unauthenticated", "the token expired");
     }
-    list_add(h, c);
     tw_router_handle(h->rt, c->conn, m);
     tw_msg_unref(m);
 
@@ -117,6 +119,10 @@ enum MHD_Result http_call_start(http_req *r, tw_msg *m, http_call_wait wait, uns
         c->suspended = true;
         MHD_suspend_connection(r->mc);
         pthread_mutex_unlock(&c->mu);
+        /* Only waiting calls need the housekeeper's deadline. Adding it
+         * after the unlock is safe: libmicrohttpd runs this connection's
+         * resumption on this thread, after we return. */
+        list_add(h, c);
         return MHD_YES;
     }
     pthread_mutex_unlock(&c->mu);
