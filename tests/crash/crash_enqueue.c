@@ -6,15 +6,13 @@
  *   crash_enqueue child <dir>       the victim (normally forked, not run)
  *
  * The child opens a store and a queue in <dir> (synchronous=FULL) and
- * pushes actions from PRODUCERS threads as fast as it can, each keeping up
- * to INFLIGHT pushes outstanding, so that at any instant thousands are
- * submitted but not yet committed. Only from a push's done callback (that
- * is, after the group commit) does the id go to the "acked" log; a logger
- * thread writes the log with write() and fdatasync()s it before taking the
- * next batch, so what the log says was acknowledged is only ever a subset of
- * what the queue acknowledged, and is on disk. Logging happens off the
- * writer thread so it does not slow the commits down and shrink the window
- * of work in flight.
+ * pushes actions (3 invokeaction : 1 writeproperty) from PRODUCERS threads as fast as it can, each
+ * keeping up to INFLIGHT pushes outstanding, so that at any instant thousands are submitted but not
+ * yet committed. Only from a push's done callback (that is, after the group commit) does the id go
+ * to the "acked" log; a logger thread writes the log with write() and fdatasync()s it before taking
+ * the next batch, so what the log says was acknowledged is only ever a subset of what the queue
+ * acknowledged, and is on disk. Logging happens off the writer thread so it does not slow the
+ * commits down and shrink the window of work in flight.
  *
  * The parent waits until the log shows the child is acknowledging, lets it
  * run a further random 50-400 ms, SIGKILLs it, then reopens the database
@@ -58,6 +56,18 @@ static json_t *input_of(int thread, long n)
     pad[sizeof pad - 1] = 0;
     return json_pack("{s:i, s:I, s:s, s:[i,i,i]}", "thread", thread, "n", (json_int_t)n, "pad", pad,
                      "v", (int)(n % 7), (int)(n % 11), (int)(n % 13));
+}
+
+/* Every 4th action is a property write (its own property, so nothing is
+ * coalesced): those jobs run in a savepoint, the others without, and both
+ * kinds share the same group commits. */
+static void op_of(int thread, long n, tw_op *op, char name[32])
+{
+    *op = n % 4 == 3 ? TW_OP_WRITEPROPERTY : TW_OP_INVOKEACTION;
+    if (*op == TW_OP_WRITEPROPERTY)
+        snprintf(name, 32, "prop-%d-%ld", thread, n);
+    else
+        snprintf(name, 32, "act");
 }
 
 static const char *thing_of(int thread)
@@ -164,9 +174,10 @@ static void *producer_main(void *arg)
     a.agent_id = "agent";
     a.thing_id = (char *)thing_of(pr->thread);
     a.sender_id = "crasher";
-    a.name = "act";
-    a.op = TW_OP_INVOKEACTION;
+    char name[32];
+    a.name = name;
     for (long n = 0; n < MAX_PUSHES / PRODUCERS; n++) {
+        op_of(pr->thread, n, &a.op, name);
         pthread_mutex_lock(&c->mu);
         while (atomic_load(&c->inflight[pr->thread]) >= INFLIGHT)
             pthread_cond_wait(&c->cv, &c->mu);
@@ -296,8 +307,12 @@ static int verify(const char *dir, long *acked_out, int64_t *rows_out)
             continue;
         }
         json_t *want = input_of(thread, num);
-        if (a->status != TW_STATUS_QUEUED || !json_equal(a->input, want) ||
-            strcmp(a->thing_id, thing_of(thread)) != 0 || strcmp(a->agent_id, "agent") != 0) {
+        tw_op op;
+        char name[32];
+        op_of(thread, num, &op, name);
+        if (a->status != TW_STATUS_QUEUED || !json_equal(a->input, want) || a->op != op ||
+            strcmp(a->name, name) != 0 || strcmp(a->thing_id, thing_of(thread)) != 0 ||
+            strcmp(a->agent_id, "agent") != 0) {
             if (bad++ < 10)
                 fprintf(stderr, "FAIL: %s came back altered (status %s)\n", line,
                         tw_status_name(a->status));
