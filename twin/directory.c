@@ -16,10 +16,10 @@
  * share group commits.
  *
  * Start-up loads every row back into memory; the sequence continues from the
- * highest one stored.
+ * highest one stored. The tree is in dir_tree.c, the change feed in
+ * dir_feed.c; this file has the entries, writes, reads, search and queries.
  */
-#include "twin/directory.h"
-#include "runtime/hmap.h"
+#include "twin/dir_int.h"
 #include "runtime/log.h"
 #include "runtime/msg.h"
 #include "twin/json_fast.h"
@@ -33,165 +33,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#define MOD "twin.dir"
-
-typedef struct entry {
-    char *id;
-    json_t *td;     /* immutable once stored */
-    char *agent_td; /* the agent's TD, compact JSON (parsed on demand), or NULL */
-    tw_dir_info info;
-    /* @type values as small ids (tw_dir.type_ids), for search without
-     * touching the TD; types_more: more than TYPES_MAX, look in the TD */
-    uint8_t ntypes;
-    bool types_more;
-    uint32_t types[6];
-    /* seq of this Thing's thing_created row while that row's data is still
-     * NULL (the TD is the one in twin_things); 0 once filled in */
-    uint64_t create_seq;
-    /* treap */
-    struct entry *l, *r;
-    uint32_t prio;
-    size_t size;
-} entry;
-
-typedef struct listener {
-    uint64_t handle;
-    tw_dir_change_fn fn;
-    void *ctx;
-} listener;
-
-struct tw_dir {
-    tw_store *store;
-    tw_dir_opts opts;
-    pthread_rwlock_t lock;
-    tw_hmap by_id;    /* id -> entry* */
-    tw_hmap type_ids; /* @type value -> (uintptr_t) small id; grows only */
-    uint32_t ntype_ids;
-    entry *root; /* treap by id */
-    uint64_t seq;
-    uint64_t rng;
-    int64_t next_expiry; /* earliest registration expiry (0 = none); may be early */
-    listener *listeners;
-    size_t nlisteners;
-    uint64_t next_handle;
-    /* cached array of every TD for JSONPath queries, valid for snap_seq */
-    pthread_mutex_t snap_mu;
-    json_t *snap;
-    uint64_t snap_seq;
-};
-
-/* ---- treap ordered by id, with subtree sizes ---------------------------- */
-
-static size_t tsize(const entry *e)
-{
-    return e ? e->size : 0;
-}
-
-static void fix(entry *e)
-{
-    e->size = 1 + tsize(e->l) + tsize(e->r);
-}
-
-/* Splits t into ids < key (l) and ids >= key (r). */
-static void split(entry *t, const char *key, entry **l, entry **r)
-{
-    if (!t) {
-        *l = *r = NULL;
-    } else if (strcmp(t->id, key) < 0) {
-        split(t->r, key, &t->r, r);
-        fix(t);
-        *l = t;
-    } else {
-        split(t->l, key, l, &t->l);
-        fix(t);
-        *r = t;
-    }
-}
-
-static entry *merge(entry *a, entry *b)
-{
-    if (!a) return b;
-    if (!b) return a;
-    if (a->prio > b->prio) {
-        a->r = merge(a->r, b);
-        fix(a);
-        return a;
-    }
-    b->l = merge(a, b->l);
-    fix(b);
-    return b;
-}
-
-static entry *tinsert(entry *t, entry *e)
-{
-    if (!t) return e;
-    if (e->prio > t->prio) {
-        split(t, e->id, &e->l, &e->r);
-        fix(e);
-        return e;
-    }
-    if (strcmp(e->id, t->id) < 0)
-        t->l = tinsert(t->l, e);
-    else
-        t->r = tinsert(t->r, e);
-    fix(t);
-    return t;
-}
-
-static entry *terase(entry *t, const char *id)
-{
-    if (!t) return NULL;
-    int c = strcmp(id, t->id);
-    if (c == 0) return merge(t->l, t->r);
-    if (c < 0)
-        t->l = terase(t->l, id);
-    else
-        t->r = terase(t->r, id);
-    fix(t);
-    return t;
-}
-
-/* Replaces the node with id e->id by e (same position in the order). */
-static entry *treplace(entry *t, entry *e)
-{
-    int c = strcmp(e->id, t->id);
-    if (c == 0) {
-        e->l = t->l;
-        e->r = t->r;
-        e->prio = t->prio;
-        e->size = t->size;
-        return e;
-    }
-    if (c < 0)
-        t->l = treplace(t->l, e);
-    else
-        t->r = treplace(t->r, e);
-    return t;
-}
-
-typedef bool (*visit_fn)(void *ctx, entry *e); /* false = stop */
-
-/* In-order walk from rank `from`; returns false if stopped. */
-static bool walk_from(entry *t, size_t from, visit_fn fn, void *ctx)
-{
-    while (t) {
-        size_t ls = tsize(t->l);
-        if (from < ls) {
-            if (!walk_from(t->l, from, fn, ctx)) return false;
-            from = 0;
-        } else {
-            from -= ls;
-        }
-        if (from == 0) {
-            if (!fn(ctx, t)) return false;
-        } else {
-            from--;
-        }
-        t = t->r;
-    }
-    return true;
-}
 
 /* ---- entries ------------------------------------------------------------ */
 
@@ -526,7 +367,7 @@ static int load(tw_dir *d, load_ctx *lc)
         note_expiry(d, e->info.expires_ms);
         e->prio = next_prio(d);
         e->size = 1;
-        d->root = tinsert(d->root, e);
+        d->root = dir_tree_insert(d->root, e);
         if (e->info.seq > d->seq) d->seq = e->info.seq;
         lc->loaded++;
     }
@@ -614,14 +455,6 @@ static void set_problem(json_t **problem, json_t *p)
 static bool is_twin_id(const char *id)
 {
     return strncmp(id, "dtw:", 4) == 0;
-}
-
-/* Called with the write lock held. */
-static void notify(tw_dir *d, tw_dir_change_kind kind, const char *id, json_t *data, int64_t ts)
-{
-    tw_dir_change ch = {.seq = d->seq, .kind = kind, .id = id, .data = data, .ts_ms = ts};
-    for (size_t i = 0; i < d->nlisteners; i++)
-        d->listeners[i].fn(d->listeners[i].ctx, &ch);
 }
 
 /* Submits j (under the write lock); returns what to wait for. */
@@ -746,11 +579,11 @@ static int install(tw_dir *d, const char *id, json_t *td, const tw_dir_put_opts 
     }
     if (old) {
         j->fill_seq = old->create_seq;
-        d->root = treplace(d->root, e);
+        d->root = dir_tree_replace(d->root, e);
     } else {
         e->prio = next_prio(d);
         e->size = 1;
-        d->root = tinsert(d->root, e);
+        d->root = dir_tree_insert(d->root, e);
     }
     j->td_text = td_text;
     td_text = NULL;
@@ -758,7 +591,7 @@ static int install(tw_dir *d, const char *id, json_t *td, const tw_dir_put_opts 
     atd_text = NULL;
     j->info = e->info;
     j->ts_ms = now;
-    notify(d, j->kind, e->id, data, now);
+    dir_notify(d, j->kind, e->id, data, now);
     json_decref(data);
     rc = submit(d, j, wait ? &w : NULL);
     j = NULL;
@@ -935,9 +768,9 @@ static int remove_locked(tw_dir *d, entry *e, waiter *w, bool *removed)
     j->info.seq = ++d->seq;
     j->ts_ms = tw_now_ms();
     tw_hmap_del(&d->by_id, e->id);
-    d->root = terase(d->root, e->id);
+    d->root = dir_tree_erase(d->root, e->id);
     *removed = true;
-    notify(d, TW_DIR_DELETED, e->id, NULL, j->ts_ms);
+    dir_notify(d, TW_DIR_DELETED, e->id, NULL, j->ts_ms);
     return submit(d, j, w);
 }
 
@@ -1001,7 +834,7 @@ int tw_dir_purge_expired(tw_dir *d, int64_t now_ms, size_t *purged)
         return 0;
     }
     uint64_t seq_at_walk = d->seq;
-    walk_from(d->root, 0, purge_visit, &pc);
+    dir_tree_walk(d->root, 0, purge_visit, &pc);
     pthread_rwlock_unlock(&d->lock);
     size_t n = 0;
     for (size_t i = 0; i < pc.n; i++) {
@@ -1107,8 +940,8 @@ int tw_dir_list(tw_dir *d, size_t offset, size_t limit, json_t **page, size_t *t
     *page = NULL;
     if (!pc.page) return TW_ENOMEM;
     pthread_rwlock_rdlock(&d->lock);
-    if (limit && offset < tsize(d->root)) walk_from(d->root, offset, page_visit, &pc);
-    if (total) *total = tsize(d->root);
+    if (limit && offset < dir_tree_size(d->root)) dir_tree_walk(d->root, offset, page_visit, &pc);
+    if (total) *total = dir_tree_size(d->root);
     if (etag) *etag = d->seq;
     pthread_rwlock_unlock(&d->lock);
     if (pc.failed) {
@@ -1192,7 +1025,7 @@ int tw_dir_search(tw_dir *d, const tw_dir_filter *f, size_t offset, size_t limit
     pthread_rwlock_rdlock(&d->lock);
     if (sc.f->type && *sc.f->type)
         sc.want_type = (uint32_t)(uintptr_t)tw_hmap_get(&d->type_ids, sc.f->type);
-    walk_from(d->root, 0, search_visit, &sc);
+    dir_tree_walk(d->root, 0, search_visit, &sc);
     pthread_rwlock_unlock(&d->lock);
     if (sc.failed) {
         json_decref(sc.page);
@@ -1218,7 +1051,7 @@ static json_t *snapshot(tw_dir *d)
         arr = json_incref(d->snap);
     } else {
         arr = json_array();
-        if (arr && !walk_from(d->root, 0, snap_visit, arr)) {
+        if (arr && !dir_tree_walk(d->root, 0, snap_visit, arr)) {
             json_decref(arr);
             arr = NULL;
         }
@@ -1264,108 +1097,4 @@ int tw_dir_query(tw_dir *d, const char *jsonpath, json_t **result, json_t **prob
                                             "returns; narrow it",
                                             "query"));
     return rc;
-}
-
-/* ---- change feed -------------------------------------------------------- */
-
-const char *tw_dir_change_name(tw_dir_change_kind k)
-{
-    switch (k) {
-    case TW_DIR_CREATED:
-        return "thing_created";
-    case TW_DIR_UPDATED:
-        return "thing_updated";
-    case TW_DIR_DELETED:
-        return "thing_deleted";
-    }
-    return "";
-}
-
-tw_dir_change_kind tw_dir_change_parse(const char *name)
-{
-    if (!name) return 0;
-    if (strcmp(name, "thing_created") == 0) return TW_DIR_CREATED;
-    if (strcmp(name, "thing_updated") == 0) return TW_DIR_UPDATED;
-    if (strcmp(name, "thing_deleted") == 0) return TW_DIR_DELETED;
-    return 0;
-}
-
-typedef struct replay_ctx {
-    uint64_t after;
-    int kinds;
-    size_t max;
-    tw_dir_change_fn fn;
-    void *ctx;
-    uint64_t oldest;
-} replay_ctx;
-
-static int replay_job(tw_store_tx *tx, void *arg)
-{
-    replay_ctx *rc = arg;
-    sqlite3_stmt *st = tw_store_stmt(tx, "SELECT MIN(seq) FROM twin_changes");
-    if (!st) return TW_EDB;
-    if (sqlite3_step(st) == SQLITE_ROW) rc->oldest = (uint64_t)sqlite3_column_int64(st, 0);
-    /* a thing_created row without data: the Thing still has that TD */
-    st = tw_store_stmt(tx, "SELECT c.seq, c.kind, c.thing_id, COALESCE(c.data, t.td), c.ts "
-                           "FROM twin_changes c LEFT JOIN twin_things t "
-                           "ON c.kind=1 AND c.data IS NULL AND t.id=c.thing_id "
-                           "WHERE c.seq>?1 ORDER BY c.seq");
-    if (!st) return TW_EDB;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)rc->after);
-    size_t n = 0;
-    int r;
-    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-        tw_dir_change ch = {.seq = (uint64_t)sqlite3_column_int64(st, 0),
-                            .kind = sqlite3_column_int(st, 1),
-                            .id = (const char *)sqlite3_column_text(st, 2),
-                            .ts_ms = sqlite3_column_int64(st, 4)};
-        if (rc->kinds && !(rc->kinds & (int)ch.kind)) continue;
-        const char *data = (const char *)sqlite3_column_text(st, 3);
-        ch.data = data ? tw_json_decode(data, strlen(data)) : NULL;
-        rc->fn(rc->ctx, &ch);
-        json_decref(ch.data);
-        if (rc->max && ++n >= rc->max) break;
-    }
-    return (r == SQLITE_ROW || r == SQLITE_DONE) ? 0 : TW_EDB;
-}
-
-int tw_dir_changes(tw_dir *d, uint64_t after, int kinds, size_t max, tw_dir_change_fn fn, void *ctx,
-                   uint64_t *oldest)
-{
-    if (!fn) return TW_EINVAL;
-    replay_ctx rc = {.after = after, .kinds = kinds, .max = max, .fn = fn, .ctx = ctx};
-    int r = tw_store_read(d->store, replay_job, &rc);
-    if (oldest) *oldest = rc.oldest;
-    return r;
-}
-
-int tw_dir_subscribe(tw_dir *d, tw_dir_change_fn fn, void *ctx, uint64_t *handle)
-{
-    if (!fn) return TW_EINVAL;
-    pthread_rwlock_wrlock(&d->lock);
-    listener *l = realloc(d->listeners, (d->nlisteners + 1) * sizeof *l);
-    if (!l) {
-        pthread_rwlock_unlock(&d->lock);
-        return TW_ENOMEM;
-    }
-    d->listeners = l;
-    l[d->nlisteners] = (listener){.handle = ++d->next_handle, .fn = fn, .ctx = ctx};
-    d->nlisteners++;
-    if (handle) *handle = d->next_handle;
-    pthread_rwlock_unlock(&d->lock);
-    return 0;
-}
-
-void tw_dir_unsubscribe(tw_dir *d, uint64_t handle)
-{
-    pthread_rwlock_wrlock(&d->lock);
-    for (size_t i = 0; i < d->nlisteners; i++) {
-        if (d->listeners[i].handle == handle) {
-            memmove(&d->listeners[i], &d->listeners[i + 1],
-                    (d->nlisteners - i - 1) * sizeof *d->listeners);
-            d->nlisteners--;
-            break;
-        }
-    }
-    pthread_rwlock_unlock(&d->lock);
 }

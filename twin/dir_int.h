@@ -1,0 +1,85 @@
+/*
+ * dir_int.h - what the files of the directory share (directory.c: entries,
+ * writes, reads, search; dir_tree.c: the order-statistic tree; dir_feed.c:
+ * the change feed). Not for other modules: they use directory.h.
+ *
+ * Locking: tw_dir.lock (a rwlock) guards by_id, type_ids, the tree, seq,
+ * next_expiry and the listeners; snap_mu guards the JSONPath snapshot.
+ */
+#ifndef TW_TWIN_DIR_INT_H
+#define TW_TWIN_DIR_INT_H
+
+#include "runtime/hmap.h"
+#include "twin/directory.h"
+
+#include <pthread.h>
+
+#define MOD "twin.dir"
+
+typedef struct entry {
+    char *id;
+    json_t *td;     /* immutable once stored */
+    char *agent_td; /* the agent's TD, compact JSON (parsed on demand), or NULL */
+    tw_dir_info info;
+    /* @type values as small ids (tw_dir.type_ids), for search without
+     * touching the TD; types_more: more than TYPES_MAX, look in the TD */
+    uint8_t ntypes;
+    bool types_more;
+    uint32_t types[6];
+    /* seq of this Thing's thing_created row while that row's data is still
+     * NULL (the TD is the one in twin_things); 0 once filled in */
+    uint64_t create_seq;
+    /* treap */
+    struct entry *l, *r;
+    uint32_t prio;
+    size_t size;
+} entry;
+
+typedef struct listener {
+    uint64_t handle;
+    tw_dir_change_fn fn;
+    void *ctx;
+} listener;
+
+struct tw_dir {
+    tw_store *store;
+    tw_dir_opts opts;
+    pthread_rwlock_t lock;
+    tw_hmap by_id;    /* id -> entry* */
+    tw_hmap type_ids; /* @type value -> (uintptr_t) small id; grows only */
+    uint32_t ntype_ids;
+    entry *root; /* treap by id */
+    uint64_t seq;
+    uint64_t rng;
+    int64_t next_expiry; /* earliest registration expiry (0 = none); may be early */
+    listener *listeners;
+    size_t nlisteners;
+    uint64_t next_handle;
+    /* cached array of every TD for JSONPath queries, valid for snap_seq */
+    pthread_mutex_t snap_mu;
+    json_t *snap;
+    uint64_t snap_seq;
+};
+
+/* ---- dir_tree.c: a treap ordered by id whose nodes count their subtree,
+ * so the k-th entry is found in O(log n). Callers hold the write lock to
+ * change it and at least the read lock to walk it. */
+
+size_t dir_tree_size(const entry *t);
+/* Inserts e (prio set, size 1, no children); returns the new root. */
+entry *dir_tree_insert(entry *t, entry *e);
+/* Unlinks the entry with that id (not freed); returns the new root. */
+entry *dir_tree_erase(entry *t, const char *id);
+/* Puts e in place of the entry with e's id; returns the new root. */
+entry *dir_tree_replace(entry *t, entry *e);
+typedef bool (*dir_visit_fn)(void *ctx, entry *e); /* false = stop */
+/* In-order walk from rank `from`; false if fn stopped it. */
+bool dir_tree_walk(entry *t, size_t from, dir_visit_fn fn, void *ctx);
+
+/* ---- dir_feed.c ---- */
+
+/* Tells every subscriber about the change with sequence d->seq (write lock
+ * held). */
+void dir_notify(tw_dir *d, tw_dir_change_kind kind, const char *id, json_t *data, int64_t ts);
+
+#endif
