@@ -12,15 +12,18 @@
  * (values.h) in tw_runtime_store(rt) with the limits of the config file's
  * optional "twin" section ({"max_things", "max_changes", "max_td_bytes",
  * "max_query_results", "max_values", "value_batch", "value_flush_ms"}),
- * and registers the in-process service
- * Thing "dtw:twind:directory" (tw_router_add_service) with the actions
- * listThings {offset,limit}, getThing {id} and search {type,title,name,agent}
- * or {jsonpath}; its TD is in the directory too.
+ * and registers the in-process service Thing "dtw:twind:directory" (tw_router_add_service) with the
+ * actions listThings {offset,limit}, getThing {id} and search {type,title,name,agent} or
+ * {jsonpath}; its TD is in the directory too.
  *
  * updatething from agent A with TD T (thing id T.id) validates T, keeps it,
  * and stores the twin TD: a copy of T with id "dtw:A:T.id", the runtime's
  * security (bearer PASETO tokens), the agent's forms removed and every
- * binding's forms added (tw_runtime_add_forms).
+ * binding's forms added (tw_runtime_add_forms) - so open the twin after the
+ * bindings are added. Republishing an unchanged TD (agents do on every
+ * connect) writes nothing. Deleting a Thing through any API (deletething,
+ * the W3C TDD DELETE, expiry) drops its values; a maintenance thread purges
+ * expired registrations every second.
  *
  * All functions are thread-safe once open; the ops table's ctx is the tw_twin*.
  */
