@@ -18,6 +18,7 @@
  *   "stream_queue": 262144    bytes waiting on one SSE stream; overflow closes
  *                              the stream (Last-Event-ID recovers)
  *   "replay_window": 8192     messages kept for Last-Event-ID replay
+ *   "replay_bytes": 67108864  ... and at most about this many bytes of them
  *   "heartbeat_s": 15         SSE comment heartbeat period
  *   "action_wait_ms": 2000    how long POST .../actions/{name} waits for the
  *                              output before answering 201 + Location

@@ -50,6 +50,7 @@ typedef struct http_cfg {
     unsigned idle_timeout_s;
     size_t stream_queue;
     size_t replay_window;
+    size_t replay_bytes;
     unsigned heartbeat_s;
     unsigned action_wait_ms;
     unsigned threads;
@@ -281,12 +282,14 @@ typedef struct rp_item {
      * [1] /sse. */
     _Atomic(char *) frame[2];
     size_t frame_len[2];
+    size_t bytes; /* what it holds, roughly, for the window's byte bound */
 } rp_item;
 
 /* The frame of it for a stream mode (0 affordance, 1 envelope); NULL on ENOMEM. */
 const char *rp_item_frame(rp_item *it, int variant, size_t *len);
 
-int http_replay_new(size_t window, http_replay **out);
+/* At most window messages and about max_bytes of them. */
+int http_replay_new(size_t window, size_t max_bytes, http_replay **out);
 void http_replay_free(http_replay *rp);
 /* The item of m (one per message: fan-out to N streams shares one), added
  * to the window when first seen. New reference. NULL on ENOMEM. */

@@ -24,9 +24,10 @@ struct http_replay {
     pthread_mutex_t mu;
     rp_item **ring; /* ring[seq % cap] */
     size_t cap;
-    uint64_t first, next; /* items first..next-1 are in the ring */
-    rp_item **tab;        /* address -> item, linear probing */
-    size_t tabcap;        /* power of two >= 2 * cap */
+    uint64_t first, next;    /* items first..next-1 are in the ring */
+    size_t bytes, max_bytes; /* what the items hold, roughly, and its bound */
+    rp_item **tab;           /* address -> item, linear probing */
+    size_t tabcap;           /* power of two >= 2 * cap */
 };
 
 static size_t hash_ptr(const void *p, size_t mask)
@@ -38,11 +39,12 @@ static size_t hash_ptr(const void *p, size_t mask)
     return (size_t)x & mask;
 }
 
-int http_replay_new(size_t window, http_replay **out)
+int http_replay_new(size_t window, size_t max_bytes, http_replay **out)
 {
     http_replay *rp = calloc(1, sizeof *rp);
     if (!rp) return TW_ENOMEM;
     rp->cap = window;
+    rp->max_bytes = max_bytes;
     rp->tabcap = 16;
     while (rp->tabcap < window * 2)
         rp->tabcap *= 2;
@@ -168,6 +170,8 @@ static rp_item *item_new(tw_msg *m, const char *client)
         return NULL;
     }
     it->val_len = strlen(it->val);
+    /* the envelope, the value and the two frames built from them */
+    it->bytes = sizeof *it + 2 * it->env_len + 2 * it->val_len + 256;
     it->m = tw_msg_ref(m);
     it->kind = classify(m);
     if (client) tw_strlcpy(it->client, client, sizeof it->client);
@@ -205,16 +209,24 @@ rp_item *http_replay_get(http_replay *rp, tw_msg *m, const char *client_id)
         }
         i = (i + 1) & mask;
     }
-    if (rp->next - rp->first == rp->cap) { /* evict the oldest */
+    /* Evict the oldest while the window is full in count or in bytes. */
+    bool evicted = false;
+    while (rp->next > rp->first &&
+           (rp->next - rp->first == rp->cap || rp->bytes + it->bytes > rp->max_bytes)) {
         rp_item *old = rp->ring[rp->first % rp->cap];
         tab_del(rp, old);
         rp->ring[rp->first % rp->cap] = NULL;
         rp->first++;
+        rp->bytes -= old->bytes;
         rp_item_unref(old);
+        evicted = true;
+    }
+    if (evicted) {
         i = hash_ptr(m, mask);
         while (rp->tab[i])
             i = (i + 1) & mask;
     }
+    rp->bytes += it->bytes;
     it->seq = rp->next++;
     rp->ring[it->seq % rp->cap] = it;
     rp->tab[i] = it;

@@ -71,6 +71,7 @@ static int parse_config(json_t *sec, http_cfg *c)
     c->idle_timeout_s = 60;
     c->stream_queue = 256 * 1024;
     c->replay_window = 8192;
+    c->replay_bytes = 64u * 1024 * 1024;
     c->heartbeat_s = 15;
     c->action_wait_ms = 2000;
     c->threads = 2;
@@ -91,6 +92,7 @@ static int parse_config(json_t *sec, http_cfg *c)
     c->idle_timeout_s = (unsigned)v;
     rc |= cfg_uint(sec, "stream_queue", 1024, (size_t)1 << 30, &c->stream_queue);
     rc |= cfg_uint(sec, "replay_window", 16, 10000000, &c->replay_window);
+    rc |= cfg_uint(sec, "replay_bytes", 65536, (size_t)1 << 34, &c->replay_bytes);
     v = c->heartbeat_s;
     rc |= cfg_uint(sec, "heartbeat_s", 1, 3600, &v);
     c->heartbeat_s = (unsigned)v;
@@ -581,7 +583,8 @@ int tw_http_binding_new(tw_runtime *rt, json_t *section, tw_binding **out)
     tw_hmap_init(&h->sess_subs);
     atomic_store(&h->stopping, true);
     h->hup_ep = epoll_create1(EPOLL_CLOEXEC);
-    if (h->hup_ep < 0 || (rc = http_replay_new(h->cfg.replay_window, &h->replay)) != 0) {
+    if (h->hup_ep < 0 ||
+        (rc = http_replay_new(h->cfg.replay_window, h->cfg.replay_bytes, &h->replay)) != 0) {
         if (h->hup_ep >= 0) close(h->hup_ep);
         pthread_mutex_destroy(&h->mu);
         pthread_cond_destroy(&h->cond);

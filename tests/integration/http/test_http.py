@@ -745,6 +745,34 @@ class Https(unittest.TestCase):
 
 
 class Startup(unittest.TestCase):
+    def test_replay_window_bounded_in_bytes(self):
+        tw = twhttp.Twind({"replay_bytes": 65536, "replay_window": 100000},
+                          top_cfg={"rate": 1e6, "burst": 1e6}, https=False)
+        self.addCleanup(tw.stop)
+        admin = tw.admin()
+        pw = tw.add_client(admin, "bagent", "agent", kind="agent")
+        ag = Agent(tw, "bagent", pw)
+        self.addCleanup(ag.close)
+        twin = ag.publish_td(LAMP)
+        path = "/things/%s/events/tick" % q(twin)
+        s = SSE(tw, path, admin.token)
+        self.assertTrue(s.wait_status())
+        ag.event(LAMP["id"], "tick", {"i": -1})
+        self.assertTrue(s.wait(lambda x: len(x.events) == 1))
+        first = s.last_event_id
+        s.close()
+        pad = "y" * 1000
+        for i in range(200):
+            ag.event(LAMP["id"], "tick", {"i": i, "p": pad})
+        time.sleep(0.3)
+        r = SSE(tw, path, admin.token, last_event_id=first)
+        r.wait(lambda x: len(x.events) >= 200, 2)
+        got = [e["json"]["i"] for e in r.events]
+        # only the newest that fit in 64 KiB, contiguous, ending with the last
+        self.assertTrue(0 < len(got) < 60, len(got))
+        self.assertEqual(got, list(range(200 - len(got), 200)))
+        r.close()
+
     def test_login_rate_limited_429(self):
         # its own twind: the limit also counts per address, and every test
         # connects from 127.0.0.1
