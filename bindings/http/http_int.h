@@ -3,13 +3,17 @@
  *
  * The binding (struct tw_http) owns up to two libmicrohttpd daemons (HTTPS
  * and loopback HTTP) that share one access handler (route.c). Every request
- * gets a struct http_req as libmicrohttpd's per-request context. A request
- * that carries an operation becomes an ephemeral tw_conn whose bdata is a
- * struct http_call (call.c): the router's answer arrives through
- * ops->send, possibly from another thread, and resumes the suspended
- * libmicrohttpd connection. A stream (sse.c) is a long-lived tw_conn whose
- * bdata is a struct http_stream with a bounded output buffer drained by a
- * content reader that coalesces every waiting frame into one write.
+ * gets a struct http_req as libmicrohttpd's per-request context, and every
+ * TCP connection a struct http_sock. A request that carries an operation
+ * goes to the router through the socket's ephemeral tw_conn whose bdata is
+ * a struct http_call (call.c, reused by the socket's next request): the
+ * router's answer arrives through ops->send, possibly from another thread,
+ * and resumes the suspended libmicrohttpd connection. A stream (sse.c) is a
+ * long-lived tw_conn whose bdata is a struct http_stream with a bounded
+ * output buffer drained by a content reader that coalesces every waiting
+ * frame into one write. replay.c keeps the window of recent stream
+ * messages (each encoded once, its SSE frames built once) that every stream
+ * copies from and that Last-Event-ID replays.
  *
  * Both kinds of bdata start with the same tag. Because the runtime may still
  * be inside ops->send for a connection when it is closed (fan-out drops the

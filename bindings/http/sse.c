@@ -14,8 +14,11 @@
  *
  * Frames: "id: <seq>\nevent: <name>\ndata: <json>\n\n". On /sse the event is
  * the message type and the data the envelope; on a Thing's streams the
- * event is the affordance name and the data its value. A comment line is
- * written after heartbeat_s seconds of silence.
+ * event is the affordance name and the data its value. The id is the
+ * message's sequence in the replay window: it increases along each stream
+ * (with gaps for what the stream does not carry), so it is the stream's
+ * Last-Event-ID cursor. A comment line is written after heartbeat_s
+ * seconds of silence.
  *
  * Start-up without gaps or duplicates: the stream subscribes first and then
  * catches up from the replay window, after Last-Event-ID (or after the
