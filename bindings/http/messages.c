@@ -98,8 +98,12 @@ static void note_subscription(http_stream *s, tw_msg *m)
     if (op != TW_OP_SUBSCRIBEEVENT && op != TW_OP_SUBSCRIBEALLEVENTS &&
         op != TW_OP_OBSERVEPROPERTY && op != TW_OP_OBSERVEALLPROPERTIES)
         return;
+    /* Filters decide what a catch-up replays, and this one is not
+     * authorized yet (the router decides after us): never add one to a
+     * stream still catching up. Remembered filters are authorized again
+     * when a later stream restores them. */
     pthread_mutex_lock(&s->mu);
-    http_sse_add_filter(s, op, tw_msg_thing(m), tw_msg_name(m));
+    if (!s->catchup) http_sse_add_filter(s, op, tw_msg_thing(m), tw_msg_name(m));
     pthread_mutex_unlock(&s->mu);
 }
 

@@ -477,12 +477,17 @@ static void remember_subs(http_stream *s)
     tw_http *h = s->h;
     if (s->mode != SSE_ENVELOPE || s->nfilters == 0 || !s->session[0]) return;
     sess_subs *ss = calloc(1, sizeof *ss);
-    if (!ss || !(ss->filters = malloc((size_t)s->nfilters * sizeof *ss->filters))) {
+    pthread_mutex_lock(&s->mu);
+    int n = s->nfilters;
+    if (ss && (ss->filters = malloc((size_t)n * sizeof *ss->filters)) != NULL) {
+        memcpy(ss->filters, s->filters, (size_t)n * sizeof *ss->filters);
+        ss->n = n;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (!ss || !ss->filters) {
         sess_subs_free(ss);
         return;
     }
-    memcpy(ss->filters, s->filters, (size_t)s->nfilters * sizeof *ss->filters);
-    ss->n = s->nfilters;
     ss->at_us = tw_mono_us();
     int err = 0;
     pthread_mutex_lock(&h->mu);
