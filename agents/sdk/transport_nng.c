@@ -114,6 +114,8 @@ static int nng_connect(const tw_client_opts *o, int timeout_ms, tw_transport **o
         if (rv == 0 && o->server_name) rv = nng_tls_config_server_name(t->tls, o->server_name);
         if (rv == 0) rv = nng_stream_dialer_set_ptr(t->d, NNG_OPT_TLS_CONFIG, t->tls);
     }
+    if (rv == 0) /* not for ipc://, hence no error check */
+        nng_stream_dialer_set_bool(t->d, NNG_OPT_TCP_NODELAY, true);
     if (rv == 0) rv = nng_aio_alloc(&t->rx, NULL, NULL);
     if (rv == 0) rv = nng_aio_alloc(&t->tx, NULL, NULL);
     if (rv == 0) {

@@ -312,6 +312,8 @@ static int listener_open(nng_bind *nb, nng_listener_ent *le)
             return TW_ECRYPTO;
         }
     }
+    /* one envelope must not wait for an ACK (Nagle + delayed ACK = 40 ms) */
+    nng_stream_listener_set_bool(le->l, NNG_OPT_TCP_NODELAY, true);
     if (strncmp(le->url, "ws", 2) == 0) {
         /* envelopes, not SP messages: bound the websocket frame like a body */
         nng_stream_listener_set_size(le->l, NNG_OPT_WS_RECVMAXFRAME, nb->lim.max_bytes);
