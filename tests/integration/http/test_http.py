@@ -355,7 +355,8 @@ class Affordances(unittest.TestCase):
         p = SSE(TW, tpath("properties", "on"), ADMIN.token)
         e = SSE(TW, tpath("events", "alarm"), ADMIN.token)
         allev = SSE(TW, tpath("events"), ADMIN.token)
-        for s in (p, e, allev):
+        allp = SSE(TW, tpath("properties"), ADMIN.token)
+        for s in (p, e, allev, allp):
             self.assertTrue(s.wait_status())
             self.assertEqual(s.status, 200)
             self.assertEqual(s.headers["content-type"], "text/event-stream")
@@ -365,6 +366,10 @@ class Affordances(unittest.TestCase):
         self.assertTrue(p.wait(lambda s: len(s.events) >= 1))
         self.assertTrue(e.wait(lambda s: len(s.events) >= 1))
         self.assertTrue(allev.wait(lambda s: len(s.events) >= 2))
+        AGENT.property(LAMP["id"], "model", "L-2")
+        self.assertTrue(allp.wait(lambda s: len(s.events) >= 2))
+        self.assertEqual([(x["event"], x["json"]) for x in allp.events[:2]],
+                         [("on", False), ("model", "L-2")])
         self.assertEqual((p.events[0]["event"], p.events[0]["json"]), ("on", False))
         self.assertEqual((e.events[0]["event"], e.events[0]["json"]), ("alarm", "fire"))
         self.assertEqual([x["event"] for x in allev.events[:2]], ["alarm", "tick"])
@@ -376,7 +381,7 @@ class Affordances(unittest.TestCase):
         st, h, v = ADMIN.request("GET", tpath("events", "alarm"))
         self.assertEqual(st, 200)
         self.assertIn("fire", json.dumps(v))
-        for s in (p, e, allev):
+        for s in (p, e, allev, allp):
             s.close()
 
     def test_subscribe_unknown_event_404(self):
