@@ -247,6 +247,11 @@ static void drain(tw_runtime *rt, const char *agent_id)
     pthread_mutex_unlock(&rt->drain_lock);
 }
 
+void tw_router_drain(tw_runtime *rt, const char *agent_id)
+{
+    drain(rt, agent_id);
+}
+
 void tw_router_agent_online(tw_runtime *rt, const char *agent_id)
 {
     /* A new connection starts with a fresh window: answers for actions sent
@@ -309,11 +314,12 @@ static void push_done(void *arg, const tw_queue_push_result *res)
                 tw_action_free(old);
             }
         }
-        /* The agent may have connected while the row was being committed. */
+        /* The agent may have connected while the row was being committed.
+         * This runs on the store's writer thread: let the sweeper drain. */
         tw_conn *agent = agent_conn(rt, p->a.agent_id);
         if (agent) {
             tw_conn_unref(agent);
-            drain(rt, p->a.agent_id);
+            tw_runtime_kick_drain(rt, p->a.agent_id);
         }
     }
     if (p->origin) tw_conn_unref(p->origin);

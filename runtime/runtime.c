@@ -5,7 +5,10 @@
  * twind.lock, so a second twind on the same directory refuses to start
  * instead of corrupting the queue. The sweeper thread expires queued
  * actions every cfg->sweep_ms; it sleeps on a condition variable so stop
- * does not wait for a full period.
+ * does not wait for a full period. It also drains the queues of agents that
+ * came online while one of their actions was being committed: the commit
+ * callback runs on the store's writer thread, which must not deliver (and
+ * fetch from the store) itself, so it kicks the sweeper instead.
  */
 #include "log.h"
 #include "router_int.h"
@@ -74,6 +77,7 @@ int tw_runtime_new(const tw_config *cfg, tw_runtime **out, char *err, size_t err
     tw_hmap_init(&rt->live);
     pthread_mutex_init(&rt->sweep_lock, NULL);
     pthread_cond_init(&rt->sweep_cond, NULL);
+    tw_hmap_init(&rt->kicks);
 
     snprintf(path, sizeof path, "%s/twind.db", cfg->data_dir);
     tw_store_opts so = {.synchronous_normal = cfg->store_sync_normal};
@@ -113,21 +117,54 @@ int tw_runtime_add_binding(tw_runtime *rt, const tw_binding_ops *ops, void *impl
     return 0;
 }
 
+void tw_runtime_kick_drain(tw_runtime *rt, const char *agent_id)
+{
+    pthread_mutex_lock(&rt->sweep_lock);
+    int err = 0;
+    tw_hmap_put(&rt->kicks, agent_id, rt, &err);
+    pthread_cond_signal(&rt->sweep_cond);
+    pthread_mutex_unlock(&rt->sweep_lock);
+}
+
+/* Drains every kicked agent; sweep_lock held on entry and exit. */
+static void drain_kicked(tw_runtime *rt)
+{
+    while (rt->kicks.len && !rt->stopping) {
+        size_t pos = 0;
+        const char *k;
+        char agent[TW_ID_MAX];
+        if (!tw_hmap_next(&rt->kicks, &pos, &k, NULL)) break;
+        tw_strlcpy(agent, k, sizeof agent);
+        tw_hmap_del(&rt->kicks, agent);
+        pthread_mutex_unlock(&rt->sweep_lock);
+        tw_router_drain(rt, agent);
+        pthread_mutex_lock(&rt->sweep_lock);
+    }
+}
+
 static void *sweeper_main(void *arg)
 {
     tw_runtime *rt = arg;
+    int64_t next_sweep = tw_mono_us() + rt->cfg->sweep_ms * 1000;
     pthread_mutex_lock(&rt->sweep_lock);
     while (!rt->stopping) {
+        drain_kicked(rt);
+        if (rt->stopping) break;
+        int64_t now = tw_mono_us();
+        if (now >= next_sweep) {
+            pthread_mutex_unlock(&rt->sweep_lock);
+            tw_router_sweep(rt);
+            pthread_mutex_lock(&rt->sweep_lock);
+            next_sweep = tw_mono_us() + rt->cfg->sweep_ms * 1000;
+            continue;
+        }
+        if (rt->kicks.len) continue;
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t ns = ts.tv_nsec + (rt->cfg->sweep_ms % 1000) * 1000000;
-        ts.tv_sec += rt->cfg->sweep_ms / 1000 + ns / 1000000000;
+        int64_t ns = ts.tv_nsec + (next_sweep - now) * 1000;
+        ts.tv_sec += ns / 1000000000;
         ts.tv_nsec = ns % 1000000000;
         pthread_cond_timedwait(&rt->sweep_cond, &rt->sweep_lock, &ts);
-        if (rt->stopping) break;
-        pthread_mutex_unlock(&rt->sweep_lock);
-        tw_router_sweep(rt);
-        pthread_mutex_lock(&rt->sweep_lock);
     }
     pthread_mutex_unlock(&rt->sweep_lock);
     return NULL;
@@ -186,6 +223,7 @@ void tw_runtime_free(tw_runtime *rt)
         free(v);
     tw_hmap_fini(&rt->services);
     tw_hmap_fini(&rt->drains);
+    tw_hmap_fini(&rt->kicks);
     tw_hmap_fini(&rt->live);
     tw_registry_fini(&rt->reg);
     pthread_rwlock_destroy(&rt->services_lock);

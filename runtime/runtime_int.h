@@ -75,6 +75,7 @@ struct tw_runtime {
     pthread_mutex_t sweep_lock;
     pthread_cond_t sweep_cond;
     bool sweeping, stopping;
+    tw_hmap kicks; /* agent ids whose queue the sweeper thread should drain */
 
     /* stats */
     atomic_uint_fast64_t st_type[4];
@@ -84,6 +85,10 @@ struct tw_runtime {
 };
 
 int tw_registry_init(tw_registry *r);
+/* Asks the sweeper thread to drain agent_id's queue soon (from threads that
+ * must not block, such as the store's writer). */
+void tw_runtime_kick_drain(tw_runtime *rt, const char *agent_id);
+void tw_router_drain(tw_runtime *rt, const char *agent_id);
 void tw_registry_fini(tw_registry *r);
 
 #endif
