@@ -11,6 +11,7 @@
 
 #include "runtime/hmap.h"
 #include "twin/directory.h"
+#include "twin/intern.h"
 
 #include <pthread.h>
 
@@ -52,6 +53,7 @@ struct tw_dir {
     uint64_t seq;
     uint64_t rng;
     int64_t next_expiry; /* earliest registration expiry (0 = none); may be early */
+    tw_intern *intern;   /* shared string and number leaves of the stored TDs */
     listener *listeners;
     size_t nlisteners;
     uint64_t next_handle;

@@ -320,7 +320,9 @@ static void *parse_rows(void *arg)
     parse_arg *pa = arg;
     for (size_t i = pa->from; i < pa->to; i++) {
         char *t = pa->lc->texts[i];
-        pa->lc->rows[i]->td = t ? tw_json_decode(t, strlen(t)) : NULL;
+        json_t *td = t ? tw_json_decode(t, strlen(t)) : NULL;
+        if (td) tw_intern_tree(pa->lc->d->intern, td);
+        pa->lc->rows[i]->td = td;
         free(t);
         pa->lc->texts[i] = NULL;
     }
@@ -401,6 +403,10 @@ int tw_dir_open(tw_store *s, const tw_dir_opts *opts, tw_dir **out)
     d->rng |= 1;
     pthread_rwlock_init(&d->lock, NULL);
     pthread_mutex_init(&d->snap_mu, NULL);
+    if (!(d->intern = tw_intern_new())) {
+        free(d);
+        return TW_ENOMEM;
+    }
     tw_hmap_init(&d->by_id);
     tw_hmap_init(&d->type_ids);
     int rc = tw_store_migrate(s, "twin_dir", MIGRATIONS,
@@ -428,6 +434,7 @@ void tw_dir_close(tw_dir *d)
     if (!d) return;
     tw_store_flush(d->store);
     free_tree(d->root);
+    tw_intern_free(d->intern);
     tw_hmap_fini(&d->by_id);
     tw_hmap_fini(&d->type_ids);
     free(d->listeners);
@@ -521,6 +528,7 @@ static int install(tw_dir *d, const char *id, json_t *td, const tw_dir_put_opts 
         rc = TW_EINVAL;
         goto fail;
     }
+    tw_intern_tree(d->intern, td); /* td is ours alone until installed */
     e->td = td;
     td = NULL;
     e->agent_td = agent_td;
@@ -827,6 +835,8 @@ int tw_dir_purge_expired(tw_dir *d, int64_t now_ms, size_t *purged)
 {
     purge_ctx pc = {.now = now_ms};
     if (purged) *purged = 0;
+    /* leaves of deleted TDs: dropped once the table doubled since last time */
+    tw_intern_sweep(d->intern, 0);
     pthread_rwlock_rdlock(&d->lock);
     /* nothing can have expired yet: no walk (this runs every second) */
     if (!d->next_expiry || now_ms <= d->next_expiry) {
