@@ -637,6 +637,10 @@ void tw_router_sweep(tw_runtime *rt)
 {
     if (!rt->queue) return;
     tw_queue_expire(rt->queue, tw_now_ms(), notify_cb, rt);
+    /* Retention: a few pages per sweep keep each pass short. */
+    int deleted = 0;
+    tw_queue_prune(rt->queue, tw_now_ms() - rt->cfg->action_retention_ms, 4, &deleted);
+    if (deleted) tw_log_debug("router", "pruned %d finished actions", deleted);
     /* Live entries whose agent never answered are forgotten after the queue
      * TTL: the row stays `delivered` and can still be queried. */
     int64_t horizon = tw_now_ms() - rt->cfg->queue_ttl_ms;

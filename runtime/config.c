@@ -21,6 +21,7 @@ void tw_config_defaults(tw_config *cfg)
     cfg->queue_ttl_ms = 3600 * 1000;
     cfg->sweep_ms = 1000;
     cfg->drain_window = 256;
+    cfg->action_retention_ms = 7LL * 24 * 3600 * 1000;
     cfg->root = json_object();
 }
 
@@ -114,6 +115,8 @@ int tw_config_load(tw_config *cfg, const char *path, char *err, size_t errlen)
     if (json_object_get(root, "queue_ttl_s")) cfg->queue_ttl_ms *= 1000;
     NUMBER_MEMBER("sweep_ms", cfg->sweep_ms, int64_t, 10);
     NUMBER_MEMBER("drain_window", cfg->drain_window, int, 1);
+    NUMBER_MEMBER("action_retention_s", cfg->action_retention_ms, int64_t, 1);
+    if (json_object_get(root, "action_retention_s")) cfg->action_retention_ms *= 1000;
 #undef STRING_MEMBER
 #undef NUMBER_MEMBER
     v = json_object_get(root, "middleware");

@@ -16,18 +16,19 @@
 #include <jansson.h>
 
 typedef struct tw_config {
-    char data_dir[1024];    /* default ./twind-data */
-    char log_level[16];     /* error, warn, info, debug */
-    size_t max_body;        /* default 1 MiB */
-    int max_depth;          /* default 32 */
-    double rate;            /* requests per second per client, default 1000 */
-    double burst;           /* default 2000 */
-    int64_t queue_ttl_ms;   /* default action TTL, 1 h */
-    int64_t sweep_ms;       /* sweeper period, default 1000 */
-    int drain_window;       /* in-flight queued actions per agent, default 256 */
-    bool store_sync_normal; /* tests/benchmarks only */
-    json_t *middleware;     /* array of stage names, or NULL */
-    json_t *root;           /* the whole file (or an empty object) */
+    char data_dir[1024];         /* default ./twind-data */
+    char log_level[16];          /* error, warn, info, debug */
+    size_t max_body;             /* default 1 MiB */
+    int max_depth;               /* default 32 */
+    double rate;                 /* requests per second per client, default 1000 */
+    double burst;                /* default 2000 */
+    int64_t queue_ttl_ms;        /* default action TTL, 1 h */
+    int64_t sweep_ms;            /* sweeper period, default 1000 */
+    int drain_window;            /* in-flight queued actions per agent, default 256 */
+    int64_t action_retention_ms; /* finished actions are kept this long, default 7 days */
+    bool store_sync_normal;      /* tests/benchmarks only */
+    json_t *middleware;          /* array of stage names, or NULL */
+    json_t *root;                /* the whole file (or an empty object) */
 } tw_config;
 
 void tw_config_defaults(tw_config *cfg);

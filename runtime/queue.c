@@ -192,6 +192,8 @@ struct tw_queue {
     atomic_bool writer_known;
     int64_t next_seq; /* actions.seq */
     int64_t inbox_pruned_ms;
+    pthread_mutex_t prune_lock; /* one retention walk at a time */
+    int64_t prune_cursor;       /* seq the walk has passed */
     inbox_slot *slots;
 };
 
@@ -437,6 +439,7 @@ int tw_queue_open(tw_store *s, tw_queue **out)
     pthread_mutex_init(&q->mu, NULL);
     pthread_cond_init(&q->cv, NULL);
     pthread_mutex_init(&q->inbox_mu, NULL);
+    pthread_mutex_init(&q->prune_lock, NULL);
     tw_hmap_init(&q->pending);
     /* Runs on the writer: learns its thread and the counters there. */
     rc = tw_store_exec(s, open_job, q);
@@ -463,6 +466,7 @@ void tw_queue_close(tw_queue *q)
     pthread_mutex_destroy(&q->mu);
     pthread_cond_destroy(&q->cv);
     pthread_mutex_destroy(&q->inbox_mu);
+    pthread_mutex_destroy(&q->prune_lock);
     free(q->slots);
     free(q);
 }
@@ -1566,5 +1570,72 @@ int tw_inbox_replay(tw_queue *q, const char *client_id, int64_t after, tw_inbox_
         }
     } while (rc == 0 && c->n == PAGE);
     free(c);
+    return rc;
+}
+
+/* ---- retention ------------------------------------------------------------ */
+
+/*
+ * Finished actions (and their history) older than the retention are deleted
+ * oldest first, a page per call. Rows are visited in seq order, which is
+ * creation order, so the walk stops at the first row young enough to keep;
+ * an unfinished old row (delivered, never answered) is stepped over, and the
+ * cursor remembers where the walk got to so those are not read again.
+ */
+typedef struct prune_ctx {
+    tw_queue *q;
+    int64_t cutoff;
+    int64_t cursor;
+    int deleted;
+    bool done;
+} prune_ctx;
+
+static int prune_job(tw_store_tx *tx, void *arg)
+{
+    prune_ctx *c = arg;
+    sqlite3_stmt *sel = tw_store_stmt(tx, "SELECT seq, created, status FROM actions WHERE seq > ?1 "
+                                          "ORDER BY seq LIMIT 512");
+    sqlite3_stmt *del_a = tw_store_stmt(tx, "DELETE FROM actions WHERE seq = ?1");
+    sqlite3_stmt *del_h = tw_store_stmt(tx, "DELETE FROM action_history WHERE action_seq = ?1");
+    if (!sel || !del_a || !del_h) return TW_EDB;
+    sqlite3_bind_int64(sel, 1, c->cursor);
+    int rc, rows = 0;
+    int64_t kill[512];
+    int nkill = 0;
+    c->done = true;
+    while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
+        rows++;
+        int64_t seq = sqlite3_column_int64(sel, 0), created = sqlite3_column_int64(sel, 1);
+        if (created >= c->cutoff) break; /* everything after is younger */
+        c->cursor = seq;
+        if (tw_status_final(tw_status_parse((const char *)sqlite3_column_text(sel, 2))))
+            kill[nkill++] = seq;
+        if (rows == 512) c->done = false;
+    }
+    sqlite3_reset(sel);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db_err(tx, rc, "prune select");
+    for (int i = 0; i < nkill; i++) {
+        sqlite3_reset(del_h); /* a statement must be reset before it is bound again */
+        sqlite3_bind_int64(del_h, 1, kill[i]);
+        if ((rc = step_done(tx, del_h, "prune history"))) return rc;
+        sqlite3_reset(del_a);
+        sqlite3_bind_int64(del_a, 1, kill[i]);
+        if ((rc = step_done(tx, del_a, "prune action"))) return rc;
+    }
+    c->deleted += nkill;
+    return 0;
+}
+
+int tw_queue_prune(tw_queue *q, int64_t older_than_ms, int max_pages, int *deleted)
+{
+    if (!q) return TW_EINVAL;
+    pthread_mutex_lock(&q->prune_lock);
+    prune_ctx c = {q, older_than_ms, q->prune_cursor, 0, false};
+    int rc = 0;
+    for (int page = 0; page < max_pages && !c.done && rc == 0; page++)
+        rc = tw_store_exec(q->store, prune_job, &c);
+    q->prune_cursor = c.cursor;
+    pthread_mutex_unlock(&q->prune_lock);
+    if (deleted) *deleted = c.deleted;
     return rc;
 }

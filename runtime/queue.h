@@ -31,21 +31,21 @@
 typedef struct tw_queue tw_queue;
 
 typedef struct tw_action {
-    char id[TW_ID_MAX];          /* action id, unguessable */
-    char *thing_id;              /* twin id, dtw:{agent}:{thing} */
-    char *agent_id;              /* the agent that owns the Thing */
-    char *sender_id;             /* the client that asked */
-    char *name;                  /* action or property name */
-    char *correlation_id;        /* the sender's correlationID, may be NULL */
-    tw_op op;                    /* TW_OP_INVOKEACTION or TW_OP_WRITEPROPERTY */
-    json_t *input;               /* may be NULL */
-    json_t *output;              /* may be NULL */
-    json_t *error;               /* RFC 9457 problem, may be NULL */
+    char id[TW_ID_MAX];   /* action id, unguessable */
+    char *thing_id;       /* twin id, dtw:{agent}:{thing} */
+    char *agent_id;       /* the agent that owns the Thing */
+    char *sender_id;      /* the client that asked */
+    char *name;           /* action or property name */
+    char *correlation_id; /* the sender's correlationID, may be NULL */
+    tw_op op;             /* TW_OP_INVOKEACTION or TW_OP_WRITEPROPERTY */
+    json_t *input;        /* may be NULL */
+    json_t *output;       /* may be NULL */
+    json_t *error;        /* RFC 9457 problem, may be NULL */
     tw_status status;
     int64_t created_ms;
     int64_t updated_ms;
-    int64_t expires_ms;          /* 0 = never (only for delivered actions) */
-    int64_t seq;                 /* queue order, set by push */
+    int64_t expires_ms; /* 0 = never (only for delivered actions) */
+    int64_t seq;        /* queue order, set by push */
 } tw_action;
 
 void tw_action_free(tw_action *a);
@@ -59,9 +59,9 @@ void tw_queue_close(tw_queue *q);
 
 /* Result of a durable push, handed to done after the commit. */
 typedef struct tw_queue_push_result {
-    int rc;                         /* 0, or why it was not stored */
+    int rc; /* 0, or why it was not stored */
     int64_t seq;
-    char superseded_id[TW_ID_MAX];  /* coalesced writeproperty, "" if none */
+    char superseded_id[TW_ID_MAX]; /* coalesced writeproperty, "" if none */
 } tw_queue_push_result;
 typedef void (*tw_queue_push_done)(void *arg, const tw_queue_push_result *res);
 
@@ -105,6 +105,12 @@ int tw_queue_expire(tw_queue *q, int64_t now_ms, tw_queue_action_cb cb, void *ar
 /* Fails every unfinished action of a deleted thing; cb per action. */
 int tw_queue_fail_thing(tw_queue *q, const char *thing_id, json_t *problem, tw_queue_action_cb cb,
                         void *arg);
+
+/* Deletes finished actions (completed, failed, expired, cancelled) created
+ * before older_than_ms, with their history, oldest first, at most max_pages
+ * pages of 512 rows per call; *deleted (may be NULL) counts them. Blocking
+ * (commits through the writer); the sweeper calls it now and then. */
+int tw_queue_prune(tw_queue *q, int64_t older_than_ms, int max_pages, int *deleted);
 
 /* Number of queued rows (agent_id NULL: all agents). */
 int tw_queue_depth(tw_queue *q, const char *agent_id, int64_t *n);

@@ -834,6 +834,52 @@ static void test_inbox_drops_week_old_entries(void **state)
     assert_int_equal(r.n, 1);
 }
 
+/* Retention: finished actions older than the cutoff go, with their history;
+ * unfinished old ones and young ones stay; more than a page is walked. */
+static void test_prune_finished(void **state)
+{
+    fx *f = *state;
+    int64_t now = tw_now_ms(), old = now - 10 * 24 * 3600 * 1000LL;
+    char id[32];
+    for (int i = 0; i < 600; i++) { /* more than one page of 512 */
+        snprintf(id, sizeof id, "old%d", i);
+        tw_action a = mk(id, "ag", "dtw:ag:t", "act", TW_OP_INVOKEACTION);
+        a.status = TW_STATUS_DELIVERED;
+        a.expires_ms = 0;
+        a.created_ms = a.updated_ms = old + i;
+        assert_int_equal(tw_queue_record(f->q, &a), 0);
+        if (i != 7) /* old7 never gets an answer */
+            assert_int_equal(tw_queue_update(f->q, id, TW_STATUS_COMPLETED, NULL, NULL), 0);
+    }
+    tw_action young = mk("young", "ag", "dtw:ag:t", "act", TW_OP_INVOKEACTION);
+    young.status = TW_STATUS_DELIVERED;
+    young.expires_ms = 0;
+    young.created_ms = young.updated_ms = now;
+    assert_int_equal(tw_queue_record(f->q, &young), 0);
+    assert_int_equal(tw_queue_update(f->q, "young", TW_STATUS_COMPLETED, NULL, NULL), 0);
+    assert_int_equal(tw_store_flush(f->s), 0);
+
+    int deleted = 0;
+    assert_int_equal(tw_queue_prune(f->q, now - 7 * 24 * 3600 * 1000LL, 1, &deleted), 0);
+    assert_int_equal(deleted, 511); /* one page: 512 rows, one of them unfinished */
+
+    assert_int_equal(tw_queue_prune(f->q, now - 7 * 24 * 3600 * 1000LL, 8, &deleted), 0);
+    assert_int_equal(deleted, 88);
+    tw_action *a = NULL;
+    assert_int_equal(tw_queue_get(f->q, "old0", &a), TW_ENOTFOUND);
+    assert_int_equal(tw_queue_get(f->q, "old599", &a), TW_ENOTFOUND);
+    json_t *h = NULL;
+    assert_int_equal(tw_queue_history(f->q, "old0", &h), TW_ENOTFOUND);
+    tw_action *kept = get(f, "old7");
+    assert_int_equal(kept->status, TW_STATUS_DELIVERED);
+    tw_action_free(kept);
+    kept = get(f, "young");
+    tw_action_free(kept);
+    /* nothing more to do */
+    assert_int_equal(tw_queue_prune(f->q, now - 7 * 24 * 3600 * 1000LL, 8, &deleted), 0);
+    assert_int_equal(deleted, 0);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -856,6 +902,7 @@ int main(void)
         T(test_inbox_replay_ack_cursor),
         T(test_inbox_bounded_per_client),
         T(test_inbox_drops_week_old_entries),
+        T(test_prune_finished),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
