@@ -357,6 +357,11 @@ int sdk_enqueue(tw_client *c, json_t *env, out_kind kind, const char *corr)
     char *buf = env ? encode(env, &len) : NULL;
     json_decref(env);
     if (!buf) return TW_ENOMEM;
+    return sdk_enqueue_line(c, buf, len, kind, corr);
+}
+
+int sdk_enqueue_line(tw_client *c, char *buf, size_t len, out_kind kind, const char *corr)
+{
     char *corr_copy = NULL;
     if (kind == OUT_REQUEST && corr && !(corr_copy = strdup(corr))) {
         free(buf);
@@ -405,7 +410,10 @@ int sdk_enqueue(tw_client *c, json_t *env, out_kind kind, const char *corr)
         it->kind = kind;
         it->corr = corr_copy;
         c->qn++;
-        if (c->writer_waiting) pthread_cond_broadcast(&c->state_cond);
+        if (c->writer_waiting) {
+            c->writer_waiting = false; /* one wake-up is enough */
+            pthread_cond_broadcast(&c->state_cond);
+        }
     } else {
         if (kind == OUT_VALUE) atomic_fetch_add(&c->st_dropped, 1);
         free(buf);

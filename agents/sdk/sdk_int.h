@@ -157,6 +157,8 @@ json_t *sdk_request(tw_client *c, const char *op, const char *thing, const char 
                     char corr[TW_ID_MAX]);
 /* Encodes env (reference stolen) and queues it. */
 int sdk_enqueue(tw_client *c, json_t *env, out_kind kind, const char *corr);
+/* The same for an encoded line (malloc'd, ending in '\n', ownership taken). */
+int sdk_enqueue_line(tw_client *c, char *buf, size_t len, out_kind kind, const char *corr);
 /* Sends a request and waits for its response (plain) or its final action
  * status (action). env stolen. */
 int sdk_call(tw_client *c, json_t *env, const char *corr, int timeout_ms, json_t **response);

@@ -205,6 +205,68 @@ static bool batch_build(nconn *c)
     return c->wlen > 0;
 }
 
+/*
+ * Corking. While a receive callback handles the lines of one chunk (say 300
+ * events from an agent), the messages it produces for other connections are
+ * not written one by one: the first one registers its connection on this
+ * thread's flush list and the rest pile up behind it; when the chunk is done,
+ * every connection on the list is written in one batch. A lone request still
+ * leaves at once (its chunk holds one line). The list is thread-local because
+ * the router reaches send() without any context of who is receiving; it
+ * belongs to nng's callback threads and lives only inside one rx_cb.
+ */
+typedef struct flush_list {
+    bool active;
+    nconn **v;
+    size_t n, cap;
+} flush_list;
+
+static __thread flush_list tl_flush;
+
+/* mtx of c held. Whether c was put on this thread's flush list. */
+static bool defer_flush(nconn *c)
+{
+    flush_list *fl = &tl_flush;
+    if (!fl->active) return false;
+    if (fl->n == fl->cap) {
+        size_t nc = fl->cap ? fl->cap * 2 : 16;
+        nconn **nv = realloc(fl->v, nc * sizeof *nv);
+        if (!nv) return false;
+        fl->v = nv;
+        fl->cap = nc;
+    }
+    fl->v[fl->n++] = nconn_ref(c);
+    return true;
+}
+
+static void tx_issue(nconn *c);
+
+/* Writes what the connections on this thread's flush list have queued. */
+static void flush_deferred(void)
+{
+    flush_list *fl = &tl_flush;
+    for (size_t i = 0; i < fl->n; i++) {
+        nconn *c = fl->v[i];
+        pthread_mutex_lock(&c->mtx);
+        c->flush_deferred = false;
+        bool start = false;
+        if (!c->writing && !c->closing && batch_build(c)) {
+            c->writing = true;
+            start = true;
+            nconn_ref(c);
+        }
+        pthread_mutex_unlock(&c->mtx);
+        if (start) tx_issue(c);
+        nconn_unref(c);
+    }
+    fl->n = 0;
+    if (fl->cap > 1024) { /* a burst to many connections: give the memory back */
+        free(fl->v);
+        fl->v = NULL;
+        fl->cap = 0;
+    }
+}
+
 static void tx_issue(nconn *c)
 {
     nng_iov iov = {.iov_buf = c->wbuf + c->woff, .iov_len = c->wlen - c->woff};
@@ -214,6 +276,10 @@ static void tx_issue(nconn *c)
 
 int nconn_send(nconn *c, tw_msg *m, bool bounded)
 {
+    /* encode outside the lock (once per message, shared by every receiver):
+     * batch_build then only copies bytes while it holds the lock */
+    size_t elen;
+    if (!tw_msg_encode(m, &elen)) return TW_ENOMEM;
     pthread_mutex_lock(&c->mtx);
     if (c->closing) {
         pthread_mutex_unlock(&c->mtx);
@@ -243,7 +309,9 @@ int nconn_send(nconn *c, tw_msg *m, bool bounded)
     c->q[(c->qhead + c->qn) % c->qcap] = tw_msg_ref(m);
     c->qn++;
     bool start = false;
-    if (!c->writing && batch_build(c)) {
+    if (!c->writing && !c->flush_deferred && defer_flush(c)) {
+        c->flush_deferred = true; /* the receive loop of this thread flushes it */
+    } else if (!c->writing && !c->flush_deferred && batch_build(c)) {
         c->writing = true;
         start = true;
         nconn_ref(c); /* the send in flight */
@@ -359,6 +427,7 @@ static void rx_cb(void *arg)
     c->rlen += nng_aio_count(c->rx_aio);
     size_t start = 0;
     bool closing = false;
+    tl_flush.active = true;
     for (;;) {
         char *nl = memchr(c->rbuf + scan, '\n', c->rlen - scan);
         if (!nl) break;
@@ -371,6 +440,8 @@ static void rx_cb(void *arg)
         pthread_mutex_unlock(&c->mtx);
         if (closing) break;
     }
+    tl_flush.active = false;
+    flush_deferred();
     if (start) {
         memmove(c->rbuf, c->rbuf + start, c->rlen - start);
         c->rlen -= start;

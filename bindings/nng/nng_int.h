@@ -51,6 +51,7 @@ struct nconn {
     bool writing; /* a stream send is in flight */
     bool closing;
     bool close_when_flushed; /* close once the queue is written */
+    bool flush_deferred;     /* on a receiving thread's flush list (nng_conn.c) */
     char *wbuf;              /* the batch being written */
     size_t wlen, woff, wcap;
 
