@@ -98,6 +98,23 @@ def problem(test, st, h, body, status):
     test.assertIn("type", body)
 
 
+def streams():
+    st, h, body = ADMIN.raw("GET", "/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith("twind_http_streams "):
+            return int(line.split()[1])
+    return -1
+
+
+def wait_streams(n, timeout=10):
+    """Waits until twind has at most n open streams (a closed client's
+    stream is noticed by the hang-up watcher, not at once)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and streams() > n:
+        time.sleep(0.02)
+    return streams() <= n
+
+
 def tpath(*parts):
     return "/things/" + q(TWIN) + "".join("/" + q(p) for p in parts)
 
@@ -321,9 +338,10 @@ class Affordances(unittest.TestCase):
         a = Agent(TW, "sleepy", pw)
         td = dict(LAMP, id="urn:dev:sleepy", title="Sleepy")
         td["actions"] = dict(LAMP["actions"], ping={"safe": True, "idempotent": True})
+        before = streams()
         twin = a.publish_td(td)
         a.close()
-        time.sleep(0.3)
+        self.assertTrue(wait_streams(before - 1))
         # a safe action (RPC) is never queued: 503 while the agent is away
         st, h, body = ADMIN.request("POST", "/things/%s/actions/ping" % q(twin), {})
         problem(self, st, h, body, 503)
@@ -338,7 +356,7 @@ class Affordances(unittest.TestCase):
         a = Agent(TW, "sleepy", pw)
         self.assertTrue(a.sse.wait(lambda s: any(e.get("event") == "request" for e in s.events)))
         a.close()
-        time.sleep(0.2)
+        self.assertTrue(wait_streams(before - 1))
         # an admin deletes the twin through the directory API: its queued
         # action fails, the Thing is gone
         st, h, body = ADMIN.request("POST", "/things/%s/actions/toggle" % q(twin), {"q": 2})
@@ -423,6 +441,7 @@ class SingleConnection(unittest.TestCase):
 
     def test_sse_resume_restores_subscriptions(self):
         c = TW.admin()
+        before = streams()
         s = SSE(TW, "/sse", c.token)
         self.assertTrue(s.wait_status())
         st, h, body = c.request("POST", "/messages",
@@ -439,7 +458,7 @@ class SingleConnection(unittest.TestCase):
         self.assertTrue(s.wait(lambda x: alarms(x) == ["r0"]))
         last = s.last_event_id
         s.close()
-        time.sleep(0.2)  # the hang-up is noticed
+        self.assertTrue(wait_streams(before))  # the hang-up is noticed
         for v in ("r1", "r2", "r3"):
             AGENT.event(LAMP["id"], "alarm", v)
         time.sleep(0.2)
