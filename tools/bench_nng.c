@@ -157,6 +157,7 @@ static long nb_rss_kb(pid_t pid)
 static tw_client *nb_client(const nb_twind *t, const char *id, const char *pw, const char *token)
 {
     tw_client_opts o = {.url = t->url,
+                        .dispatch_inline = id && strcmp(id, "ba") == 0, /* the agent */
                         .ca_file = t->ca,
                         .client_id = id,
                         .password = pw,
@@ -519,6 +520,16 @@ static int run_rtt(const tw_bench_args *a)
     qsort(lat, (size_t)n, sizeof *lat, cmp_i64);
     tw_bench_report("nng_rtt", "p50", (double)lat[n / 2], "us");
     tw_bench_report("nng_rtt", "p99", (double)lat[n * 99 / 100], "us");
+    /* the share of one hop: consumer -> runtime -> consumer (ping) */
+    json_t *ping = json_pack("{s:s}", "operation", "ping");
+    for (long i = 0; i < n; i++) {
+        int64_t t0 = tw_mono_us();
+        tw_client_request(e.cons, ping, 10000, NULL);
+        lat[i] = tw_mono_us() - t0;
+    }
+    json_decref(ping);
+    qsort(lat, (size_t)n, sizeof *lat, cmp_i64);
+    tw_bench_report("nng_rtt", "ping_p50", (double)lat[n / 2], "us");
     double r50, r99;
     ref_rtt(n, &r50, &r99);
     tw_bench_report("nng_rtt", "reference_bare_stream_p50", r50, "us");
@@ -627,8 +638,11 @@ static int run_drain(const tw_bench_args *a)
         nb_sleep_ms(5);
     int64_t q1 = tw_mono_us();
     tw_bench_report("nng_drain", "queued_per_s", (double)n * 1e6 / (double)(q1 - q0), "1/s");
-    tw_client_opts o = {
-        .url = e.t.url, .ca_file = e.t.ca, .client_id = "ba", .password = "bench-agent-pw"};
+    tw_client_opts o = {.url = e.t.url,
+                        .ca_file = e.t.ca,
+                        .client_id = "ba",
+                        .password = "bench-agent-pw",
+                        .dispatch_inline = true};
     int64_t t0 = tw_mono_us();
     if (tw_client_new(&o, &e.agent)) goto out;
     tw_agent_on_action(e.agent, "b", "work", drain_work, &x);

@@ -154,7 +154,8 @@ int sdk_response_rc(json_t *resp)
 /* mtx held. Waits for room (the I/O thread slows down, TCP pushes back). */
 void sdk_push_job_locked(tw_client *c, job *j)
 {
-    while (c->njobs >= MAX_JOBS && !c->closing)
+    while (c->njobs >= MAX_JOBS && !c->closing &&
+           !(c->o.dispatch_inline && pthread_equal(pthread_self(), c->io_thr)))
         pthread_cond_wait(&c->job_space, &c->mtx);
     j->next = NULL;
     if (c->jtail)
@@ -163,7 +164,9 @@ void sdk_push_job_locked(tw_client *c, job *j)
         c->jhead = j;
     c->jtail = j;
     c->njobs++;
-    pthread_cond_signal(&c->job_cond);
+    /* inline dispatch: the I/O thread runs what it queued itself */
+    if (!(c->o.dispatch_inline && j->kind != JOB_STATE && pthread_equal(pthread_self(), c->io_thr)))
+        pthread_cond_signal(&c->job_cond);
 }
 
 void sdk_push_job(tw_client *c, job *j)
@@ -304,6 +307,28 @@ static void send_ping(tw_client *c)
     if (env) sdk_enqueue(c, env, OUT_VALUE, NULL);
 }
 
+/* Runs queued jobs in order; run_mtx keeps them one at a time whichever
+ * thread (callback thread, or the I/O thread with dispatch_inline) runs. */
+static void run_jobs(tw_client *c)
+{
+    pthread_mutex_lock(&c->run_mtx);
+    for (;;) {
+        pthread_mutex_lock(&c->mtx);
+        job *j = c->jhead;
+        if (j) {
+            c->jhead = j->next;
+            if (!c->jhead) c->jtail = NULL;
+            c->njobs--;
+            pthread_cond_signal(&c->job_space);
+        }
+        pthread_mutex_unlock(&c->mtx);
+        if (!j) break;
+        run_job(c, j);
+        free(j);
+    }
+    pthread_mutex_unlock(&c->run_mtx);
+}
+
 static void *cb_main(void *arg)
 {
     tw_client *c = arg;
@@ -329,14 +354,8 @@ static void *cb_main(void *arg)
             if (c->cb_stop) break; /* closing and drained */
             continue;
         }
-        job *j = c->jhead;
-        c->jhead = j->next;
-        if (!c->jhead) c->jtail = NULL;
-        c->njobs--;
-        pthread_cond_signal(&c->job_space);
         pthread_mutex_unlock(&c->mtx);
-        run_job(c, j);
-        free(j);
+        run_jobs(c);
         pthread_mutex_lock(&c->mtx);
     }
     pthread_mutex_unlock(&c->mtx);
@@ -892,8 +911,10 @@ static void *io_main(void *arg)
             pthread_mutex_unlock(&c->mtx);
             const char *line;
             size_t n;
-            while (c->tops->recv(t, &line, &n) == 0)
+            while (c->tops->recv(t, &line, &n) == 0) {
                 process_line(c, line, n);
+                if (c->o.dispatch_inline) run_jobs(c);
+            }
         }
         link_down(c, t);
         backoff_wait(c, &backoff);
@@ -947,6 +968,7 @@ int tw_client_new(const tw_client_opts *opts, tw_client **out)
     tw_id_new(NULL, rnd);
     snprintf(c->idprefix, sizeof c->idprefix, "%.12s-", rnd);
     pthread_mutex_init(&c->mtx, NULL);
+    pthread_mutex_init(&c->run_mtx, NULL);
     pthread_cond_init(&c->state_cond, NULL);
     pthread_cond_init(&c->space_cond, NULL);
     pthread_cond_init(&c->job_cond, NULL);
@@ -1033,6 +1055,7 @@ void tw_client_close(tw_client *c)
     pthread_cond_destroy(&c->job_cond);
     pthread_cond_destroy(&c->job_space);
     pthread_mutex_destroy(&c->mtx);
+    pthread_mutex_destroy(&c->run_mtx);
     if (c->password) sodium_memzero(c->password, strlen(c->password));
     sodium_memzero(c->session_token, sizeof c->session_token);
     free(c->q);

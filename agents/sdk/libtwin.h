@@ -34,6 +34,9 @@
  * their own condition, which the I/O thread signals), but a long callback
  * delays the ones behind it: hand long work to another thread and answer the
  * request from there (tw_req_* may be called from any thread, later).
+ * With opts.dispatch_inline, callbacks run on the I/O thread instead (still
+ * one at a time, in order): lower latency, but no synchronous calls of the
+ * same client from inside them.
  *
  * Delivery rules: nothing is resent silently. An envelope still queued when
  * the link drops is dropped: events and property values are stale by then
@@ -87,6 +90,12 @@ typedef struct tw_client_opts {
     int keepalive_ms;        /* a ping after this long without traffic, default 10000; a link silent
                                 for twice as long is dropped and re-made; -1: never */
     int64_t inbox_cursor;    /* the inbox cursor to resume from (0: everything unseen) */
+    /* Run callbacks on the I/O thread as soon as their envelope is read,
+     * saving a thread hand-off (for latency-bound agents). Callbacks then
+     * must not call the synchronous functions of the same client (they
+     * would wait for the thread that runs them); tw_req_* and the
+     * asynchronous and publishing functions are fine. Default false. */
+    bool dispatch_inline;
     tw_client_state_fn on_state; /* may be NULL; runs on the callback thread */
     void *state_arg;
     /* Action statuses no call of this client waits for: those of actions

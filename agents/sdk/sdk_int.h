@@ -102,6 +102,7 @@ struct tw_client {
     const tw_transport_ops *tops;
 
     pthread_mutex_t mtx;
+    pthread_mutex_t run_mtx;   /* held while a user callback runs (one at a time) */
     pthread_cond_t state_cond; /* state changes (writer, waiters) */
     pthread_cond_t space_cond; /* room in the send queue */
     tw_client_state state;

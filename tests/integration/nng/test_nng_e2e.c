@@ -526,11 +526,13 @@ static void test_restart(void **state)
                         .password = "pw-of-a-test-client",
                         .reconnect_min_ms = 50,
                         .reconnect_max_ms = 400,
+                        .dispatch_inline = true, /* the agent answers on its I/O thread */
                         .on_state = on_state};
     tw_client *agent, *cons;
     assert_int_equal(tw_client_new(&o, &agent), 0);
     o.client_id = "co4";
     o.on_state = NULL;
+    o.dispatch_inline = false;
     assert_int_equal(tw_client_new(&o, &cons), 0);
     assert_int_equal(tw_client_wait_connected(agent, 10000), 0);
     assert_int_equal(tw_client_wait_connected(cons, 10000), 0);
