@@ -28,6 +28,9 @@
  * and, once started, writes the bound ports to <data_dir>/http.port and
  * <data_dir>/https.port (port 0 in the config picks a free port).
  *
+ * Who may write the directory through the TDD API: the admin role only;
+ * agents publish their own Things with `updatething` (POST /messages).
+ *
  * The directory API uses the twin's directory (tw_twin_dir of the twin set
  * with tw_runtime_set_twin); without the twin module the /things directory
  * endpoints answer 503.
