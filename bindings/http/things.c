@@ -418,7 +418,9 @@ static int setup_dir(http_req *r, http_stream *s, json_t **problem)
         tw_dir_changes(d, after, kinds, 0, replay_change, s, NULL);
     }
     pthread_mutex_lock(&s->mu);
-    if (s->last_id < now) s->last_id = now;
+    /* A fresh stream starts after `now`; a resumed one after what it
+     * replayed, so a change that reached the feed late comes from pending. */
+    if (!resume && s->last_id < now) s->last_id = now;
     json_t *pend = s->dir_pending;
     s->dir_pending = NULL;
     size_t i;
