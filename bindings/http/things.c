@@ -413,9 +413,9 @@ static int setup_dir(http_req *r, http_stream *s, json_t **problem)
     pthread_mutex_unlock(&s->mu);
     /* The stream is already in the list: changes from now on are held. */
     uint64_t now = tw_dir_etag(d);
-    if (resume && after < now) {
+    if (resume) {
         s->last_id = after;
-        tw_dir_changes(d, after, kinds, 0, replay_change, s, NULL);
+        if (after < now) tw_dir_changes(d, after, kinds, 0, replay_change, s, NULL);
     }
     pthread_mutex_lock(&s->mu);
     /* A fresh stream starts after `now`; a resumed one after what it
