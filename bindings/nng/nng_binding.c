@@ -399,6 +399,14 @@ static void op_stop(tw_binding *b)
         nconn_close(c, NULL);
         nconn_unref(c);
     }
+    /* their callbacks drop the last references; the housekeeping thread
+     * frees them (bounded wait: a wedged peer must not hang shutdown) */
+    for (int i = 0; i < 500 && atomic_load(&nb->nlive) > 0; i++) {
+        struct timespec ts = {0, 10 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    if (atomic_load(&nb->nlive) > 0)
+        tw_log_warn(MOD, "%d connections still busy at stop", atomic_load(&nb->nlive));
     if (nb->hk_started) {
         pthread_mutex_lock(&nb->hk_mtx);
         nb->hk_stop = true;
@@ -533,6 +541,7 @@ int tw_nng_binding_new(tw_runtime *rt, json_t *section, tw_binding **out)
     pthread_mutex_init(&nb->hk_mtx, NULL);
     pthread_cond_init(&nb->hk_cond, NULL);
     atomic_init(&nb->nconns, 0);
+    atomic_init(&nb->nlive, 0);
     atomic_init(&nb->stopping, false);
 
     size_t nurls = !listen ? 1 : json_is_string(listen) ? 1 : json_array_size(listen);

@@ -61,6 +61,7 @@ void nconn_unref(nconn *c)
 
 void nconn_free(nconn *c)
 {
+    atomic_fetch_sub(&c->nb->nlive, 1);
     nng_aio_free(c->rx_aio);
     nng_aio_free(c->tx_aio);
     if (c->st) nng_stream_free(c->st);
@@ -128,6 +129,7 @@ int nconn_start(nng_bind *nb, nng_stream *st, uint32_t slot, uint32_t gen, nconn
     if (!c->conn) goto fail;
     tw_log_debug(MOD, "connection %llu from %s", (unsigned long long)tw_conn_serial(c->conn),
                  c->remote);
+    atomic_fetch_add(&nb->nlive, 1);
     *out = c;
     return 0;
 fail:

@@ -91,6 +91,7 @@ struct nng_bind {
     uint32_t *free_slots;
     int nfree;
     atomic_int nconns;
+    atomic_int nlive; /* nconn structures not yet freed (stop waits for 0) */
 
     /* housekeeping thread: reaps dead connections, enforces login timeout */
     pthread_t hk;
