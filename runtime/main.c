@@ -20,11 +20,13 @@
 #include "runtime/tls.h"
 #include "twin/twin.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void usage(FILE *f)
@@ -38,6 +40,9 @@ static void usage(FILE *f)
                "  --nng URL           nng listen URL, repeatable (default tls+tcp://0.0.0.0:8445;\n"
                "                      'off' disables)\n"
                "  --log-level LEVEL   error, warn, info or debug (default info)\n"
+               "  --issue-cert ID     issue a client certificate for mutual TLS (CN = ID,\n"
+               "                      signed by the data directory's CA) into DIR/clients/\n"
+               "                      and exit; the client must also exist in twind\n"
                "  --version           print the version and exit\n"
                "  --help              print this help and exit\n");
 }
@@ -53,7 +58,7 @@ static json_t *section(tw_config *cfg, const char *name)
 }
 
 typedef struct cli {
-    const char *config, *data, *log_level, *https, *http;
+    const char *config, *data, *log_level, *https, *http, *issue_cert;
     json_t *nng; /* array of URLs or NULL */
 } cli;
 
@@ -68,6 +73,7 @@ static int parse_cli(int argc, char **argv, cli *o)
         {"log-level", required_argument, 0, 'l'},
         {"version", no_argument, 0, 'V'},
         {"help", no_argument, 0, 'h'},
+        {"issue-cert", required_argument, 0, 'i'},
         {0, 0, 0, 0},
     };
     int c;
@@ -87,6 +93,9 @@ static int parse_cli(int argc, char **argv, cli *o)
             break;
         case 'l':
             o->log_level = optarg;
+            break;
+        case 'i':
+            o->issue_cert = optarg;
             break;
         case 'n':
             if (!o->nng) o->nng = json_array();
@@ -157,6 +166,30 @@ static void print_banner(const tw_config *cfg, const char *admin_password)
     fflush(stdout);
 }
 
+/* --issue-cert: a client certificate for mutual TLS, then exit. */
+static int issue_cert(const tw_config *cfg, const char *client_id)
+{
+    if (!tw_client_id_valid(client_id)) {
+        fprintf(stderr, "twind: '%s' is not a valid client id\n", client_id);
+        return 2;
+    }
+    tw_tls_files tls;
+    char dir[1200], cert[1400], key[1400];
+    snprintf(dir, sizeof dir, "%s/clients", cfg->data_dir);
+    snprintf(cert, sizeof cert, "%s/%s.pem", dir, client_id);
+    snprintf(key, sizeof key, "%s/%s.key", dir, client_id);
+    int rc;
+    if ((mkdir(cfg->data_dir, 0700) && errno != EEXIST) || (mkdir(dir, 0700) && errno != EEXIST) ||
+        (rc = tw_tls_ensure(cfg->data_dir, &tls)) ||
+        (rc = tw_tls_issue_client(&tls, client_id, 0, cert, key))) {
+        fprintf(stderr, "twind: cannot issue a certificate in %s: %s\n", dir, strerror(errno));
+        return 1;
+    }
+    printf("client certificate: %s\nclient key:         %s\nCA to trust:        %s\n", cert, key,
+           tls.ca_cert);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     cli o = {0};
@@ -172,6 +205,11 @@ int main(int argc, char **argv)
         return 2;
     }
     json_decref(o.nng);
+    if (o.issue_cert) {
+        int irc = issue_cert(&cfg, o.issue_cert);
+        tw_config_free(&cfg);
+        return irc;
+    }
 
     sigset_t sigs;
     sigemptyset(&sigs);

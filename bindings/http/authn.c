@@ -14,6 +14,7 @@
 #include "http_int.h"
 
 #include "runtime/authn.h"
+#include "runtime/tls.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -56,12 +57,30 @@ static char *bearer(http_req *r)
     return NULL;
 }
 
+/* Mutual TLS: the identity of a verified client certificate (CN = client
+ * id), for a request without a bearer token. */
+static bool client_certificate(http_req *r, tw_authn *an)
+{
+    if (!an || !r->h->verifier) return false;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->mc, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    if (!ci || !ci->tls_session) return false;
+    char cn[TW_ID_MAX];
+    if (tw_tls_verify_session(r->h->verifier, (gnutls_session_t)ci->tls_session, cn)) return false;
+    return tw_authn_client_identity(an, cn, &r->id) == 0;
+}
+
 bool http_authenticate(http_req *r, enum MHD_Result *res)
 {
     tw_authn *an = tw_runtime_authn(r->h->rt);
     char *tok = bearer(r);
     if (!tok) {
-        *res = unauthorized(r, "an Authorization: Bearer token is required");
+        if (client_certificate(r, an)) {
+            r->authed = true;
+            return true;
+        }
+        *res = unauthorized(r, "an Authorization: Bearer token (or a client certificate) "
+                               "is required");
         return false;
     }
     if (!an) {

@@ -84,7 +84,9 @@ typedef struct tw_http {
     int port_https, port_http;
     char base_https[160]; /* https://host:port, for absolute hrefs */
     char base_http[160];
-    char *tls_cert, *tls_key; /* PEM, kept for the daemon's lifetime */
+    char *tls_cert, *tls_key;         /* PEM, kept for the daemon's lifetime */
+    char *tls_ca;                     /* the CA (PEM): client certificates chain to it */
+    struct tw_tls_verifier *verifier; /* mutual TLS: checks a client certificate */
     http_stats st;
     http_replay *replay;
 

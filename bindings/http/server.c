@@ -14,6 +14,8 @@
  */
 #include "http_int.h"
 
+#include "runtime/tls.h"
+
 #include "twin/twin.h"
 
 #include <arpa/inet.h>
@@ -340,6 +342,13 @@ static int start_daemon(tw_http *h, const char *spec, bool tls)
             tw_log_error(HTTP_LOG, "HTTPS needs %s/tls/server.pem and server.key", cfg->data_dir);
             return TW_EIO;
         }
+        /* Mutual TLS is optional: libmicrohttpd asks for (does not require)
+         * a client certificate once it has a CA to trust; a request that
+         * has no bearer token is then authenticated by its certificate. */
+        snprintf(path, sizeof path, "%s/tls/ca.pem", cfg->data_dir);
+        if (!h->tls_ca && (h->tls_ca = read_file(path)) && !h->verifier &&
+            tw_tls_verifier_new(path, &h->verifier))
+            tw_log_warn(HTTP_LOG, "cannot load %s: client certificates are not accepted", path);
         flags |= MHD_USE_TLS;
     }
     /* Per-connection memory pool: request line and headers plus the write
@@ -363,6 +372,8 @@ static int start_daemon(tw_http *h, const char *spec, bool tls)
     if (tls) {
         opts[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, h->tls_cert};
         opts[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, h->tls_key};
+        if (h->tls_ca && h->verifier)
+            opts[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_TRUST, 0, h->tls_ca};
     }
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     struct MHD_Daemon *d = MHD_start_daemon(flags, 0, NULL, NULL, http_access, h, MHD_OPTION_ARRAY,
@@ -547,6 +558,8 @@ static void ops_destroy(tw_binding *b)
     if (h->hup_ep >= 0) close(h->hup_ep);
     free(h->tls_cert);
     free(h->tls_key);
+    free(h->tls_ca);
+    if (h->verifier) tw_tls_verifier_free(h->verifier);
     pthread_mutex_destroy(&h->mu);
     pthread_cond_destroy(&h->cond);
     free(h);

@@ -4,8 +4,10 @@ errors that name FILE:LINE:COLUMN, first start (owner-only data directory,
 admin password printed once), a second instance on the same data directory
 refused, SIGTERM stops gracefully with exit 0 and what was acknowledged is
 still there after a restart."""
+import http.client
 import json
 import os
+import ssl
 import signal
 import stat
 import subprocess
@@ -30,16 +32,18 @@ def wait_for_file(path, proc, timeout=15):
 
 
 class Daemon:
-    def __init__(self, data, *extra):
+    def __init__(self, data, *extra, https=False):
         self.data = data
-        port_file = os.path.join(data, "http.port")
-        if os.path.exists(port_file):  # left by the previous run
-            os.unlink(port_file)
-        args = [TWIND, "--data", data, "--https", "off", "--http", "127.0.0.1:0",
-                "--nng", "off", "--log-level", "warn", *extra]
+        for name in ("http.port", "https.port"):  # left by the previous run
+            if os.path.exists(os.path.join(data, name)):
+                os.unlink(os.path.join(data, name))
+        args = [TWIND, "--data", data, "--https", "127.0.0.1:0" if https else "off",
+                "--http", "127.0.0.1:0", "--nng", "off", "--log-level", "warn", *extra]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         port = wait_for_file(os.path.join(data, "http.port"), self.proc)
         self.base = "http://127.0.0.1:%s" % port
+        if https:
+            self.https_port = int(wait_for_file(os.path.join(data, "https.port"), self.proc))
 
     def call(self, method, path, body=None, token=None):
         req = urllib.request.Request(self.base + path, method=method,
@@ -124,6 +128,43 @@ class DaemonTest(unittest.TestCase):
             code, out, err = d.stop()
         self.assertEqual(code, 0, err)
         self.assertNotIn(password, out)
+
+    def test_mutual_tls_client_certificate(self):
+        d = Daemon(self.data, https=True)
+        try:
+            password = open(os.path.join(self.data, "admin.password")).read().strip()
+            status, body = d.call("POST", "/authn/login", {"login": "admin", "password": password})
+            self.assertEqual(status, 200, body)
+            admin = body["token"]
+            status, body = d.call("POST", "/things/dtw:twind:authn/actions/addClient",
+                                  {"clientID": "op1", "role": "viewer"}, token=admin)
+            self.assertIn(status, (200, 201), body)
+            for cid in ("op1", "ghost"):  # ghost has a certificate but is no client
+                r = subprocess.run([TWIND, "--data", self.data, "--issue-cert", cid],
+                                   capture_output=True, text=True, timeout=30)
+                self.assertEqual(r.returncode, 0, r.stderr)
+            ca = os.path.join(self.data, "tls", "ca.pem")
+
+            def get(cert):
+                ctx = ssl.create_default_context(cafile=ca)
+                if cert:
+                    base = os.path.join(self.data, "clients", cert)
+                    ctx.load_cert_chain(base + ".pem", base + ".key")
+                c = http.client.HTTPSConnection("localhost", d.https_port, context=ctx, timeout=10)
+                c.request("GET", "/things")
+                r = c.getresponse()
+                data = r.read()
+                c.close()
+                return r.status, data
+
+            status, data = get("op1")
+            self.assertEqual(status, 200, data)  # authenticated by its certificate alone
+            self.assertIn(b"dtw:twind:authn", data)
+            self.assertEqual(get(None)[0], 401)  # neither token nor certificate
+            self.assertEqual(get("ghost")[0], 401)  # a valid certificate of an unknown client
+        finally:
+            code, out, err = d.stop()
+        self.assertEqual(code, 0, err)
 
 
 if __name__ == "__main__":
