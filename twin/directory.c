@@ -1076,6 +1076,37 @@ static json_t *snapshot(tw_dir *d)
     return arr;
 }
 
+typedef struct typed_ctx {
+    json_t *arr;
+    const char *type;
+    uint32_t want;
+    bool failed;
+} typed_ctx;
+
+static bool typed_visit(void *ctx, entry *e)
+{
+    typed_ctx *tc = ctx;
+    if (entry_has_type(e, tc->type, tc->want) && json_array_append(tc->arr, e->td) != 0)
+        tc->failed = true;
+    return !tc->failed;
+}
+
+/* The array of the TDs whose @type includes type, in id order. */
+static json_t *typed(tw_dir *d, const char *type)
+{
+    typed_ctx tc = {.arr = json_array(), .type = type};
+    if (!tc.arr) return NULL;
+    pthread_rwlock_rdlock(&d->lock);
+    tc.want = (uint32_t)(uintptr_t)tw_hmap_get(&d->type_ids, type);
+    dir_tree_walk(d->root, 0, typed_visit, &tc);
+    pthread_rwlock_unlock(&d->lock);
+    if (tc.failed) {
+        json_decref(tc.arr);
+        return NULL;
+    }
+    return tc.arr;
+}
+
 int tw_dir_query(tw_dir *d, const char *jsonpath, json_t **result, json_t **problem)
 {
     *result = NULL;
@@ -1091,7 +1122,10 @@ int tw_dir_query(tw_dir *d, const char *jsonpath, json_t **result, json_t **prob
         set_problem(problem, pr);
         return rc;
     }
-    json_t *all = snapshot(d);
+    /* `$[?@['@type']=='X' && ...]`: only Things the @type index lists can
+     * match, so evaluate over those (in id order) instead of every TD */
+    const char *type = tw_jsonpath_eq_hint(p, "@type");
+    json_t *all = type ? typed(d, type) : snapshot(d);
     if (!all) {
         tw_jsonpath_free(p);
         return TW_ENOMEM;

@@ -989,3 +989,54 @@ int tw_jsonpath_query_parallel(const tw_jsonpath *p, json_t *root, size_t max, i
     *result = all;
     return 0;
 }
+
+/* ---- hints for the directory's indexes ---------------------------------- */
+
+static bool uses_abs(const jp_node *e)
+{
+    if (!e) return false;
+    switch (e->kind) {
+    case N_OR:
+    case N_AND:
+    case N_CMP:
+        return uses_abs(e->a) || uses_abs(e->b);
+    case N_NOT:
+    case N_EXISTS:
+        return uses_abs(e->a);
+    case N_ABS:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static bool is_member_path(const jp_node *o, const char *member, size_t mlen)
+{
+    return o->kind == N_REL && o->a && !o->a->next && o->a->kind == N_NAME && o->a->len == mlen &&
+           memcmp(o->a->str, member, mlen) == 0;
+}
+
+static const char *find_eq(const jp_node *e, const char *member, size_t mlen)
+{
+    if (e->kind == N_AND) {
+        const char *s = find_eq(e->a, member, mlen);
+        return s ? s : find_eq(e->b, member, mlen);
+    }
+    if (e->kind != N_CMP || e->op != OP_EQ) return NULL;
+    const jp_node *path = e->a, *lit = e->b;
+    if (path->kind == N_LIT) {
+        path = e->b;
+        lit = e->a;
+    }
+    if (lit->kind != N_LIT || !json_is_string(lit->lit) || !is_member_path(path, member, mlen))
+        return NULL;
+    return json_string_value(lit->lit);
+}
+
+const char *tw_jsonpath_eq_hint(const tw_jsonpath *p, const char *member)
+{
+    const jp_node *seg = p->first;
+    if (!seg || seg->desc || !seg->a || seg->a->next || seg->a->kind != N_FILTER) return NULL;
+    if (uses_abs(seg->a->a)) return NULL;
+    return find_eq(seg->a->a, member, strlen(member));
+}

@@ -80,4 +80,13 @@ int tw_jsonpath_query(const tw_jsonpath *p, json_t *root, size_t max, json_t **r
 int tw_jsonpath_query_parallel(const tw_jsonpath *p, json_t *root, size_t max, int nthreads,
                                json_t **result);
 
+/*
+ * A hint for an index: when p is `$[?F]...` and F is a conjunction (&&)
+ * that requires `@[member] == 'text'` (or @.member, either side), with no
+ * `$` path inside F, returns text (owned by p). Every item the query selects
+ * then has that member equal to text, so evaluating p over only the items
+ * an index says may have it gives the same result. NULL otherwise.
+ */
+const char *tw_jsonpath_eq_hint(const tw_jsonpath *p, const char *member);
+
 #endif

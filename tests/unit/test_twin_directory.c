@@ -9,6 +9,7 @@
 #include "runtime/store.h"
 #include "tw_test.h"
 #include "twin/directory.h"
+#include "twin/jsonpath.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -455,6 +456,36 @@ static void test_query(void **state)
     assert_int_equal(tw_dir_query(f->d, "$..href", &res, NULL), 0);
     assert_int_equal(json_array_size(res), 25);
     json_decref(res);
+    /* queries the @type index narrows give what a full scan gives, also for
+     * @type arrays (which never equal a string) */
+    json_t *arr_td = td_new("urn:p:arr", "Arr", NULL, "temp");
+    json_object_set_new(arr_td, "@type", json_pack("[s,s]", "Sensor", "Lamp"));
+    put_ok(f, "urn:p:arr", arr_td, NULL, true);
+    json_decref(arr_td);
+    static const char *const typed_queries[] = {
+        "$[?@['@type']=='Sensor'].id",
+        "$[?@['@type']=='Lamp' && @.properties.power].title",
+        "$[?@['@type']=='Nothing']",
+        "$[?(@.title > 'Thing 1' && @['@type']=='Sensor')].id",
+    };
+    json_t *all = NULL;
+    assert_int_equal(tw_dir_list(f->d, 0, SIZE_MAX, &all, NULL, NULL), 0);
+    for (size_t i = 0; i < json_array_size(all); i++) /* the TDs as stored */
+        json_object_del(json_array_get(all, i), "registration");
+    for (size_t q = 0; q < sizeof typed_queries / sizeof typed_queries[0]; q++) {
+        tw_jsonpath *p = NULL;
+        json_t *want = NULL, *got = NULL;
+        assert_int_equal(tw_jsonpath_compile(typed_queries[q], &p, NULL, 0, NULL), 0);
+        assert_non_null(tw_jsonpath_eq_hint(p, "@type"));
+        assert_int_equal(tw_jsonpath_query(p, all, 1000, &want), 0);
+        assert_int_equal(tw_dir_query(f->d, typed_queries[q], &got, NULL), 0);
+        if (!json_equal(want, got)) fail_msg("%s: index and scan differ", typed_queries[q]);
+        json_decref(want);
+        json_decref(got);
+        tw_jsonpath_free(p);
+    }
+    json_decref(all);
+    assert_int_equal(tw_dir_delete(f->d, "urn:p:arr", NULL), 0);
     /* the snapshot follows writes */
     assert_int_equal(tw_dir_delete(f->d, "urn:p:01", NULL), 0);
     assert_int_equal(tw_dir_query(f->d, "$[?@['@type']=='Sensor'].id", &res, NULL), 0);

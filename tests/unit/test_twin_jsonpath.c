@@ -270,6 +270,33 @@ static void test_step_budget(void **state)
     json_decref(big);
 }
 
+static const char *hint(const char *q)
+{
+    static tw_jsonpath *p;
+    tw_jsonpath_free(p);
+    p = NULL;
+    assert_int_equal(tw_jsonpath_compile(q, &p, NULL, 0, NULL), 0);
+    return tw_jsonpath_eq_hint(p, "@type");
+}
+
+static void test_index_hint(void **state)
+{
+    assert_string_equal(hint("$[?@['@type']=='Lamp']"), "Lamp");
+    assert_string_equal(hint("$[?(@.@type == \"Lamp\")].id"), "Lamp");
+    assert_string_equal(hint("$[?'Lamp' == @['@type']]"), "Lamp");
+    assert_string_equal(hint("$[?@.n > 1 && (@['@type']=='Lamp' && @.x)]"), "Lamp");
+    assert_null(hint("$[?@['@type']=='Lamp' || @.n > 1]")); /* not required */
+    assert_null(hint("$[?!(@['@type']=='Lamp')]"));
+    assert_null(hint("$[?@['@type'] != 'Lamp']"));
+    assert_null(hint("$[?@['@type'][0]=='Lamp']"));
+    assert_null(hint("$[?@['@type']==1]"));
+    assert_null(hint("$[?@['@type']=='Lamp' && @.id == $[0].id]")); /* uses $ */
+    assert_null(hint("$..[?@['@type']=='Lamp']"));
+    assert_null(hint("$[*]"));
+    assert_null(hint("$"));
+    hint("$"); /* frees the last one */
+}
+
 static void test_root_only(void **state)
 {
     tw_jsonpath *p = NULL;
@@ -336,6 +363,7 @@ int main(void)
         cmocka_unit_test(test_eval_stops_and_max),
         cmocka_unit_test(test_parallel_matches_sequential),
         cmocka_unit_test(test_step_budget),
+        cmocka_unit_test(test_index_hint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
