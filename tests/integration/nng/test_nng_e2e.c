@@ -785,6 +785,44 @@ static void test_slow_consumer(void **state)
     twind_stop(&d);
 }
 
+/* ---- limits: connection count and login timeout ---------------------------------- */
+
+static void test_limits(void **state)
+{
+    twind_proc d;
+    memset(&d, 0, sizeof d);
+    assert_int_equal(h_mkdtemp(d.dir, sizeof d.dir, "nng-limits"), 0);
+    snprintf(d.data, sizeof d.data, "%s/data", d.dir);
+    snprintf(d.config, sizeof d.config, "%s/twind.json", d.dir);
+    FILE *f = fopen(d.config, "w");
+    assert_non_null(f);
+    fprintf(f, "{\"nng\": {\"max_conns\": 2, \"login_timeout_ms\": 300}}\n");
+    fclose(f);
+    assert_int_equal(twind_start(&d, NULL), 0);
+    raw r1, r2, r3;
+    raw_open(&r1, &d);
+    raw_open(&r2, &d);
+    /* a ping on each proves both are served (and not yet timed out) */
+    const char *ping = "{\"type\":\"request\",\"operation\":\"ping\",\"correlationID\":\"p\"}\n";
+    assert_int_equal(raw_send(&r1, ping, strlen(ping)), 0);
+    json_t *j = raw_recv(&r1);
+    assert_non_null(j);
+    json_decref(j);
+    /* the third is over max_conns: accepted by TCP, closed at once */
+    raw_open(&r3, &d);
+    raw_send(&r3, ping, strlen(ping));
+    assert_null(raw_recv(&r3));
+    raw_close(&r3);
+    /* nobody logged in: both are closed after the login timeout */
+    int64_t t0 = tw_mono_us();
+    assert_null(raw_recv(&r1));
+    assert_null(raw_recv(&r2));
+    assert_true(tw_mono_us() - t0 < 10 * 1000000); /* bound, not a speed figure */
+    raw_close(&r1);
+    raw_close(&r2);
+    twind_stop(&d);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -792,6 +830,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip), cmocka_unit_test(test_offline_queue),
         cmocka_unit_test(test_isolation), cmocka_unit_test(test_restart),
         cmocka_unit_test(test_protocol),  cmocka_unit_test(test_slow_consumer),
+        cmocka_unit_test(test_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
