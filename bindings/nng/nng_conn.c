@@ -18,6 +18,9 @@
  * TW_NNG_BATCH_MAX bytes) into one buffer and starts it; the send callback
  * continues with whatever was queued meanwhile. So a single message leaves
  * at once, and a burst leaves in few large writes: batching costs no latency.
+ * On top of that, messages produced while a receive callback handles one
+ * chunk are corked per destination and written when the chunk is done (see
+ * "Corking" below): one write per destination per received chunk.
  *
  * Overflow policy: when the ring is full the message is refused (TW_EFULL)
  * and the connection is closed ("slow consumer"). Nothing is dropped
