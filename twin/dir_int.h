@@ -4,7 +4,8 @@
  * the change feed). Not for other modules: they use directory.h.
  *
  * Locking: tw_dir.lock (a rwlock) guards by_id, type_ids, the tree, seq,
- * next_expiry and the listeners; snap_mu guards the JSONPath snapshot.
+ * next_expiry and the listeners; snap_mu serialises rebuilding the scan
+ * array and the JSONPath snapshot (taken before the read lock, never after).
  */
 #ifndef TW_TWIN_DIR_INT_H
 #define TW_TWIN_DIR_INT_H
@@ -36,6 +37,15 @@ typedef struct entry {
     size_t size;
 } entry;
 
+/* An entry in the scan array: its @type ids copied so a scan by type reads
+ * one contiguous array. */
+typedef struct snap_item {
+    entry *e;
+    uint32_t types[6];
+    uint8_t ntypes;
+    bool types_more;
+} snap_item;
+
 typedef struct listener {
     uint64_t handle;
     tw_dir_change_fn fn;
@@ -57,8 +67,15 @@ struct tw_dir {
     listener *listeners;
     size_t nlisteners;
     uint64_t next_handle;
-    /* cached array of every TD for JSONPath queries, valid for snap_seq */
+    /* Built on demand after writes, under snap_mu (then read under the read
+     * lock): the entries in id order as one array with their @type ids
+     * inline, for searches that scan (no tree walk, no TD touched), and the
+     * array of every TD for JSONPath queries. */
     pthread_mutex_t snap_mu;
+    struct snap_item *items;
+    size_t nitems, cap_items;
+    uint64_t items_seq;
+    bool items_valid;
     json_t *snap;
     uint64_t snap_seq;
 };

@@ -439,6 +439,7 @@ void tw_dir_close(tw_dir *d)
     tw_hmap_fini(&d->type_ids);
     free(d->listeners);
     json_decref(d->snap);
+    free(d->items);
     pthread_mutex_destroy(&d->snap_mu);
     pthread_rwlock_destroy(&d->lock);
     free(d);
@@ -1003,46 +1004,97 @@ static bool matches(const entry *e, const tw_dir_filter *f, uint32_t want_type)
     return true;
 }
 
-typedef struct search_ctx {
-    const tw_dir_filter *f;
-    uint32_t want_type;
-    size_t skip, left, total;
-    json_t *page;
-    bool failed;
-} search_ctx;
+typedef struct items_ctx {
+    snap_item *items;
+    size_t n;
+} items_ctx;
 
-static bool search_visit(void *ctx, entry *e)
+static bool items_visit(void *ctx, entry *e)
 {
-    search_ctx *sc = ctx;
-    if (!matches(e, sc->f, sc->want_type)) return true;
-    sc->total++;
-    if (sc->skip) {
-        sc->skip--;
-    } else if (sc->left) {
-        sc->left--;
-        if (json_array_append_new(sc->page, enriched(e)) != 0) sc->failed = true;
-    }
+    items_ctx *ic = ctx;
+    snap_item *it = &ic->items[ic->n++];
+    it->e = e;
+    it->ntypes = e->ntypes;
+    it->types_more = e->types_more;
+    memcpy(it->types, e->types, sizeof it->types);
     return true;
+}
+
+/*
+ * Takes the read lock with d->items current for it. Returns 0 with the read
+ * lock held, or TW_ENOMEM with no lock held.
+ */
+static int lock_items(tw_dir *d)
+{
+    int rc = 0;
+    pthread_mutex_lock(&d->snap_mu);
+    pthread_rwlock_rdlock(&d->lock);
+    if (!d->items_valid || d->items_seq != d->seq) {
+        size_t n = d->by_id.len;
+        if (n > d->cap_items) {
+            size_t cap = n + n / 4 + 16;
+            snap_item *items = realloc(d->items, cap * sizeof *items);
+            if (items) {
+                d->items = items;
+                d->cap_items = cap;
+            } else {
+                rc = TW_ENOMEM;
+            }
+        }
+        if (rc == 0) {
+            items_ctx ic = {.items = d->items};
+            dir_tree_walk(d->root, 0, items_visit, &ic);
+            d->nitems = ic.n;
+            d->items_seq = d->seq;
+            d->items_valid = true;
+        }
+    }
+    /* the read lock keeps the array current: no write, so no rebuild */
+    pthread_mutex_unlock(&d->snap_mu);
+    if (rc) pthread_rwlock_unlock(&d->lock);
+    return rc;
+}
+
+static bool item_has_type(const snap_item *it, const char *type, uint32_t want)
+{
+    for (int i = 0; i < it->ntypes; i++)
+        if (it->types[i] == want) return true;
+    return it->types_more && has_type(it->e->td, type);
 }
 
 int tw_dir_search(tw_dir *d, const tw_dir_filter *f, size_t offset, size_t limit, json_t **page,
                   size_t *total)
 {
     static const tw_dir_filter none = {0};
-    search_ctx sc = {.f = f ? f : &none, .skip = offset, .left = limit, .page = json_array()};
+    if (!f) f = &none;
     *page = NULL;
-    if (!sc.page) return TW_ENOMEM;
-    pthread_rwlock_rdlock(&d->lock);
-    if (sc.f->type && *sc.f->type)
-        sc.want_type = (uint32_t)(uintptr_t)tw_hmap_get(&d->type_ids, sc.f->type);
-    dir_tree_walk(d->root, 0, search_visit, &sc);
-    pthread_rwlock_unlock(&d->lock);
-    if (sc.failed) {
-        json_decref(sc.page);
+    json_t *out = json_array();
+    if (!out || lock_items(d)) {
+        json_decref(out);
         return TW_ENOMEM;
     }
-    if (total) *total = sc.total;
-    *page = sc.page;
+    const char *type = f->type && *f->type ? f->type : NULL;
+    tw_dir_filter rest = *f; /* the filters besides @type */
+    rest.type = NULL;
+    uint32_t want = type ? (uint32_t)(uintptr_t)tw_hmap_get(&d->type_ids, type) : 0;
+    size_t matched = 0;
+    bool failed = false;
+    for (size_t i = 0; i < d->nitems; i++) {
+        const snap_item *it = &d->items[i];
+        if (type && !item_has_type(it, type, want)) continue;
+        if (!matches(it->e, &rest, 0)) continue;
+        if (matched >= offset && matched - offset < limit &&
+            json_array_append_new(out, enriched(it->e)) != 0)
+            failed = true;
+        matched++;
+    }
+    pthread_rwlock_unlock(&d->lock);
+    if (failed) {
+        json_decref(out);
+        return TW_ENOMEM;
+    }
+    if (total) *total = matched;
+    *page = out;
     return 0;
 }
 
@@ -1076,35 +1128,24 @@ static json_t *snapshot(tw_dir *d)
     return arr;
 }
 
-typedef struct typed_ctx {
-    json_t *arr;
-    const char *type;
-    uint32_t want;
-    bool failed;
-} typed_ctx;
-
-static bool typed_visit(void *ctx, entry *e)
-{
-    typed_ctx *tc = ctx;
-    if (entry_has_type(e, tc->type, tc->want) && json_array_append(tc->arr, e->td) != 0)
-        tc->failed = true;
-    return !tc->failed;
-}
-
 /* The array of the TDs whose @type includes type, in id order. */
 static json_t *typed(tw_dir *d, const char *type)
 {
-    typed_ctx tc = {.arr = json_array(), .type = type};
-    if (!tc.arr) return NULL;
-    pthread_rwlock_rdlock(&d->lock);
-    tc.want = (uint32_t)(uintptr_t)tw_hmap_get(&d->type_ids, type);
-    dir_tree_walk(d->root, 0, typed_visit, &tc);
-    pthread_rwlock_unlock(&d->lock);
-    if (tc.failed) {
-        json_decref(tc.arr);
+    json_t *arr = json_array();
+    if (!arr || lock_items(d)) {
+        json_decref(arr);
         return NULL;
     }
-    return tc.arr;
+    uint32_t want = (uint32_t)(uintptr_t)tw_hmap_get(&d->type_ids, type);
+    for (size_t i = 0; arr && i < d->nitems; i++) {
+        const snap_item *it = &d->items[i];
+        if (item_has_type(it, type, want) && json_array_append(arr, it->e->td) != 0) {
+            json_decref(arr);
+            arr = NULL;
+        }
+    }
+    pthread_rwlock_unlock(&d->lock);
+    return arr;
 }
 
 int tw_dir_query(tw_dir *d, const char *jsonpath, json_t **result, json_t **problem)

@@ -839,6 +839,12 @@ static void *reader(void *arg)
         tw_dir_query(f->d, "$[?@.title=='W'].id", &res, NULL);
         json_decref(page);
         json_decref(res);
+        tw_dir_filter tf = {.title = "w"};
+        size_t total = 0;
+        tw_dir_search(f->d, &tf, 0, 5, &page, &total);
+        json_decref(page);
+        tw_dir_query(f->d, "$[?@['@type']=='X'].id", &res, NULL);
+        json_decref(res);
     }
     return NULL;
 }
