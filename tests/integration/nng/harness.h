@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -60,6 +61,40 @@ static int h_mkdtemp(char *out, size_t n, const char *tag)
     return mkdtemp(out) ? 0 : -1;
 }
 
+/* Every twind started, so a failed test (cmocka leaves the test function by
+ * longjmp) cannot leave one running: atexit kills what is still there, and
+ * each child dies with this process anyway (PR_SET_PDEATHSIG). */
+static pid_t h_pids[16];
+
+static void h_kill_all(void)
+{
+    for (int i = 0; i < 16; i++)
+        if (h_pids[i] > 0) {
+            kill(h_pids[i], SIGKILL);
+            waitpid(h_pids[i], NULL, 0);
+            h_pids[i] = 0;
+        }
+}
+
+static void h_track(pid_t pid, bool add)
+{
+    static bool registered;
+    if (!registered) {
+        atexit(h_kill_all);
+        registered = true;
+    }
+    for (int i = 0; i < 16; i++) {
+        if (add && h_pids[i] <= 0) {
+            h_pids[i] = pid;
+            return;
+        }
+        if (!add && h_pids[i] == pid) {
+            h_pids[i] = 0;
+            return;
+        }
+    }
+}
+
 /* Starts twind. nng_url NULL: tls+tcp on a free loopback port. */
 static int twind_start(twind_proc *d, const char *nng_url)
 {
@@ -72,6 +107,7 @@ static int twind_start(twind_proc *d, const char *nng_url)
     pid_t pid = fork();
     if (pid < 0) return -1;
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
         if (fd >= 0) {
             dup2(fd, 1);
@@ -102,10 +138,12 @@ static int twind_start(twind_proc *d, const char *nng_url)
         _exit(127);
     }
     d->pid = pid;
+    h_track(pid, true);
     for (int i = 0; i < 300; i++) { /* 30 s */
         if (h_read_line(urlfile, d->url, sizeof d->url) == 0) break;
         int st;
         if (waitpid(pid, &st, WNOHANG) == pid) {
+            h_track(pid, false);
             d->pid = 0;
             fprintf(stderr, "twind exited early; see %s\n", log);
             return -1;
@@ -141,6 +179,7 @@ static int twind_new(twind_proc *d, const char *tag)
 static void twind_stop(twind_proc *d)
 {
     if (d->pid <= 0) return;
+    h_track(d->pid, false);
     kill(d->pid, SIGTERM);
     int st;
     for (int i = 0; i < 200; i++) {

@@ -10,6 +10,7 @@
 
 usage: test_nng_http.py TWIND DEMO_AGENT EXAMPLE_CONSUMER
 """
+import ctypes
 import json
 import os
 import signal
@@ -22,6 +23,14 @@ import urllib.error
 import urllib.request
 
 TWIND, DEMO_AGENT, CONSUMER = sys.argv[1:4]
+
+
+def die_with_parent():
+    """Children get SIGKILL when this script dies (e.g. a ctest timeout)."""
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def fail(msg):
@@ -106,7 +115,8 @@ def wait_thing(http, twin_id, timeout=20):
 
 
 def agent_nng_consumer_http(data, http_port):
-    agent = subprocess.Popen([DEMO_AGENT, "--data", data, "--interval", "200", "--run-ms", "60000"])
+    agent = subprocess.Popen([DEMO_AGENT, "--data", data, "--interval", "200", "--run-ms", "60000"],
+                             preexec_fn=die_with_parent)
     try:
         admin = Http(http_port)
         admin.login("admin", open(os.path.join(data, "admin.password")).read().strip())
@@ -220,7 +230,7 @@ def agent_http_consumer_nng(data, http_port):
     wait_thing(admin, "dtw:pyagent:demo")
     threading.Thread(target=a.tick, daemon=True).start()
     r = subprocess.run([CONSUMER, "--data", data, "--thing", "dtw:pyagent:demo", "--events", "2"],
-                       timeout=60)
+                       timeout=60, preexec_fn=die_with_parent)
     a.stop = True
     if r.returncode != 0:
         fail("example consumer over nng against the HTTP agent exited %d" % r.returncode)
@@ -235,7 +245,7 @@ def main():
     log = open(os.path.join(d, "twind.log"), "w")
     tw = subprocess.Popen([TWIND, "--data", data, "--https", "off", "--http", "127.0.0.1:0",
                            "--nng", "tls+tcp://127.0.0.1:0", "--log-level", "warn"],
-                          stdout=log, stderr=log)
+                          stdout=log, stderr=log, preexec_fn=die_with_parent)
     try:
         wait_file(os.path.join(data, "nng.url"))
         http_port = int(wait_file(os.path.join(data, "http.port")))
