@@ -4,10 +4,12 @@
 // twind's own C validator.
 //
 // Input: a file of JSON lines written by dump_tds, each
-//   {"expect": "valid" | "invalid", "name": "...", "td": {...}}
+//   {"expect": "valid" | "invalid", "name": "...", "td": {...},
+//    "c_valid": <twind's own validator's verdict>, "c_errors": [...]}
 // Every "valid" TD (what twind's directory returned) must pass the schema;
 // every "invalid" TD (one twind rejected, for a rule the schema states) must
-// fail it, which shows this check is able to fail. Exit status 1 on any
+// fail it, which shows this check is able to fail; and twind's C validator
+// must reach the same verdict as ajv on each. Exit status 1 on any
 // mismatch, 2 on bad input.
 'use strict';
 const fs = require('fs');
@@ -27,7 +29,7 @@ if (process.argv.length < 3) {
   process.exit(2);
 }
 const lines = fs.readFileSync(process.argv[2], 'utf8').split('\n').filter((l) => l.trim());
-let valid = 0, invalid = 0, bad = 0;
+let valid = 0, invalid = 0, bad = 0, disagree = 0;
 for (const [i, line] of lines.entries()) {
   let item;
   try {
@@ -37,13 +39,31 @@ for (const [i, line] of lines.entries()) {
     process.exit(2);
   }
   const ok = validate(item.td);
+  // twind's C validator (td_validate.c) must agree with ajv on every TD
+  if (item.c_valid !== undefined && item.c_valid !== ok) {
+    bad++;
+    disagree++;
+    if (disagree <= 5) {
+      console.error(`DISAGREE ${item.name}: ajv says ${ok ? 'valid' : 'invalid'}, ` +
+                    `twind's validator ${item.c_valid ? 'valid' : 'invalid'}`);
+      if (!ok) console.error(JSON.stringify(validate.errors));
+      if (item.c_errors) console.error(JSON.stringify(item.c_errors));
+    }
+  }
   if (item.expect === 'valid') {
     valid++;
     if (!ok) {
       bad++;
-      console.error(`FAIL ${item.name}: twind returned a TD the W3C schema rejects:`);
-      console.error(JSON.stringify(validate.errors, null, 1));
-      console.error(JSON.stringify(item.td));
+      if (bad <= 5) {
+        console.error(`FAIL ${item.name}: twind returned a TD the W3C schema rejects:`);
+        for (const e of validate.errors) {
+          // the value at the failing place, to see what is wrong at a glance
+          let v = item.td;
+          for (const k of e.instancePath.split('/').slice(1)) v = v === undefined ? v : v[k];
+          console.error(`  ${e.instancePath || '/'}: ${e.message}` +
+                        (v !== undefined ? ` (value: ${JSON.stringify(v)})` : ''));
+        }
+      }
     }
   } else {
     invalid++;
@@ -54,7 +74,7 @@ for (const [i, line] of lines.entries()) {
   }
 }
 console.log(`${valid} TDs from the directory checked, ${invalid} broken TDs checked, ` +
-            `${bad} mismatches`);
+            `${bad} mismatches (${disagree} where the two validators disagree)`);
 if (valid === 0) {
   console.error('no TDs to check');
   process.exit(1);

@@ -7,6 +7,8 @@
  * writes broken TDs that twind's validator rejects, which the W3C schema
  * must reject too. Usage: dump_tds DATA_DIR > tds.jsonl
  */
+#include "bindings/http/http.h"
+#include "bindings/nng/nng_binding.h"
 #include "runtime/config.h"
 #include "runtime/runtime.h"
 #include "twin/merge_patch.h"
@@ -37,6 +39,15 @@ static json_t *form(const char *id, const char *kind, const char *name, json_t *
     return json_pack("{s:s,s:o,s:s}", "href", href, "op", ops, "contentType", "application/json");
 }
 
+/* Appends form (reference stolen) to obj's "forms", creating the array. */
+static void add_form(json_t *obj, json_t *form)
+{
+    json_t *forms = json_object_get(obj, "forms");
+    if (!json_is_array(forms)) json_object_set_new(obj, "forms", forms = json_array());
+    json_array_append_new(forms, form);
+}
+
+/* Adds to what the other bindings added (bindings append, never replace). */
 static int fb_add_forms(tw_binding *b, json_t *td)
 {
     const char *id = json_string_value(json_object_get(td, "id"));
@@ -44,32 +55,23 @@ static int fb_add_forms(tw_binding *b, json_t *td)
     json_t *aff;
     json_object_foreach(json_object_get(td, "properties"), name, aff)
     {
-        json_t *forms = json_array();
-        json_array_append_new(forms, form(id, "properties", name,
-                                          json_pack("[s,s]", "readproperty", "writeproperty")));
+        add_form(aff,
+                 form(id, "properties", name, json_pack("[s,s]", "readproperty", "writeproperty")));
         json_t *obs = form(id, "properties", name,
                            json_pack("[s,s]", "observeproperty", "unobserveproperty"));
         json_object_set_new(obs, "subprotocol", json_string("sse"));
-        json_array_append_new(forms, obs);
-        json_object_set_new(aff, "forms", forms);
+        add_form(aff, obs);
     }
-    json_object_foreach(json_object_get(td, "actions"), name, aff) json_object_set_new(
-        aff, "forms",
-        json_pack("[o]",
-                  form(id, "actions", name,
-                       json_pack("[s,s,s]", "invokeaction", "queryaction", "cancelaction"))));
-    json_object_foreach(json_object_get(td, "events"), name, aff) json_object_set_new(
-        aff, "forms",
-        json_pack("[o]", form(id, "events", name,
-                              json_pack("[s,s]", "subscribeevent", "unsubscribeevent"))));
-    json_object_set_new(
-        td, "forms",
-        json_pack("[o,o]",
-                  form(id, "properties", NULL,
-                       json_pack("[s,s,s]", "readallproperties", "readmultipleproperties",
-                                 "observeallproperties")),
-                  form(id, "events", NULL,
-                       json_pack("[s,s]", "subscribeallevents", "unsubscribeallevents"))));
+    json_object_foreach(json_object_get(td, "actions"), name, aff)
+        add_form(aff, form(id, "actions", name,
+                           json_pack("[s,s,s]", "invokeaction", "queryaction", "cancelaction")));
+    json_object_foreach(json_object_get(td, "events"), name, aff) add_form(
+        aff, form(id, "events", name, json_pack("[s,s]", "subscribeevent", "unsubscribeevent")));
+    add_form(td, form(id, "properties", NULL,
+                      json_pack("[s,s,s]", "readallproperties", "readmultipleproperties",
+                                "observeallproperties")));
+    add_form(td, form(id, "events", NULL,
+                      json_pack("[s,s]", "subscribeallevents", "unsubscribeallevents")));
     return 0;
 }
 
@@ -184,9 +186,14 @@ static const struct {
     {"bad-id", "{\"id\":\"not a uri\"}"},
 };
 
+/* One line for check.js, with twind's own validator's verdict on the TD
+ * ("c_valid"), which ajv's must match. */
 static void emit(const char *expect, const char *name, json_t *td)
 {
-    json_t *line = json_pack("{s:s,s:s,s:O}", "expect", expect, "name", name, "td", td);
+    json_t *errors = NULL;
+    bool c_valid = tw_td_validate(td, 0, &errors) == 0;
+    json_t *line = json_pack("{s:s,s:s,s:O,s:b,s:o*}", "expect", expect, "name", name, "td", td,
+                             "c_valid", c_valid, "c_errors", errors);
     char *s = json_dumps(line, JSON_COMPACT);
     puts(s);
     free(s);
@@ -224,8 +231,16 @@ int main(int argc, char **argv)
     tw_twin *twin = NULL;
     int rc = tw_runtime_new(&cfg, &rt, err, sizeof err);
     if (rc) die(err, rc, NULL);
+    /* the real bindings' forms (plain listeners on free loopback ports),
+     * and the test binding's, which uses every kind of op */
+    json_t *http = json_pack("{s:n,s:s}", "https", "http", "127.0.0.1:0");
+    json_t *nng = json_pack("{s:[s]}", "listen", "tcp://127.0.0.1:0");
+    if ((rc = tw_http_binding_new(rt, http, NULL))) die("http binding", rc, NULL);
+    if ((rc = tw_nng_binding_new(rt, nng, NULL))) die("nng binding", rc, NULL);
     if ((rc = tw_runtime_add_binding(rt, &FORMS, NULL, NULL))) die("binding", rc, NULL);
     if ((rc = tw_twin_open(rt, &twin))) die("twin", rc, NULL);
+    tw_runtime_set_twin(rt, tw_twin_ops_table(), twin);
+    if ((rc = tw_runtime_start(rt, err, sizeof err))) die(err, rc, NULL);
     const tw_twin_ops *ops = tw_twin_ops_table();
     tw_dir *d = tw_twin_dir(twin);
     json_t *problem = NULL;
@@ -305,8 +320,11 @@ int main(int argc, char **argv)
     }
     json_decref(rich);
     fprintf(stderr, "dump_tds: %zu Things in the directory\n", total);
+    tw_runtime_stop(rt);
     tw_twin_close(twin);
     tw_runtime_free(rt);
+    json_decref(http);
+    json_decref(nng);
     tw_config_free(&cfg);
     return 0;
 }
