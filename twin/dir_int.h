@@ -78,6 +78,11 @@ struct tw_dir {
     bool items_valid;
     json_t *snap;
     uint64_t snap_seq;
+    /* the TDs of one @type for narrowed JSONPath queries (the last type
+     * asked for), valid for tsnap_seq */
+    json_t *tsnap;
+    char *tsnap_type;
+    uint64_t tsnap_seq;
 };
 
 /* ---- dir_tree.c: a treap ordered by id whose nodes count their subtree,

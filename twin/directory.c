@@ -439,6 +439,8 @@ void tw_dir_close(tw_dir *d)
     tw_hmap_fini(&d->type_ids);
     free(d->listeners);
     json_decref(d->snap);
+    json_decref(d->tsnap);
+    free(d->tsnap_type);
     free(d->items);
     pthread_mutex_destroy(&d->snap_mu);
     pthread_rwlock_destroy(&d->lock);
@@ -1131,11 +1133,24 @@ static json_t *snapshot(tw_dir *d)
 /* The array of the TDs whose @type includes type, in id order. */
 static json_t *typed(tw_dir *d, const char *type)
 {
+    /* the last type's array is kept until the next write: repeated queries
+     * on one type take no reference per TD */
+    pthread_mutex_lock(&d->snap_mu);
+    pthread_rwlock_rdlock(&d->lock);
+    json_t *hit = d->tsnap && d->tsnap_seq == d->seq && strcmp(d->tsnap_type, type) == 0
+                      ? json_incref(d->tsnap)
+                      : NULL;
+    uint64_t seq = d->seq;
+    pthread_rwlock_unlock(&d->lock);
+    pthread_mutex_unlock(&d->snap_mu);
+    if (hit) return hit;
+
     json_t *arr = json_array();
     if (!arr || lock_items(d)) {
         json_decref(arr);
         return NULL;
     }
+    seq = d->seq;
     uint32_t want = (uint32_t)(uintptr_t)tw_hmap_get(&d->type_ids, type);
     for (size_t i = 0; arr && i < d->nitems; i++) {
         const snap_item *it = &d->items[i];
@@ -1145,6 +1160,16 @@ static json_t *typed(tw_dir *d, const char *type)
         }
     }
     pthread_rwlock_unlock(&d->lock);
+    char *t = arr ? strdup(type) : NULL;
+    if (t) {
+        pthread_mutex_lock(&d->snap_mu);
+        json_decref(d->tsnap);
+        free(d->tsnap_type);
+        d->tsnap = json_incref(arr);
+        d->tsnap_type = t;
+        d->tsnap_seq = seq; /* the state the array was read at */
+        pthread_mutex_unlock(&d->snap_mu);
+    }
     return arr;
 }
 
