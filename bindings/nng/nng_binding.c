@@ -527,6 +527,12 @@ int tw_nng_binding_new(tw_runtime *rt, json_t *section, tw_binding **out)
         tw_log_error(MOD, "config nng.listen: an array of at most 16 URLs is expected");
         return TW_EINVAL;
     }
+    const tw_config *c0 = tw_runtime_config(rt);
+    if (c0 && sq < 2 * (int64_t)c0->drain_window)
+        tw_log_warn(MOD,
+                    "nng.send_queue %lld is below twice the drain window (%d): an agent "
+                    "reconnecting to a full queue may be cut off as a slow consumer",
+                    (long long)sq, c0->drain_window);
     nng_bind *nb = calloc(1, sizeof *nb);
     if (!nb) return TW_ENOMEM;
     nb->rt = rt;

@@ -316,7 +316,9 @@ int nconn_send(nconn *c, tw_msg *m, bool bounded)
     bool start = false;
     if (!c->writing && !c->flush_deferred && defer_flush(c)) {
         c->flush_deferred = true; /* the receive loop of this thread flushes it */
-    } else if (!c->writing && !c->flush_deferred && batch_build(c)) {
+    } else if (!c->writing && (!c->flush_deferred || c->qn >= c->qcap / 2) && batch_build(c)) {
+        /* (a corked connection whose queue is half full is written now: a
+         * big inbox replay must flow, not overflow) */
         c->writing = true;
         start = true;
         nconn_ref(c); /* the send in flight */

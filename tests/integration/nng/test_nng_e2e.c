@@ -785,6 +785,98 @@ static void test_slow_consumer(void **state)
     twind_stop(&d);
 }
 
+/* ---- a large inbox replay through a small send queue -------------------------------- */
+
+typedef struct replay_obs {
+    pthread_mutex_t mtx;
+    int queued, finals, completed;
+} replay_obs;
+
+static void on_replay_status(void *arg, tw_client *c, const tw_action_result *r)
+{
+    replay_obs *o = arg;
+    pthread_mutex_lock(&o->mtx);
+    if (r->status == TW_STATUS_QUEUED) o->queued++;
+    if (tw_status_final(r->status)) o->finals++;
+    if (r->status == TW_STATUS_COMPLETED) o->completed++;
+    pthread_mutex_unlock(&o->mtx);
+}
+
+static bool replay_queued(void *a)
+{
+    replay_obs *o = a;
+    pthread_mutex_lock(&o->mtx);
+    bool ok = o->queued >= 300;
+    pthread_mutex_unlock(&o->mtx);
+    return ok;
+}
+
+static bool replay_done(void *a)
+{
+    replay_obs *o = a;
+    pthread_mutex_lock(&o->mtx);
+    bool ok = o->finals >= 300;
+    pthread_mutex_unlock(&o->mtx);
+    return ok;
+}
+
+static void test_big_replay(void **state)
+{
+    twind_proc d;
+    memset(&d, 0, sizeof d);
+    assert_int_equal(h_mkdtemp(d.dir, sizeof d.dir, "nng-replay"), 0);
+    snprintf(d.data, sizeof d.data, "%s/data", d.dir);
+    snprintf(d.config, sizeof d.config, "%s/twind.json", d.dir);
+    FILE *f = fopen(d.config, "w");
+    assert_non_null(f);
+    /* 300 actions leave 600 statuses in the inbox; the queue holds 300
+     * (above the runtime's drain window of 256 requests at once) */
+    fprintf(f, "{\"nng\": {\"send_queue\": 300}, \"rate\": 1e6, \"burst\": 1e6}\n");
+    fclose(f);
+    assert_int_equal(twind_start(&d, NULL), 0);
+    tw_client *admin = h_admin(&d);
+    assert_non_null(admin);
+    tw_client *agent = make_client(&d, admin, "ag6", "agent", "agent");
+    json_t *td = test_td("t6");
+    assert_int_equal(tw_agent_publish_td(agent, td, NULL, NULL), 0);
+    json_decref(td);
+    tw_client_close(agent);
+    tw_client *cons = make_client(&d, admin, "co6", "consumer", "operator");
+    replay_obs ro = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0};
+    for (int i = 0; i < 300; i++)
+        assert_int_equal(
+            tw_consumer_invoke_async(cons, "dtw:ag6:t6", "work", NULL, 0, on_replay_status, &ro),
+            0);
+    assert_true(h_wait(replay_queued, &ro, 60000));
+    tw_client_close(cons);
+
+    obs ao;
+    obs_init(&ao);
+    tw_client_opts o = {
+        .url = d.url, .ca_file = d.ca, .client_id = "ag6", .password = "pw-of-a-test-client"};
+    assert_int_equal(tw_client_new(&o, &agent), 0);
+    assert_int_equal(tw_agent_on_action(agent, "t6", "work", on_echo, &ao), 0);
+    count_arg all = {&ao, 300};
+    assert_true(h_wait(requests_at_least, &all, 60000));
+    h_sleep_ms(300); /* the last answers reach the inbox */
+
+    replay_obs back = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0};
+    tw_client_opts co = {.url = d.url,
+                         .ca_file = d.ca,
+                         .client_id = "co6",
+                         .password = "pw-of-a-test-client",
+                         .on_action_status = on_replay_status,
+                         .action_status_arg = &back};
+    assert_int_equal(tw_client_new(&co, &cons), 0);
+    assert_true(h_wait(replay_done, &back, 60000));
+    assert_int_equal(back.completed, 300);
+    tw_client_close(cons);
+    tw_client_close(agent);
+    tw_client_close(admin);
+    obs_fini(&ao);
+    twind_stop(&d);
+}
+
 /* ---- limits: connection count and login timeout ---------------------------------- */
 
 static void test_limits(void **state)
@@ -830,7 +922,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip), cmocka_unit_test(test_offline_queue),
         cmocka_unit_test(test_isolation), cmocka_unit_test(test_restart),
         cmocka_unit_test(test_protocol),  cmocka_unit_test(test_slow_consumer),
-        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_limits),    cmocka_unit_test(test_big_replay),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
