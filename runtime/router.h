@@ -52,6 +52,11 @@ void tw_router_replay_inbox(tw_runtime *rt, tw_conn *c, int64_t since);
  * connection: drains its queue to it. */
 void tw_router_agent_online(tw_runtime *rt, const char *agent_id);
 
+/* A Thing left the directory (whoever deleted it, or its expiry): its
+ * unfinished actions fail and their senders are told. Non-blocking: the
+ * sweeper thread does the work soon after, so it may be called under locks. */
+void tw_router_thing_deleted(tw_runtime *rt, const char *twin_id);
+
 /* Called by the sweeper: expires queued actions and notifies senders. */
 void tw_router_sweep(tw_runtime *rt);
 

@@ -78,6 +78,7 @@ int tw_runtime_new(const tw_config *cfg, tw_runtime **out, char *err, size_t err
     pthread_mutex_init(&rt->sweep_lock, NULL);
     pthread_cond_init(&rt->sweep_cond, NULL);
     tw_hmap_init(&rt->kicks);
+    tw_hmap_init(&rt->gone);
 
     snprintf(path, sizeof path, "%s/twind.db", cfg->data_dir);
     tw_store_opts so = {.synchronous_normal = cfg->store_sync_normal};
@@ -126,9 +127,35 @@ void tw_runtime_kick_drain(tw_runtime *rt, const char *agent_id)
     pthread_mutex_unlock(&rt->sweep_lock);
 }
 
+void tw_router_thing_deleted(tw_runtime *rt, const char *twin_id)
+{
+    pthread_mutex_lock(&rt->sweep_lock);
+    int err = 0;
+    tw_hmap_put(&rt->gone, twin_id, rt, &err);
+    pthread_cond_signal(&rt->sweep_cond);
+    pthread_mutex_unlock(&rt->sweep_lock);
+}
+
+/* Fails the actions of deleted Things; sweep_lock held on entry and exit. */
+static void fail_gone(tw_runtime *rt)
+{
+    while (rt->gone.len && !rt->stopping) {
+        size_t pos = 0;
+        const char *k;
+        char id[TW_THING_ID_MAX];
+        if (!tw_hmap_next(&rt->gone, &pos, &k, NULL)) break;
+        tw_strlcpy(id, k, sizeof id);
+        tw_hmap_del(&rt->gone, id);
+        pthread_mutex_unlock(&rt->sweep_lock);
+        tw_actions_thing_deleted(rt, id);
+        pthread_mutex_lock(&rt->sweep_lock);
+    }
+}
+
 /* Drains every kicked agent; sweep_lock held on entry and exit. */
 static void drain_kicked(tw_runtime *rt)
 {
+    fail_gone(rt);
     while (rt->kicks.len && !rt->stopping) {
         size_t pos = 0;
         const char *k;
@@ -158,7 +185,7 @@ static void *sweeper_main(void *arg)
             next_sweep = tw_mono_us() + rt->cfg->sweep_ms * 1000;
             continue;
         }
-        if (rt->kicks.len) continue;
+        if (rt->kicks.len || rt->gone.len) continue;
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         int64_t ns = ts.tv_nsec + (next_sweep - now) * 1000;
@@ -224,6 +251,7 @@ void tw_runtime_free(tw_runtime *rt)
     tw_hmap_fini(&rt->services);
     tw_hmap_fini(&rt->drains);
     tw_hmap_fini(&rt->kicks);
+    tw_hmap_fini(&rt->gone);
     tw_hmap_fini(&rt->live);
     tw_registry_fini(&rt->reg);
     pthread_rwlock_destroy(&rt->services_lock);

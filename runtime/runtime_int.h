@@ -76,6 +76,7 @@ struct tw_runtime {
     pthread_cond_t sweep_cond;
     bool sweeping, stopping;
     tw_hmap kicks; /* agent ids whose queue the sweeper thread should drain */
+    tw_hmap gone;  /* twin ids deleted: the sweeper fails their actions */
 
     /* stats */
     atomic_uint_fast64_t st_type[4];
@@ -89,6 +90,7 @@ int tw_registry_init(tw_registry *r);
  * must not block, such as the store's writer). */
 void tw_runtime_kick_drain(tw_runtime *rt, const char *agent_id);
 void tw_router_drain(tw_runtime *rt, const char *agent_id);
+void tw_actions_thing_deleted(tw_runtime *rt, const char *twin_id);
 void tw_registry_fini(tw_registry *r);
 
 #endif

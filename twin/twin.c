@@ -11,6 +11,7 @@
  * a second.
  */
 #include "runtime/log.h"
+#include "runtime/router.h"
 #include "twin/td_validate.h"
 #include "twin/twin_int.h"
 
@@ -244,7 +245,11 @@ const tw_twin_ops *tw_twin_ops_table(void)
 static void on_change(void *ctx, const tw_dir_change *ch)
 {
     tw_twin *t = ctx;
-    if (ch->kind == TW_DIR_DELETED) tw_values_delete_twin(t->values, ch->id);
+    if (ch->kind == TW_DIR_DELETED) {
+        tw_values_delete_twin(t->values, ch->id);
+        /* however it left (router, TDD DELETE, expiry): its actions fail */
+        tw_router_thing_deleted(t->rt, ch->id);
+    }
 }
 
 static void *maintenance(void *arg)

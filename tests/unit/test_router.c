@@ -572,6 +572,31 @@ static void test_cancel_queued(void **state)
     tw_loop_close(ag);
 }
 
+/* A Thing that leaves the directory by another way than the router (TDD
+ * DELETE, expiry) fails its queued actions through the sweeper. */
+static void test_thing_deleted_fails_actions(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *ag = agent_with_lamp(f);
+    tw_loop_close(ag);
+    tw_loop_conn *c = client(f, "op1", TW_ROLE_OPERATOR);
+    say(c, "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dtw:ag:lamp\","
+           "\"name\":\"blink\",\"correlationID\":\"doomed\"}");
+    tw_msg *m = next(c);
+    assert_int_equal(tw_msg_status(m), TW_STATUS_QUEUED);
+    tw_msg_unref(m);
+    tw_router_thing_deleted(f->rt, "dtw:ag:lamp");
+    m = next(c); /* from the sweeper thread */
+    assert_int_equal(tw_msg_status(m), TW_STATUS_FAILED);
+    assert_string_equal(tw_msg_correlation(m), "doomed");
+    assert_int_equal(error_status(m), 410);
+    tw_msg_unref(m);
+    int64_t depth = -1;
+    tw_queue_depth(tw_runtime_queue(f->rt), "ag", &depth);
+    assert_int_equal(depth, 0);
+    tw_loop_close(c);
+}
+
 static void test_queued_survives_restart(void **state)
 {
     fixture *f = *state;
@@ -693,6 +718,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_coalesce_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_queued, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_thing_deleted_fails_actions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queued_survives_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_instance_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rate_limit, setup_rate, teardown),
