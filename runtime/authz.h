@@ -23,8 +23,7 @@ void tw_authz_close(tw_authz *az);
  * 0 when id may send m; TW_EPERM otherwise. owner_agent is the agent that
  * owns m's Thing (NULL if the thing is unknown or not addressed).
  */
-int tw_authz_check(tw_authz *az, const tw_identity *id, const tw_msg *m,
-                   const char *owner_agent);
+int tw_authz_check(tw_authz *az, const tw_identity *id, const tw_msg *m, const char *owner_agent);
 /* Pure role-table decision, without per-Thing lists. */
 bool tw_authz_role_allows(tw_role role, tw_msg_type type, tw_op op);
 

@@ -65,16 +65,11 @@ typedef struct cli {
 static int parse_cli(int argc, char **argv, cli *o)
 {
     static const struct option opts[] = {
-        {"config", required_argument, 0, 'c'},
-        {"data", required_argument, 0, 'd'},
-        {"https", required_argument, 0, 's'},
-        {"http", required_argument, 0, 'p'},
-        {"nng", required_argument, 0, 'n'},
-        {"log-level", required_argument, 0, 'l'},
-        {"version", no_argument, 0, 'V'},
-        {"help", no_argument, 0, 'h'},
-        {"issue-cert", required_argument, 0, 'i'},
-        {0, 0, 0, 0},
+        {"config", required_argument, 0, 'c'},     {"data", required_argument, 0, 'd'},
+        {"https", required_argument, 0, 's'},      {"http", required_argument, 0, 'p'},
+        {"nng", required_argument, 0, 'n'},        {"log-level", required_argument, 0, 'l'},
+        {"version", no_argument, 0, 'V'},          {"help", no_argument, 0, 'h'},
+        {"issue-cert", required_argument, 0, 'i'}, {0, 0, 0, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {

@@ -27,7 +27,7 @@ typedef struct tw_store tw_store;
 typedef struct tw_store_tx tw_store_tx;
 
 typedef struct tw_store_opts {
-    int max_batch;    /* jobs per transaction at most; default 4096 */
+    int max_batch;           /* jobs per transaction at most; default 4096 */
     bool synchronous_normal; /* for tests/benchmarks only: NORMAL instead of FULL */
 } tw_store_opts;
 

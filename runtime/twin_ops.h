@@ -54,7 +54,6 @@ typedef struct tw_twin_ops {
 int tw_twin_id_make(const char *agent_id, const char *thing_id, char *out, size_t n);
 /* Splits a twin id; returns TW_EINVAL if it is not one. The out strings point
  * into buf, which must hold strlen(twin_id)+1 bytes. */
-int tw_twin_id_split(const char *twin_id, char *buf, const char **agent_id,
-                     const char **thing_id);
+int tw_twin_id_split(const char *twin_id, char *buf, const char **agent_id, const char **thing_id);
 
 #endif
