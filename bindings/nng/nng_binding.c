@@ -439,23 +439,60 @@ static void op_close_conn(tw_binding *b, tw_conn *tc)
     nconn_unref(c);
 }
 
-static int op_add_forms(tw_binding *b, json_t *twin_td)
+/* Appends one form per listener with these ops to the affordance's forms. */
+static int add_form(nng_bind *nb, json_t *obj, const char *const *ops, int nops)
 {
-    nng_bind *nb = b->impl;
-    json_t *forms = json_object_get(twin_td, "forms");
+    json_t *forms = json_object_get(obj, "forms");
     if (!json_is_array(forms)) {
         forms = json_array();
-        if (!forms || json_object_set_new(twin_td, "forms", forms) != 0) return TW_ENOMEM;
+        if (!forms || json_object_set_new(obj, "forms", forms) != 0) return TW_ENOMEM;
     }
     for (int i = 0; i < nb->nls; i++) {
-        json_t *f = json_pack("{s:s, s:s, s:s, s:[s,s,s,s,s,s,s,s]}", "href", nb->ls[i].bound,
-                              "contentType", "application/json", "subprotocol", "twind-nng", "op",
-                              "readallproperties", "readmultipleproperties", "observeallproperties",
-                              "unobserveallproperties", "subscribeallevents",
-                              "unsubscribeallevents", "queryallactions", "readproperty");
+        json_t *op = json_array();
+        for (int k = 0; op && k < nops; k++)
+            json_array_append_new(op, json_string(ops[k]));
+        json_t *f = op ? json_pack("{s:s, s:s, s:s, s:o}", "href", nb->ls[i].bound, "contentType",
+                                   "application/json", "subprotocol", "twind-nng", "op", op)
+                       : NULL;
         if (!f || json_array_append_new(forms, f) != 0) return TW_ENOMEM;
     }
     return 0;
+}
+
+/*
+ * The nng forms of a twin TD: every listener URL, with the operations TD 1.1
+ * allows at each level. The envelope itself names thing and affordance, so
+ * all forms of one listener share its href.
+ */
+static int op_add_forms(tw_binding *b, json_t *twin_td)
+{
+    nng_bind *nb = b->impl;
+    static const char *const thing_ops[] = {"readallproperties",    "readmultipleproperties",
+                                            "observeallproperties", "unobserveallproperties",
+                                            "subscribeallevents",   "unsubscribeallevents",
+                                            "queryallactions"};
+    static const char *const prop_ops[] = {"readproperty", "observeproperty", "unobserveproperty",
+                                           "writeproperty"};
+    static const char *const action_ops[] = {"invokeaction", "queryaction", "cancelaction"};
+    static const char *const event_ops[] = {"subscribeevent", "unsubscribeevent"};
+    int rc = add_form(nb, twin_td, thing_ops, 7);
+    const char *k;
+    json_t *aff;
+    json_object_foreach(json_object_get(twin_td, "properties"), k, aff)
+    {
+        if (!rc && json_is_object(aff))
+            rc =
+                add_form(nb, aff, prop_ops, json_is_true(json_object_get(aff, "readOnly")) ? 3 : 4);
+    }
+    json_object_foreach(json_object_get(twin_td, "actions"), k, aff)
+    {
+        if (!rc && json_is_object(aff)) rc = add_form(nb, aff, action_ops, 3);
+    }
+    json_object_foreach(json_object_get(twin_td, "events"), k, aff)
+    {
+        if (!rc && json_is_object(aff)) rc = add_form(nb, aff, event_ops, 2);
+    }
+    return rc;
 }
 
 static void op_destroy(tw_binding *b)
