@@ -217,7 +217,9 @@ static void drain(tw_runtime *rt, const char *agent_id)
     for (;;) {
         int want = rt->cfg->drain_window - d->inflight;
         d->more = false;
-        if (want <= 0) break;
+        /* Claiming rows commits (one fsync), so refill in batches: only once
+         * half the window is free, unless nothing is in flight at all. */
+        if (want <= 0 || (want < (rt->cfg->drain_window + 1) / 2 && d->inflight > 0)) break;
         pthread_mutex_unlock(&rt->drain_lock);
 
         tw_conn *agent = agent_conn(rt, agent_id);
@@ -263,13 +265,20 @@ void tw_router_agent_online(tw_runtime *rt, const char *agent_id)
     drain(rt, agent_id);
 }
 
+/* A drained action was finally answered: its slot is free. The refill
+ * (a fetch that waits for a commit) runs on the sweeper thread, never on the
+ * binding thread that carried the answer. */
 static void window_release(tw_runtime *rt, const char *agent_id)
 {
     pthread_mutex_lock(&rt->drain_lock);
     tw_drain *d = tw_hmap_get(&rt->drains, agent_id);
-    if (d && d->inflight > 0) d->inflight--;
+    bool refill = false;
+    if (d && d->inflight > 0) {
+        d->inflight--;
+        refill = d->inflight <= rt->cfg->drain_window / 2;
+    }
     pthread_mutex_unlock(&rt->drain_lock);
-    drain(rt, agent_id);
+    if (refill) tw_runtime_kick_drain(rt, agent_id);
 }
 
 /* ---- requests from consumers ---------------------------------------------- */
