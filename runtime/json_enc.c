@@ -181,6 +181,7 @@ static void encode(buf *b, const json_t *v, int depth)
 
 char *tw_json_encode(const json_t *v, size_t *len)
 {
+    if (!v) return NULL;
     buf b = {0};
     encode(&b, v, 0);
     putc1(&b, '\0');

@@ -19,8 +19,11 @@
 #include <jansson.h>
 #include <stddef.h>
 
-/* Encodes v; returns NULL on allocation failure or nesting deeper than
- * 2048. *len gets the length without the terminating NUL. */
+/* Encodes v; returns NULL for NULL, on allocation failure or nesting deeper
+ * than 2048. *len (may be NULL) gets the length without the terminating NUL.
+ * jansson 2.14's json_dumps guards against cycles with a hash table of every
+ * container it enters, most of its cost on TD-sized trees; trees from the
+ * parser cannot be cyclic, so this encoder only bounds the depth. */
 char *tw_json_encode(const json_t *v, size_t *len);
 
 #endif

@@ -1,6 +1,6 @@
 /*
- * json_fast.h - deep copy and compact encoding of jansson trees, without
- * jansson's per-container cycle check.
+ * json_fast.h - deep copy and fast decoding of jansson trees, without
+ * jansson's per-container cycle check (encoding: runtime/json_enc.h).
  *
  * jansson 2.14 guards json_deep_copy() and json_dumps() against cycles by
  * recording every container it enters in a hash table keyed by the printed
@@ -23,9 +23,9 @@
 /* A new deep copy; NULL on allocation failure or excessive depth. */
 json_t *tw_json_copy(const json_t *j);
 
-/* Compact JSON text (malloc'd, NUL-terminated); NULL on allocation failure
- * or excessive depth. *len (may be NULL) gets the length. */
-char *tw_json_encode(const json_t *j, size_t *len);
+/* Compact encoding is runtime/json_enc.h's tw_json_encode (one encoder for
+ * the whole runtime). */
+#include "runtime/json_enc.h"
 
 /*
  * Parses JSON text (len bytes, any top-level value) into a new tree; NULL
