@@ -69,6 +69,14 @@ LOOP = None
 
 
 def setUpModule():
+    try:
+        start_module()
+    except BaseException:
+        tearDownModule()  # unittest skips it when setUpModule fails: no orphan twind
+        raise
+
+
+def start_module():
     global TW, ADMIN, AGENT, TWIN, LOOP
     TW = twhttp.Twind(CFG, top_cfg={"rate": 1e6, "burst": 1e6})
     ADMIN = TW.admin()
