@@ -220,6 +220,9 @@ static void drain(tw_runtime *rt, const char *agent_id)
         /* Claiming rows commits (one fsync), so refill in batches: only once
          * half the window is free, unless nothing is in flight at all. */
         if (want <= 0 || (want < (rt->cfg->drain_window + 1) / 2 && d->inflight > 0)) break;
+        /* Reserve the slots before delivering: an answer may come back (and
+         * free its slot) before this loop has delivered the rest. */
+        d->inflight += want;
         pthread_mutex_unlock(&rt->drain_lock);
 
         tw_conn *agent = agent_conn(rt, agent_id);
@@ -242,7 +245,8 @@ static void drain(tw_runtime *rt, const char *agent_id)
         if (agent) tw_conn_unref(agent);
 
         pthread_mutex_lock(&rt->drain_lock);
-        d->inflight += delivered;
+        d->inflight -= want - delivered; /* give back what was not used */
+        if (d->inflight < 0) d->inflight = 0;
         if (!agent || (n < want && !d->more)) break;
     }
     d->running = false;

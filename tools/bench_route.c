@@ -13,6 +13,7 @@
 #include "runtime/router.h"
 #include "twin/twin.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +93,69 @@ static double run_built(env *e, long n)
     return (double)n / ((double)(tw_mono_us() - t0) / 1e6);
 }
 
+/* The same from several agent threads at once (the router is thread-safe:
+ * bindings call it from their own threads), each agent with its own Thing
+ * and a subscriber of its own. */
+typedef struct par_arg {
+    tw_loop_conn *agent;
+    long n;
+} par_arg;
+
+static void *par_main(void *p)
+{
+    par_arg *a = p;
+    for (long i = 0; i < a->n; i++) {
+        tw_msg *m = tw_msg_new(TW_TYPE_NOTIFICATION, TW_OP_SUBSCRIBEEVENT, "sensor", "tick");
+        tw_msg_set(m, "value", json_integer(i));
+        tw_loop_inject(a->agent, m);
+        tw_msg_unref(m);
+    }
+    return NULL;
+}
+
+static double run_threads(env *e, int nthreads, long n)
+{
+    pthread_t t[8];
+    par_arg args[8];
+    tw_loop_conn *subs[8];
+    char buf[512];
+    for (int k = 0; k < nthreads; k++) {
+        char id[16];
+        snprintf(id, sizeof id, "ag%d", k);
+        args[k].agent = tw_loop_connect(e->loop, "agent");
+        tw_loop_identify(args[k].agent, id, TW_ROLE_AGENT);
+        snprintf(buf, sizeof buf,
+                 "{\"type\":\"request\",\"operation\":\"updatething\",\"input\":%s}", TD);
+        tw_loop_inject_json(args[k].agent, buf);
+        tw_msg_unref(tw_loop_next(args[k].agent, 1000));
+        args[k].n = n / nthreads;
+        subs[k] = tw_loop_connect(e->loop, "consumer");
+        snprintf(id, sizeof id, "s%d", k);
+        tw_loop_identify(subs[k], id, TW_ROLE_VIEWER);
+        snprintf(buf, sizeof buf,
+                 "{\"type\":\"request\",\"operation\":\"subscribeevent\",\"thingID\":"
+                 "\"dtw:ag%d:sensor\",\"name\":\"tick\"}",
+                 k);
+        tw_loop_inject_json(subs[k], buf);
+        tw_msg_unref(tw_loop_next(subs[k], 1000));
+        tw_loop_set_discard(subs[k], true);
+    }
+    int64_t t0 = tw_mono_us();
+    for (int k = 0; k < nthreads; k++)
+        pthread_create(&t[k], NULL, par_main, &args[k]);
+    for (int k = 0; k < nthreads; k++)
+        pthread_join(t[k], NULL);
+    double rate = (double)(args[0].n * nthreads) / ((double)(tw_mono_us() - t0) / 1e6);
+    uint64_t got = 0;
+    for (int k = 0; k < nthreads; k++) {
+        got += tw_loop_received(subs[k]);
+        tw_loop_close(subs[k]);
+        tw_loop_close(args[k].agent);
+    }
+    if (got != (uint64_t)(args[0].n * nthreads)) rate = -1; /* something was lost */
+    return rate;
+}
+
 static double run_parsed(env *e, long n)
 {
     char buf[256];
@@ -120,6 +184,8 @@ static int route(const tw_bench_args *a)
     tw_bench_report("route", "delivered_to_subscriber", (double)got, "msgs");
     tw_loop_close(one[0]);
     free(one);
+
+    tw_bench_report("route", "built_msgs_per_s_2_threads", run_threads(&e, 2, n), "msg/s");
 
     tw_loop_conn **many = subscribe(&e, 1000);
     long m = n / 100;

@@ -38,6 +38,12 @@ int tw_loop_inject_json(tw_loop_conn *c, const char *json);
 tw_msg *tw_loop_next(tw_loop_conn *c, int timeout_ms);
 /* Captured messages not yet read. */
 int tw_loop_pending(tw_loop_conn *c);
+/* Responder mode: fn is called with each message the runtime sends to this
+ * connection, in the sending thread, instead of queueing it (a peer that
+ * answers at once, even before the runtime has finished sending). */
+typedef void (*tw_loop_fn)(void *arg, tw_loop_conn *c, tw_msg *m);
+void tw_loop_set_responder(tw_loop_conn *c, tw_loop_fn fn, void *arg);
+
 /* Discard mode: count and drop what arrives (after encoding it). */
 void tw_loop_set_discard(tw_loop_conn *c, bool discard);
 uint64_t tw_loop_received(tw_loop_conn *c);

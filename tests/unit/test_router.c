@@ -436,6 +436,51 @@ static void test_queue_then_drain(void **state)
     tw_loop_close(ag);
 }
 
+/* An agent that answers inside the send, before the drain has delivered the
+ * rest of its batch: every slot of the window must come back, or the drain
+ * stalls with actions still queued. */
+static void answer_at_once(void *arg, tw_loop_conn *c, tw_msg *m)
+{
+    if (tw_msg_get_type(m) != TW_TYPE_REQUEST) return;
+    char buf[256];
+    snprintf(buf, sizeof buf,
+             "{\"type\":\"response\",\"operation\":\"invokeaction\",\"thingID\":\"lamp\","
+             "\"name\":\"blink\",\"correlationID\":\"%s\",\"output\":1}",
+             tw_msg_correlation(m));
+    tw_loop_inject_json(c, buf);
+}
+
+static int setup_small_window(void **state)
+{
+    return setup_with(state, "{\"drain_window\": 8}");
+}
+
+static void test_drain_with_instant_answers(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *ag = agent_with_lamp(f);
+    tw_loop_close(ag);
+    tw_loop_conn *c = client(f, "op1", TW_ROLE_OPERATOR);
+    tw_loop_set_discard(c, true);
+    for (int i = 0; i < 200; i++)
+        say(c,
+            "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dtw:ag:lamp\","
+            "\"name\":\"blink\",\"input\":%d}",
+            i);
+    tw_store_flush(tw_runtime_store(f->rt));
+    ag = tw_loop_connect(f->loop, "agent");
+    tw_loop_set_responder(ag, answer_at_once, NULL);
+    assert_int_equal(tw_loop_identify(ag, "ag", TW_ROLE_AGENT), 0);
+    int64_t depth = -1;
+    for (int i = 0; i < 500 && depth != 0; i++) { /* up to 5 s */
+        tw_queue_depth(tw_runtime_queue(f->rt), "ag", &depth);
+        if (depth) usleep(10000);
+    }
+    assert_int_equal(depth, 0);
+    tw_loop_close(c);
+    tw_loop_close(ag);
+}
+
 static void test_offline_consumer_inbox(void **state)
 {
     fixture *f = *state;
@@ -715,6 +760,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rpc_and_unqueueable_offline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_then_drain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_offline_consumer_inbox, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_drain_with_instant_answers, setup_small_window,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_coalesce_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_queued, setup, teardown),
