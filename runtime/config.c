@@ -20,7 +20,7 @@ void tw_config_defaults(tw_config *cfg)
     cfg->burst = 2000;
     cfg->queue_ttl_ms = 3600 * 1000;
     cfg->sweep_ms = 1000;
-    cfg->drain_window = 256;
+    cfg->drain_window = 512;
     cfg->action_retention_ms = 7LL * 24 * 3600 * 1000;
     cfg->root = json_object();
 }

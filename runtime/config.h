@@ -24,7 +24,7 @@ typedef struct tw_config {
     double burst;                /* default 2000 */
     int64_t queue_ttl_ms;        /* default action TTL, 1 h */
     int64_t sweep_ms;            /* sweeper period, default 1000 */
-    int drain_window;            /* in-flight queued actions per agent, default 256 */
+    int drain_window;            /* in-flight queued actions per agent, default 512 */
     int64_t action_retention_ms; /* finished actions are kept this long, default 7 days */
     bool store_sync_normal;      /* tests/benchmarks only */
     json_t *middleware;          /* array of stage names, or NULL */
