@@ -266,7 +266,8 @@ void tw_router_agent_online(tw_runtime *rt, const char *agent_id)
     tw_drain *d = tw_hmap_get(&rt->drains, agent_id);
     if (d) d->inflight = 0;
     pthread_mutex_unlock(&rt->drain_lock);
-    drain(rt, agent_id);
+    /* Claiming rows waits for a commit: not on the binding's thread. */
+    tw_runtime_kick_drain(rt, agent_id);
 }
 
 /* A drained action was finally answered: its slot is free. The refill
