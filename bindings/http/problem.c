@@ -9,6 +9,8 @@
  */
 #include "http_int.h"
 
+#include "runtime/json_enc.h"
+
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,10 +56,11 @@ enum MHD_Result http_reply_bytes(http_req *r, int status, const char *ctype, con
 static struct MHD_Response *json_response(json_t *body)
 {
     if (!body) return MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-    char *s = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+    size_t len = 0;
+    char *s = tw_json_encode(body, &len);
     json_decref(body);
     if (!s) return NULL;
-    return MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE);
+    return MHD_create_response_from_buffer(len, s, MHD_RESPMEM_MUST_FREE);
 }
 
 enum MHD_Result http_reply_json(http_req *r, int status, const char *ctype, json_t *body, ...)

@@ -15,6 +15,8 @@
  */
 #include "http_int.h"
 
+#include "runtime/json_enc.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -163,7 +165,7 @@ static rp_item *item_new(tw_msg *m, const char *client)
     it->env = tw_msg_encode(m, &it->env_len);
     json_t *v = tw_msg_get(m, "value");
     if (!v) v = tw_msg_get(m, "output");
-    it->val = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : strdup("null");
+    it->val = v ? tw_json_encode(v, NULL) : strdup("null");
     if (!it->env || !it->val) {
         free(it->val);
         free(it);

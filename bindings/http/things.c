@@ -27,6 +27,8 @@
  */
 #include "http_int.h"
 
+#include "runtime/json_enc.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -302,7 +304,7 @@ static const char *frame_data(dir_frame *f, bool diff)
         d = json_deep_copy(f->ch->data);
         if (json_is_object(d)) json_object_set_new(d, "id", json_string(f->ch->id));
     }
-    *slot = d ? json_dumps(d, JSON_COMPACT) : NULL;
+    *slot = d ? tw_json_encode(d, NULL) : NULL;
     json_decref(d);
     return *slot;
 }
