@@ -148,5 +148,8 @@ int tw_msg_validate(json_t *obj, json_t **problem);
 
 /* Checks UTF-8 well-formedness (no overlongs, no surrogates). */
 bool tw_utf8_valid(const char *s, size_t len);
+/* Writes code point cp (<= 0x10FFFF) as UTF-8 into out (4 bytes of room);
+ * returns the number of bytes written. */
+size_t tw_utf8_put(char *out, uint32_t cp);
 
 #endif

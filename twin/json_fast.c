@@ -3,6 +3,7 @@
  * into one growing buffer; both stop at TW_JSON_FAST_MAX_DEPTH.
  */
 #include "twin/json_fast.h"
+#include "runtime/msg.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -122,30 +123,6 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
     return len;
 }
 
-static size_t put_utf8(char *o, unsigned cp)
-{
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (char)(0xC0 | (cp >> 6));
-        o[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | (cp >> 12));
-        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | (cp >> 18));
-    o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    o[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
 /*
  * A string at r->p (after the opening quote). On success s and n name the
  * bytes: inside the input when there were no escapes (*owned = NULL), else
@@ -227,7 +204,7 @@ static int read_string(rd *r, const char **s, size_t *n, char **owned)
             } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
                 goto bad;
             }
-            o += put_utf8(out + o, cp);
+            o += tw_utf8_put(out + o, cp);
             break;
         default:
             goto bad;

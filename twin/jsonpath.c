@@ -11,6 +11,7 @@
  * filter over 100,000 TDs in a few milliseconds.
  */
 #include "twin/jsonpath.h"
+#include "runtime/msg.h"
 #include "runtime/tw.h"
 
 #include <errno.h>
@@ -164,30 +165,6 @@ static bool read_hex4(parser *ps, unsigned *out)
     return true;
 }
 
-static size_t put_utf8(char *o, unsigned cp)
-{
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (char)(0xC0 | (cp >> 6));
-        o[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | (cp >> 12));
-        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | (cp >> 18));
-    o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    o[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
 /* A quoted string at pos; returns malloc'd bytes (may contain NUL) and len. */
 static char *parse_string(parser *ps, size_t *len)
 {
@@ -259,7 +236,7 @@ static char *parse_string(parser *ps, size_t *len)
                 fail(ps, ps->pos, "unpaired surrogate in \\u escape");
                 goto bad;
             }
-            o += put_utf8(out + o, cp);
+            o += tw_utf8_put(out + o, cp);
             break;
         }
         default:
