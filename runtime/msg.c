@@ -13,19 +13,54 @@
  * benignly on a mutex and every later call is one acquire load. After that
  * the message is frozen (setters refuse), which is what makes sharing the
  * buffer across a fan-out safe.
+ *
+ * Lazy envelopes. A message parsed from bytes usually builds no tree at all:
+ * json_scan.c validates the text and splits the top-level object into raw
+ * members, the header strings are copied out once (into the same allocation
+ * as the message), and the payload members ("value", "input", "output", ...)
+ * stay raw bytes. tw_msg_get() decodes one member on first use (a
+ * compare-and-swap publishes it, so concurrent readers are safe);
+ * tw_msg_set() on a lazy message hides the raw member and keeps the new
+ * value in a small `extra` object; tw_msg_encode() writes the raw members
+ * that are still visible followed by the extra ones, so an event is
+ * forwarded with one memcpy of its value. tw_msg_json() and tw_msg_copy()
+ * build the full tree on demand (once, under the lock), after which the
+ * message behaves as a tree-backed one. Text outside the scanner's narrow
+ * form (json_scan.h) takes the tree path from the start, with the same
+ * results and errors as before.
  */
 #include "msg.h"
 
 #include "json_enc.h"
+#include "json_scan.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* Members of a lazy envelope, at most this many (more: the tree path). */
+#define LZ_MAX_MEMBERS 24
+
+/* One top-level member of a lazily parsed envelope. */
+typedef struct lz_member {
+    const char *key; /* NUL-terminated, in the message's allocation */
+    const char *val; /* raw JSON text inside raw (not terminated) */
+    size_t val_len;
+    const char *str; /* a string value without escapes, decoded; else NULL */
+    json_type type;
+    bool gone;           /* replaced by tw_msg_set or deleted */
+    json_t *_Atomic dec; /* decoded on first tw_msg_get */
+} lz_member;
+
 struct tw_msg {
     _Atomic int refs;
-    json_t *obj;
+    json_t *_Atomic obj; /* the tree; for a lazy message only once built */
+    /* lazy envelopes (raw != NULL) */
+    char *raw; /* the compacted text's members point here */
+    lz_member *mem;
+    size_t nmem;
+    json_t *extra; /* fields set after parsing, before a tree was built */
     tw_msg_type type;
     tw_op op;
     tw_status status;
@@ -242,7 +277,7 @@ static int max_depth_of(const char *buf, size_t len)
 
 /* ---- validation -------------------------------------------------------- */
 
-/* Fields whose type the envelope fixes. */
+/* Fields whose type the envelope fixes; the FI_ indices name them. */
 static const struct {
     const char *name;
     json_type type;
@@ -252,6 +287,36 @@ static const struct {
     {"senderID", JSON_STRING}, {"created", JSON_STRING},       {"timestamp", JSON_STRING},
     {"expires", JSON_STRING},  {"status", JSON_STRING},        {"error", JSON_OBJECT},
 };
+enum {
+    FI_TYPE,
+    FI_OPERATION,
+    FI_THING,
+    FI_NAME,
+    FI_CORRELATION,
+    FI_MESSAGE,
+    FI_SENDER,
+    FI_CREATED,
+    FI_TIMESTAMP,
+    FI_EXPIRES,
+    FI_STATUS,
+    FI_ERROR,
+    FI__COUNT
+};
+
+/* What validation looks at, read from a tree or from scanned members. */
+typedef struct env_view {
+    int ftype[FI__COUNT];        /* json_type, or -1 when absent */
+    const char *fstr[FI__COUNT]; /* the value of a string field */
+    int input_type;              /* json_type of "input", or -1 */
+} env_view;
+
+static int typed_index(const char *key, size_t len)
+{
+    for (int i = 0; i < FI__COUNT; i++)
+        if (strlen(typed_fields[i].name) == len && memcmp(typed_fields[i].name, key, len) == 0)
+            return i;
+    return -1;
+}
 
 /* Which request operations address a Thing, and which an affordance. */
 static bool op_needs_thing(tw_op op)
@@ -293,50 +358,46 @@ static const char *str_field(json_t *obj, const char *k)
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
-int tw_msg_validate(json_t *obj, json_t **problem)
+static int validate_view(const env_view *v, json_t **problem)
 {
     char detail[160];
-    if (!json_is_object(obj))
-        return reject(problem, TW_EINVAL, "the message is not a JSON object", "");
-
-    for (size_t i = 0; i < sizeof typed_fields / sizeof typed_fields[0]; i++) {
-        json_t *v = json_object_get(obj, typed_fields[i].name);
-        if (v && json_typeof(v) != typed_fields[i].type) {
+    for (int i = 0; i < FI__COUNT; i++) {
+        if (v->ftype[i] >= 0 && v->ftype[i] != (int)typed_fields[i].type) {
             snprintf(detail, sizeof detail, "'%s' must be a %s", typed_fields[i].name,
                      typed_fields[i].type == JSON_STRING ? "string" : "object");
             return reject(problem, TW_EINVAL, detail, typed_fields[i].name);
         }
     }
-    const char *ts = str_field(obj, "type");
+    const char *ts = v->fstr[FI_TYPE];
     if (!ts) return reject(problem, TW_EINVAL, "'type' is required", "type");
     tw_msg_type type = type_parse(ts);
     if (type == TW_TYPE_NONE) {
         snprintf(detail, sizeof detail, "unknown type '%.60s'", ts);
         return reject(problem, TW_EINVAL, detail, "type");
     }
-    const char *os = str_field(obj, "operation");
+    const char *os = v->fstr[FI_OPERATION];
     if (!os) return reject(problem, TW_EINVAL, "'operation' is required", "operation");
     tw_op op = tw_op_parse(os);
     if (op == TW_OP_NONE) {
         snprintf(detail, sizeof detail, "unknown operation '%.60s'", os);
         return reject(problem, TW_EINVAL, detail, "operation");
     }
-    const char *thing = str_field(obj, "thingID");
+    const char *thing = v->fstr[FI_THING];
     if (thing && (strlen(thing) == 0 || strlen(thing) >= TW_THING_ID_MAX))
         return reject(problem, TW_EINVAL, "'thingID' must have 1 to 255 characters", "thingID");
-    const char *name = str_field(obj, "name");
+    const char *name = v->fstr[FI_NAME];
     if (name && strlen(name) > 255)
         return reject(problem, TW_EINVAL, "'name' is longer than 255 characters", "name");
-    const char *st = str_field(obj, "status");
+    const char *st = v->fstr[FI_STATUS];
     if (st && tw_status_parse(st) == TW_STATUS_NONE) {
         snprintf(detail, sizeof detail, "unknown status '%.60s'", st);
         return reject(problem, TW_EINVAL, detail, "status");
     }
-    const char *exp = str_field(obj, "expires");
+    const char *exp = v->fstr[FI_EXPIRES];
     int64_t ms;
     if (exp && tw_time_parse(exp, &ms) != 0)
         return reject(problem, TW_EINVAL, "'expires' is not an RFC 3339 time", "expires");
-    const char *cid = str_field(obj, "correlationID");
+    const char *cid = v->fstr[FI_CORRELATION];
     if (cid && strlen(cid) >= TW_ID_MAX * 2)
         return reject(problem, TW_EINVAL, "'correlationID' is longer than 127 characters",
                       "correlationID");
@@ -351,16 +412,15 @@ int tw_msg_validate(json_t *obj, json_t **problem)
             snprintf(detail, sizeof detail, "'%s' needs 'name'", os);
             return reject(problem, TW_EINVAL, detail, "name");
         }
-        if ((op == TW_OP_WRITEPROPERTY || op == TW_OP_UPDATETHING) &&
-            !json_object_get(obj, "input")) {
+        if ((op == TW_OP_WRITEPROPERTY || op == TW_OP_UPDATETHING) && v->input_type < 0) {
             snprintf(detail, sizeof detail, "'%s' needs 'input'", os);
             return reject(problem, TW_EINVAL, detail, "input");
         }
-        if (op == TW_OP_UPDATETHING && !json_is_object(json_object_get(obj, "input")))
+        if (op == TW_OP_UPDATETHING && v->input_type != JSON_OBJECT)
             return reject(problem, TW_EINVAL, "'input' of updatething must be a TD object",
                           "input");
-        if ((op == TW_OP_QUERYACTION || op == TW_OP_CANCELACTION) &&
-            !json_is_string(json_object_get(obj, "input")) && !cid)
+        if ((op == TW_OP_QUERYACTION || op == TW_OP_CANCELACTION) && v->input_type != JSON_STRING &&
+            !cid)
             return reject(problem, TW_EINVAL, "needs the action id as 'input' (or 'correlationID')",
                           "input");
         break;
@@ -379,6 +439,245 @@ int tw_msg_validate(json_t *obj, json_t **problem)
     return 0;
 }
 
+int tw_msg_validate(json_t *obj, json_t **problem)
+{
+    if (!json_is_object(obj))
+        return reject(problem, TW_EINVAL, "the message is not a JSON object", "");
+    env_view v;
+    for (int i = 0; i < FI__COUNT; i++) {
+        json_t *f = json_object_get(obj, typed_fields[i].name);
+        v.ftype[i] = f ? (int)json_typeof(f) : -1;
+        v.fstr[i] = json_is_string(f) ? json_string_value(f) : NULL;
+    }
+    json_t *in = json_object_get(obj, "input");
+    v.input_type = in ? (int)json_typeof(in) : -1;
+    return validate_view(&v, problem);
+}
+
+/* ---- lazy members ------------------------------------------------------ */
+
+static lz_member *lz_find(const tw_msg *m, const char *key)
+{
+    for (size_t i = 0; i < m->nmem; i++)
+        if (!m->mem[i].gone && strcmp(m->mem[i].key, key) == 0) return &m->mem[i];
+    return NULL;
+}
+
+/* The member decoded, once; concurrent first callers race on a CAS. */
+static json_t *lz_value(lz_member *mb)
+{
+    json_t *d = atomic_load_explicit(&mb->dec, memory_order_acquire);
+    if (d) return d;
+    switch (mb->type) {
+    case JSON_STRING:
+        d = mb->str ? json_string_nocheck(mb->str) : NULL;
+        break;
+    case JSON_INTEGER:
+        d = json_integer(strtoll(mb->val, NULL, 10));
+        break;
+    case JSON_TRUE:
+        d = json_true();
+        break;
+    case JSON_FALSE:
+        d = json_false();
+        break;
+    case JSON_NULL:
+        d = json_null();
+        break;
+    default:
+        break;
+    }
+    if (!d) d = json_loadb(mb->val, mb->val_len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+    if (!d) return NULL;
+    json_t *expect = NULL;
+    if (!atomic_compare_exchange_strong_explicit(&mb->dec, &expect, d, memory_order_acq_rel,
+                                                 memory_order_acquire)) {
+        json_decref(d);
+        return expect;
+    }
+    return d;
+}
+
+/* A string field wherever the message keeps it. */
+static const char *get_str(const tw_msg *m, const char *k)
+{
+    json_t *o = atomic_load_explicit(&m->obj, memory_order_acquire);
+    if (o || !m->mem) return str_field(o, k);
+    json_t *x = m->extra ? json_object_get(m->extra, k) : NULL;
+    if (x) return json_is_string(x) ? json_string_value(x) : NULL;
+    lz_member *mb = lz_find(m, k);
+    if (!mb || mb->type != JSON_STRING) return NULL;
+    return mb->str ? mb->str : json_string_value(lz_value(mb));
+}
+
+/* The full tree of a lazy message, built once. */
+static json_t *materialize(const tw_msg *mc)
+{
+    tw_msg *m = (tw_msg *)mc; /* building the tree is a cache, not a change */
+    json_t *o = atomic_load_explicit(&m->obj, memory_order_acquire);
+    if (o || !m->mem) return o;
+    pthread_mutex_lock(&m->enc_lock);
+    o = atomic_load_explicit(&m->obj, memory_order_relaxed);
+    if (!o && (o = json_object()) != NULL) {
+        for (size_t i = 0; i < m->nmem && o; i++) {
+            if (m->mem[i].gone) continue;
+            json_t *v = lz_value(&m->mem[i]);
+            if (!v || json_object_set(o, m->mem[i].key, v)) {
+                json_decref(o);
+                o = NULL;
+            }
+        }
+        if (o && m->extra && json_object_update(o, m->extra)) {
+            json_decref(o);
+            o = NULL;
+        }
+        if (o) atomic_store_explicit(&m->obj, o, memory_order_release);
+    }
+    pthread_mutex_unlock(&m->enc_lock);
+    return o;
+}
+
+static json_type raw_type(const char *v, size_t n)
+{
+    switch (v[0]) {
+    case '"':
+        return JSON_STRING;
+    case '{':
+        return JSON_OBJECT;
+    case '[':
+        return JSON_ARRAY;
+    case 't':
+        return JSON_TRUE;
+    case 'f':
+        return JSON_FALSE;
+    case 'n':
+        return JSON_NULL;
+    default:
+        return memchr(v, '.', n) || memchr(v, 'e', n) || memchr(v, 'E', n) ? JSON_REAL
+                                                                           : JSON_INTEGER;
+    }
+}
+
+static void cache_from_view(tw_msg *m, const env_view *v);
+
+/* Builds a lazy message from the text: returns 1 with *out set, 0 when the
+ * text needs the tree path, or a TW_E* code (with *problem) when the
+ * envelope is invalid. */
+static int parse_lazy(const char *buf, size_t len, tw_msg **out, json_t **problem)
+{
+    tw_jscan_member sm[LZ_MAX_MEMBERS];
+    size_t n;
+    if (!tw_jscan_object(buf, len, sm, LZ_MAX_MEMBERS, &n)) return 0;
+    size_t raw_len = 0, str_len = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool is_str = sm[i].val[0] == '"';
+        if (is_str && sm[i].val_escaped && typed_index(sm[i].key, sm[i].key_len) >= 0)
+            return 0; /* a header string with escapes: let Jansson decode it */
+        raw_len += sm[i].val_len;
+        str_len += sm[i].key_len + 1;
+        if (is_str && !sm[i].val_escaped) str_len += sm[i].val_len - 1;
+    }
+    /* one allocation: the message, its members, the values, the strings */
+    char *blk = malloc(sizeof(tw_msg) + n * sizeof(lz_member) + raw_len + str_len);
+    if (!blk) return reject(problem, TW_ENOMEM, NULL, NULL);
+    tw_msg *m = (tw_msg *)(void *)blk;
+    memset(m, 0, sizeof *m);
+    m->mem = (lz_member *)(void *)(blk + sizeof *m);
+    m->nmem = n;
+    m->raw = (char *)(m->mem + n);
+    char *vp = m->raw, *sp = m->raw + raw_len;
+    env_view v;
+    for (int i = 0; i < FI__COUNT; i++) {
+        v.ftype[i] = -1;
+        v.fstr[i] = NULL;
+    }
+    v.input_type = -1;
+    for (size_t i = 0; i < n; i++) {
+        lz_member *mb = &m->mem[i];
+        memset(mb, 0, sizeof *mb);
+        memcpy(sp, sm[i].key, sm[i].key_len);
+        sp[sm[i].key_len] = '\0';
+        mb->key = sp;
+        sp += sm[i].key_len + 1;
+        memcpy(vp, sm[i].val, sm[i].val_len);
+        mb->val = vp;
+        mb->val_len = sm[i].val_len;
+        vp += sm[i].val_len;
+        mb->type = raw_type(mb->val, mb->val_len);
+        if (mb->type == JSON_STRING && !sm[i].val_escaped) {
+            size_t sl = mb->val_len - 2;
+            memcpy(sp, mb->val + 1, sl);
+            sp[sl] = '\0';
+            mb->str = sp;
+            sp += sl + 1;
+        }
+        int fi = typed_index(mb->key, sm[i].key_len);
+        if (fi >= 0) {
+            v.ftype[fi] = (int)mb->type;
+            v.fstr[fi] = mb->str;
+        } else if (strcmp(mb->key, "input") == 0) {
+            v.input_type = (int)mb->type;
+        }
+    }
+    int rc = validate_view(&v, problem);
+    if (rc) {
+        free(blk);
+        return rc;
+    }
+    atomic_init(&m->refs, 1);
+    atomic_init(&m->obj, NULL);
+    pthread_mutex_init(&m->enc_lock, NULL);
+    atomic_init(&m->enc, NULL);
+    cache_from_view(m, &v);
+    *out = m;
+    return 1;
+}
+
+/* The encoding of a lazy message: its visible raw members, then the ones
+ * set since it was parsed. */
+static char *encode_lazy(const tw_msg *m, size_t *len)
+{
+    size_t ex_len = 0;
+    char *ex = NULL;
+    if (m->extra && json_object_size(m->extra)) {
+        ex = tw_json_encode(m->extra, &ex_len);
+        if (!ex) return NULL;
+    }
+    size_t cap = 3 + ex_len;
+    for (size_t i = 0; i < m->nmem; i++)
+        if (!m->mem[i].gone) cap += strlen(m->mem[i].key) + 4 + m->mem[i].val_len;
+    char *b = malloc(cap);
+    if (!b) {
+        free(ex);
+        return NULL;
+    }
+    size_t o = 0;
+    b[o++] = '{';
+    for (size_t i = 0; i < m->nmem; i++) {
+        const lz_member *mb = &m->mem[i];
+        if (mb->gone) continue;
+        if (o > 1) b[o++] = ',';
+        b[o++] = '"';
+        size_t kl = strlen(mb->key);
+        memcpy(b + o, mb->key, kl);
+        o += kl;
+        b[o++] = '"';
+        b[o++] = ':';
+        memcpy(b + o, mb->val, mb->val_len);
+        o += mb->val_len;
+    }
+    if (ex && ex_len > 2) { /* the members of {"k":v,...} */
+        if (o > 1) b[o++] = ',';
+        memcpy(b + o, ex + 1, ex_len - 2);
+        o += ex_len - 2;
+    }
+    b[o++] = '}';
+    b[o] = '\0';
+    free(ex);
+    *len = o;
+    return b;
+}
+
 /* ---- construction ------------------------------------------------------ */
 
 static void cache_fields(tw_msg *m);
@@ -387,33 +686,32 @@ static void cache_fields(tw_msg *m);
  * cheaper than cache_fields() on the hot path of rewriting a message. */
 static void cache_field(tw_msg *m, const char *field)
 {
-    json_t *o = m->obj;
     switch (field[0]) {
     case 't':
         if (strcmp(field, "thingID") == 0) {
-            m->thing = str_field(o, "thingID");
+            m->thing = get_str(m, "thingID");
             return;
         }
         break;
     case 'n':
         if (strcmp(field, "name") == 0) {
-            m->name = str_field(o, "name");
+            m->name = get_str(m, "name");
             return;
         }
         break;
     case 's':
         if (strcmp(field, "senderID") == 0) {
-            m->sender = str_field(o, "senderID");
+            m->sender = get_str(m, "senderID");
             return;
         }
         if (strcmp(field, "status") == 0) {
-            m->status = tw_status_parse(str_field(o, "status"));
+            m->status = tw_status_parse(get_str(m, "status"));
             return;
         }
         break;
     case 'c':
         if (strcmp(field, "correlationID") == 0) {
-            m->correlation = str_field(o, "correlationID");
+            m->correlation = get_str(m, "correlationID");
             return;
         }
         if (strcmp(field, "created") == 0) return;
@@ -422,8 +720,9 @@ static void cache_field(tw_msg *m, const char *field)
     case 'i':
     case 'o':
     case 'e':
-        /* value, input, output, error, expires, inboxSeq...: not cached,
-         * unless it is one of the cached ones below */
+    case 'u':
+        /* value, input, output, error, expires, inboxSeq, unchanged...: not
+         * cached, unless it is one of the cached ones below */
         if (strcmp(field, "operation") != 0) return;
         break;
     default:
@@ -434,16 +733,27 @@ static void cache_field(tw_msg *m, const char *field)
 
 static void cache_fields(tw_msg *m)
 {
-    json_t *o = m->obj;
-    const char *t = str_field(o, "type");
+    const char *t = get_str(m, "type");
     m->type = t ? type_parse(t) : TW_TYPE_NONE;
-    m->op = tw_op_parse(str_field(o, "operation"));
-    m->status = tw_status_parse(str_field(o, "status"));
-    m->thing = str_field(o, "thingID");
-    m->name = str_field(o, "name");
-    m->correlation = str_field(o, "correlationID");
-    m->sender = str_field(o, "senderID");
-    m->id = str_field(o, "messageID");
+    m->op = tw_op_parse(get_str(m, "operation"));
+    m->status = tw_status_parse(get_str(m, "status"));
+    m->thing = get_str(m, "thingID");
+    m->name = get_str(m, "name");
+    m->correlation = get_str(m, "correlationID");
+    m->sender = get_str(m, "senderID");
+    m->id = get_str(m, "messageID");
+}
+
+static void cache_from_view(tw_msg *m, const env_view *v)
+{
+    m->type = type_parse(v->fstr[FI_TYPE]);
+    m->op = tw_op_parse(v->fstr[FI_OPERATION]);
+    m->status = tw_status_parse(v->fstr[FI_STATUS]);
+    m->thing = v->fstr[FI_THING];
+    m->name = v->fstr[FI_NAME];
+    m->correlation = v->fstr[FI_CORRELATION];
+    m->sender = v->fstr[FI_SENDER];
+    m->id = v->fstr[FI_MESSAGE];
 }
 
 static tw_msg *wrap(json_t *obj)
@@ -454,7 +764,7 @@ static tw_msg *wrap(json_t *obj)
         return NULL;
     }
     atomic_init(&m->refs, 1);
-    m->obj = obj;
+    atomic_init(&m->obj, obj);
     pthread_mutex_init(&m->enc_lock, NULL);
     atomic_init(&m->enc, NULL);
     cache_fields(m);
@@ -491,6 +801,8 @@ int tw_msg_parse(const char *buf, size_t len, const tw_msg_limits *lim, tw_msg *
         snprintf(detail, sizeof detail, "the message nests deeper than %d levels", max_depth);
         return reject(problem, TW_EINVAL, detail, "");
     }
+    int rc = parse_lazy(buf, len, out, problem);
+    if (rc) return rc > 0 ? 0 : rc;
     json_error_t err;
     json_t *obj = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &err);
     if (!obj) {
@@ -555,15 +867,19 @@ void tw_msg_unref(tw_msg *m)
 {
     if (!m) return;
     if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1) return;
-    json_decref(m->obj);
+    json_decref(atomic_load_explicit(&m->obj, memory_order_relaxed));
+    for (size_t i = 0; i < m->nmem; i++)
+        json_decref(atomic_load_explicit(&m->mem[i].dec, memory_order_relaxed));
+    json_decref(m->extra);
     free(atomic_load(&m->enc));
     pthread_mutex_destroy(&m->enc_lock);
-    free(m);
+    free(m); /* a lazy message's members and text are in the same block */
 }
 
 tw_msg *tw_msg_copy(const tw_msg *m)
 {
-    json_t *o = json_deep_copy(m->obj);
+    json_t *tree = materialize(m);
+    json_t *o = tree ? json_deep_copy(tree) : NULL;
     return o ? wrap(o) : NULL;
 }
 
@@ -601,11 +917,25 @@ tw_status tw_msg_status(const tw_msg *m)
 }
 json_t *tw_msg_get(const tw_msg *m, const char *field)
 {
-    return json_object_get(m->obj, field);
+    json_t *o = atomic_load_explicit(&m->obj, memory_order_acquire);
+    if (o || !m->mem) return json_object_get(o, field);
+    json_t *x = m->extra ? json_object_get(m->extra, field) : NULL;
+    if (x) return x;
+    lz_member *mb = lz_find(m, field);
+    return mb ? lz_value(mb) : NULL;
 }
+
+const char *tw_msg_get_raw(const tw_msg *m, const char *field, size_t *len)
+{
+    const lz_member *mb = m->mem ? lz_find(m, field) : NULL;
+    if (!mb) return NULL;
+    if (len) *len = mb->val_len;
+    return mb->val;
+}
+
 json_t *tw_msg_json(const tw_msg *m)
 {
-    return m->obj;
+    return materialize(m);
 }
 
 static bool frozen(const tw_msg *m)
@@ -626,7 +956,18 @@ int tw_msg_set(tw_msg *m, const char *field, json_t *value)
         json_decref(value);
         return TW_EINVAL;
     }
-    if (json_object_set_new(m->obj, field, value)) return TW_ENOMEM;
+    lz_member *mb = m->mem ? lz_find(m, field) : NULL;
+    json_t *o = atomic_load_explicit(&m->obj, memory_order_relaxed);
+    if (o) {
+        if (json_object_set_new(o, field, value)) return TW_ENOMEM;
+    } else {
+        if (!m->extra && !(m->extra = json_object())) {
+            json_decref(value);
+            return TW_ENOMEM;
+        }
+        if (json_object_set_new(m->extra, field, value)) return TW_ENOMEM;
+    }
+    if (mb) mb->gone = true; /* its raw text no longer says what the message holds */
     cache_field(m, field);
     return 0;
 }
@@ -644,7 +985,11 @@ int tw_msg_set_status(tw_msg *m, tw_status st)
 int tw_msg_del(tw_msg *m, const char *field)
 {
     if (frozen(m)) return TW_EINVAL;
-    json_object_del(m->obj, field);
+    json_t *o = atomic_load_explicit(&m->obj, memory_order_relaxed);
+    if (o) json_object_del(o, field);
+    if (m->extra) json_object_del(m->extra, field);
+    lz_member *mb = m->mem ? lz_find(m, field) : NULL;
+    if (mb) mb->gone = true;
     cache_field(m, field);
     return 0;
 }
@@ -657,7 +1002,8 @@ const char *tw_msg_encode(tw_msg *m, size_t *len)
         enc = atomic_load_explicit(&m->enc, memory_order_relaxed);
         if (!enc) {
             size_t n = 0;
-            enc = tw_json_encode(m->obj, &n);
+            json_t *o = atomic_load_explicit(&m->obj, memory_order_relaxed);
+            enc = o ? tw_json_encode(o, &n) : encode_lazy(m, &n);
             if (enc) {
                 m->enc_len = n;
                 atomic_store_explicit(&m->enc, enc, memory_order_release);

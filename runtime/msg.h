@@ -114,8 +114,14 @@ const char *tw_msg_id(const tw_msg *m);          /* NULL when absent */
 tw_status tw_msg_status(const tw_msg *m);        /* TW_STATUS_NONE when absent */
 /* Any field, borrowed; NULL when absent. */
 json_t *tw_msg_get(const tw_msg *m, const char *field);
-/* The whole envelope object, borrowed. Do not modify. */
+/* The whole envelope object, borrowed. Do not modify. A parsed message
+ * builds it on the first call (NULL only on allocation failure). */
 json_t *tw_msg_json(const tw_msg *m);
+/* The JSON text of a field exactly as it arrived (compact, no whitespace
+ * outside strings), when the message was parsed from bytes and the field has
+ * not been set since; NULL otherwise (use tw_msg_get). Lets a binding copy a
+ * value into a frame without decoding and re-encoding it. */
+const char *tw_msg_get_raw(const tw_msg *m, const char *field, size_t *len);
 
 /* Sets a field (reference to value stolen). Only on an unshared, unencoded
  * message; returns TW_EINVAL otherwise. */

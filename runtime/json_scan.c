@@ -1,0 +1,259 @@
+/*
+ * json_scan.c - the one-pass validator and member splitter of json_scan.h.
+ *
+ * A recursive descent over the bytes: strings are checked for control
+ * characters and well-formed escapes (surrogates paired), numbers against
+ * the JSON grammar and a magnitude a double or a 64-bit integer holds, and
+ * objects for duplicate keys by comparing the raw keys pairwise (objects
+ * with more than SCAN_KEYS keys or escaped keys are left to the full
+ * parser). Recursion stops at SCAN_DEPTH levels; the envelope's own nesting
+ * limit is lower and is checked before.
+ */
+#include "json_scan.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#define SCAN_DEPTH 40
+#define SCAN_KEYS 16
+
+typedef struct scan {
+    const char *p, *end;
+} scan;
+
+static bool scan_value(scan *s, int depth, bool *escaped);
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Four hex digits at p (p + 4 <= end checked by the caller). */
+static int hex4(const char *p)
+{
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        int h = hexval(p[i]);
+        if (h < 0) return -1;
+        v = v << 4 | h;
+    }
+    return v;
+}
+
+/* s->p at the opening quote; leaves it after the closing one. */
+static bool scan_string(scan *s, bool *escaped)
+{
+    const char *p = s->p + 1, *end = s->end;
+    for (;;) {
+        while (p < end && (unsigned char)*p >= 0x20 && *p != '"' && *p != '\\')
+            p++;
+        if (p >= end || (unsigned char)*p < 0x20) return false;
+        if (*p == '"') {
+            s->p = p + 1;
+            return true;
+        }
+        /* a backslash */
+        *escaped = true;
+        if (p + 1 >= end) return false;
+        char e = p[1];
+        if (e == 'u') {
+            if (end - p < 6) return false;
+            int cp = hex4(p + 2);
+            if (cp <= 0) return false; /* malformed, or \u0000 (the full parser words it) */
+            p += 6;
+            if (cp >= 0xDC00 && cp <= 0xDFFF) return false; /* a lone low surrogate */
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (end - p < 6 || p[0] != '\\' || p[1] != 'u') return false;
+                int lo = hex4(p + 2);
+                if (lo < 0xDC00 || lo > 0xDFFF) return false;
+                p += 6;
+            }
+        } else if (e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' ||
+                   e == 'r' || e == 't') {
+            p += 2;
+        } else {
+            return false;
+        }
+    }
+}
+
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static bool scan_number(scan *s)
+{
+    const char *p = s->p, *end = s->end;
+    if (p < end && *p == '-') p++;
+    const char *int_start = p;
+    if (p >= end || !is_digit(*p)) return false;
+    if (*p == '0')
+        p++;
+    else
+        while (p < end && is_digit(*p))
+            p++;
+    size_t int_digits = (size_t)(p - int_start);
+    bool real = false;
+    if (p < end && *p == '.') {
+        real = true;
+        p++;
+        if (p >= end || !is_digit(*p)) return false;
+        while (p < end && is_digit(*p))
+            p++;
+    }
+    long exp = 0;
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        real = true;
+        p++;
+        bool neg = false;
+        if (p < end && (*p == '+' || *p == '-')) neg = *p++ == '-';
+        if (p >= end || !is_digit(*p)) return false;
+        while (p < end && is_digit(*p)) {
+            if (exp < 100000) exp = exp * 10 + (*p - '0');
+            p++;
+        }
+        if (neg) exp = -exp;
+    }
+    /* what a double or a 64-bit integer holds without the full parser's
+     * overflow errors */
+    if (!real && int_digits > 18) return false;
+    if (real && (long)int_digits + exp > 300) return false;
+    s->p = p;
+    return true;
+}
+
+static bool scan_literal(scan *s, const char *lit, size_t n)
+{
+    if ((size_t)(s->end - s->p) < n || memcmp(s->p, lit, n) != 0) return false;
+    s->p += n;
+    return true;
+}
+
+static bool scan_object(scan *s, int depth)
+{
+    const char *keys[SCAN_KEYS];
+    size_t lens[SCAN_KEYS], nkeys = 0;
+    s->p++; /* { */
+    if (s->p < s->end && *s->p == '}') {
+        s->p++;
+        return true;
+    }
+    for (;;) {
+        if (s->p >= s->end || *s->p != '"' || nkeys == SCAN_KEYS) return false;
+        const char *k = s->p + 1;
+        bool kesc = false;
+        if (!scan_string(s, &kesc) || kesc) return false;
+        size_t klen = (size_t)(s->p - 1 - k);
+        for (size_t i = 0; i < nkeys; i++)
+            if (lens[i] == klen && memcmp(keys[i], k, klen) == 0) return false;
+        keys[nkeys] = k;
+        lens[nkeys++] = klen;
+        if (s->p >= s->end || *s->p != ':') return false;
+        s->p++;
+        bool vesc = false;
+        if (!scan_value(s, depth + 1, &vesc)) return false;
+        if (s->p >= s->end) return false;
+        if (*s->p == '}') {
+            s->p++;
+            return true;
+        }
+        if (*s->p != ',') return false;
+        s->p++;
+    }
+}
+
+static bool scan_array(scan *s, int depth)
+{
+    s->p++; /* [ */
+    if (s->p < s->end && *s->p == ']') {
+        s->p++;
+        return true;
+    }
+    for (;;) {
+        bool vesc = false;
+        if (!scan_value(s, depth + 1, &vesc)) return false;
+        if (s->p >= s->end) return false;
+        if (*s->p == ']') {
+            s->p++;
+            return true;
+        }
+        if (*s->p != ',') return false;
+        s->p++;
+    }
+}
+
+static bool scan_value(scan *s, int depth, bool *escaped)
+{
+    if (s->p >= s->end || depth > SCAN_DEPTH) return false;
+    switch (*s->p) {
+    case '"':
+        return scan_string(s, escaped);
+    case '{':
+        return scan_object(s, depth);
+    case '[':
+        return scan_array(s, depth);
+    case 't':
+        return scan_literal(s, "true", 4);
+    case 'f':
+        return scan_literal(s, "false", 5);
+    case 'n':
+        return scan_literal(s, "null", 4);
+    default:
+        return scan_number(s);
+    }
+}
+
+static void skip_ws(scan *s)
+{
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+        s->p++;
+}
+
+bool tw_jscan_object(const char *buf, size_t len, tw_jscan_member *out, size_t nmax, size_t *n)
+{
+    scan s = {buf, buf + len};
+    size_t count = 0;
+    *n = 0;
+    skip_ws(&s);
+    if (s.p >= s.end || *s.p != '{') return false;
+    s.p++;
+    skip_ws(&s);
+    if (s.p < s.end && *s.p == '}') {
+        s.p++;
+    } else {
+        for (;;) {
+            if (s.p >= s.end || *s.p != '"' || count == nmax) return false;
+            const char *k = s.p + 1;
+            bool kesc = false;
+            if (!scan_string(&s, &kesc) || kesc) return false;
+            size_t klen = (size_t)(s.p - 1 - k);
+            for (size_t i = 0; i < count; i++)
+                if (out[i].key_len == klen && memcmp(out[i].key, k, klen) == 0) return false;
+            skip_ws(&s);
+            if (s.p >= s.end || *s.p != ':') return false;
+            s.p++;
+            skip_ws(&s);
+            const char *v = s.p;
+            bool vesc = false;
+            if (!scan_value(&s, 1, &vesc)) return false;
+            out[count++] = (tw_jscan_member){k, klen, v, (size_t)(s.p - v), vesc};
+            skip_ws(&s);
+            if (s.p >= s.end) return false;
+            if (*s.p == '}') {
+                s.p++;
+                break;
+            }
+            if (*s.p != ',') return false;
+            s.p++;
+            skip_ws(&s);
+        }
+    }
+    skip_ws(&s);
+    if (s.p != s.end) return false;
+    *n = count;
+    return true;
+}

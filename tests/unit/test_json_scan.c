@@ -1,0 +1,289 @@
+/*
+ * test_json_scan.c - the member splitter and the lazy envelope built on it:
+ * the scanner accepts only what Jansson accepts, with the same meaning; a
+ * lazily parsed message reads, changes, encodes and copies exactly like one
+ * built from a tree; concurrent first reads of a field are safe.
+ */
+#include "runtime/json_scan.h"
+#include "runtime/msg.h"
+
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+/* Values the scanner must judge exactly as Jansson does when it accepts. */
+static const char *const values[] = {
+    "1",
+    "-0",
+    "0",
+    "123456789012345678",
+    "1234567890123456789",
+    "-12.5e-3",
+    "1E+2",
+    "1e400",
+    "1e300",
+    "0.1",
+    "01",
+    "1.",
+    ".5",
+    "-",
+    "+1",
+    "1e",
+    "true",
+    "false",
+    "null",
+    "tru",
+    "nul",
+    "\"\"",
+    "\"plain\"",
+    "\"a\\\"b\"",
+    "\"\\u00e9\"",
+    "\"\\ud83d\\ude00\"",
+    "\"\\ud83d\"",
+    "\"\\ude00\"",
+    "\"\\u0000\"",
+    "\"\\x\"",
+    "\"tab\there\"",
+    "\"caf\xc3\xa9\"",
+    "[]",
+    "[1,2]",
+    "[1,]",
+    "[,1]",
+    "{}",
+    "{\"a\":1}",
+    "{\"a\":1,\"a\":2}",
+    "{\"a\":1,\"b\":{\"a\":2}}",
+    "{\"a\" :1}",
+    "[1, 2]",
+    "{\"a\":[{\"b\":null}]}",
+    "{\"\\u0061\":1}",
+    "{a:1}",
+    "[\"x\"",
+    "{\"a\":1",
+    "\"unterminated",
+};
+
+static void test_scanner_agrees_with_jansson(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+        char buf[256];
+        snprintf(buf, sizeof buf, "{\"k\":%s,\"z\":true}", values[i]);
+        tw_jscan_member mem[4];
+        size_t n = 0;
+        bool ok = tw_jscan_object(buf, strlen(buf), mem, 4, &n);
+        json_t *j = json_loadb(buf, strlen(buf), JSON_REJECT_DUPLICATES, NULL);
+        if (ok) {
+            if (!j) fail_msg("scanner accepted what Jansson rejects: %s", buf);
+            assert_int_equal(n, 2);
+            assert_int_equal(mem[0].key_len, 1);
+            assert_memory_equal(mem[0].key, "k", 1);
+            assert_int_equal(mem[0].val_len, strlen(values[i]));
+            json_t *v = json_loadb(mem[0].val, mem[0].val_len, JSON_DECODE_ANY, NULL);
+            assert_non_null(v);
+            assert_true(json_equal(v, json_object_get(j, "k")));
+            json_decref(v);
+            assert_memory_equal(mem[1].val, "true", 4);
+        }
+        json_decref(j);
+    }
+}
+
+static void test_scanner_shapes(void **state)
+{
+    (void)state;
+    tw_jscan_member mem[2];
+    size_t n;
+    /* whitespace between members is fine and left out of the values */
+    const char *ws = " {\n \"a\" : [1,2] ,\t\"b\":\"x y\"\r\n} ";
+    assert_true(tw_jscan_object(ws, strlen(ws), mem, 2, &n));
+    assert_int_equal(n, 2);
+    assert_int_equal(mem[0].val_len, 5);
+    assert_memory_equal(mem[0].val, "[1,2]", 5);
+    assert_memory_equal(mem[1].val, "\"x y\"", 5);
+    assert_false(mem[1].val_escaped);
+    /* too many members for the caller's array */
+    assert_false(tw_jscan_object("{\"a\":1,\"b\":2,\"c\":3}", 19, mem, 2, &n));
+    /* not an object, duplicate top-level keys, trailing bytes, whitespace inside a value */
+    assert_false(tw_jscan_object("[1]", 3, mem, 2, &n));
+    assert_false(tw_jscan_object("{\"a\":1,\"a\":1}", 13, mem, 2, &n));
+    assert_false(tw_jscan_object("{\"a\":1} x", 9, mem, 2, &n));
+    assert_false(tw_jscan_object("{\"a\":[1, 2]}", 12, mem, 2, &n));
+    /* escapes are reported */
+    assert_true(tw_jscan_object("{\"a\":\"\\n\"}", 10, mem, 2, &n));
+    assert_true(mem[0].val_escaped);
+}
+
+static tw_msg *parse_ok(const char *s)
+{
+    tw_msg *m = NULL;
+    json_t *p = NULL;
+    assert_int_equal(tw_msg_parse(s, strlen(s), NULL, &m, &p), 0);
+    assert_null(p);
+    return m;
+}
+
+static const char *event_text =
+    "{\"type\":\"notification\",\"operation\":\"subscribeevent\",\"thingID\":\"t1\","
+    "\"name\":\"e\",\"value\":{\"temp\":21.5,\"tags\":[\"a\",\"b\\\"c\"]},\"messageID\":\"m1\"}";
+
+static void test_lazy_reads_and_raw(void **state)
+{
+    (void)state;
+    tw_msg *m = parse_ok(event_text);
+    assert_int_equal(tw_msg_get_type(m), TW_TYPE_NOTIFICATION);
+    assert_int_equal(tw_msg_get_op(m), TW_OP_SUBSCRIBEEVENT);
+    assert_string_equal(tw_msg_thing(m), "t1");
+    assert_string_equal(tw_msg_name(m), "e");
+    assert_string_equal(tw_msg_id(m), "m1");
+    size_t len = 0;
+    const char *raw = tw_msg_get_raw(m, "value", &len);
+    const char *want = "{\"temp\":21.5,\"tags\":[\"a\",\"b\\\"c\"]}";
+    assert_non_null(raw);
+    assert_int_equal(len, strlen(want));
+    assert_memory_equal(raw, want, len);
+    json_t *v = tw_msg_get(m, "value");
+    assert_true(json_is_object(v));
+    assert_true(json_real_value(json_object_get(v, "temp")) == 21.5);
+    assert_ptr_equal(tw_msg_get(m, "value"), v); /* decoded once */
+    assert_null(tw_msg_get(m, "input"));
+    assert_null(tw_msg_get_raw(m, "input", NULL));
+    /* the whole tree equals Jansson's */
+    json_t *j = json_loads(event_text, 0, NULL);
+    assert_true(json_equal(tw_msg_json(m), j));
+    json_decref(j);
+    tw_msg_unref(m);
+}
+
+static void test_lazy_set_del_encode(void **state)
+{
+    (void)state;
+    tw_msg *m = parse_ok(event_text);
+    assert_true(tw_msg_writable(m));
+    assert_int_equal(tw_msg_set_str(m, "thingID", "dtw:a:t1"), 0);
+    assert_int_equal(tw_msg_set_str(m, "senderID", "a"), 0);
+    assert_int_equal(tw_msg_del(m, "messageID"), 0);
+    assert_string_equal(tw_msg_thing(m), "dtw:a:t1");
+    assert_string_equal(tw_msg_sender(m), "a");
+    assert_null(tw_msg_id(m));
+    assert_null(tw_msg_get_raw(m, "thingID", NULL)); /* changed: no raw text any more */
+    assert_string_equal(json_string_value(tw_msg_get(m, "thingID")), "dtw:a:t1");
+    size_t len;
+    const char *enc = tw_msg_encode(m, &len);
+    assert_non_null(enc);
+    assert_int_equal(strlen(enc), len);
+    assert_null(memchr(enc, '\n', len));
+    json_t *got = json_loadb(enc, len, JSON_REJECT_DUPLICATES, NULL);
+    assert_non_null(got);
+    json_t *want = json_loads(event_text, 0, NULL);
+    json_object_set_new(want, "thingID", json_string("dtw:a:t1"));
+    json_object_set_new(want, "senderID", json_string("a"));
+    json_object_del(want, "messageID");
+    assert_true(json_equal(got, want));
+    /* frozen once encoded; the tree built afterwards says the same */
+    assert_int_equal(tw_msg_set_str(m, "name", "x"), TW_EINVAL);
+    assert_true(json_equal(tw_msg_json(m), want));
+    /* a copy is private and writable */
+    tw_msg *c = tw_msg_copy(m);
+    assert_non_null(c);
+    assert_int_equal(tw_msg_set_str(c, "name", "x"), 0);
+    assert_string_equal(tw_msg_name(c), "x");
+    assert_string_equal(tw_msg_name(m), "e");
+    tw_msg_unref(c);
+    json_decref(got);
+    json_decref(want);
+    tw_msg_unref(m);
+}
+
+static void test_lazy_set_after_tree(void **state)
+{
+    (void)state;
+    tw_msg *m = parse_ok(event_text);
+    assert_non_null(tw_msg_json(m)); /* the tree first */
+    assert_int_equal(tw_msg_set(m, "value", json_integer(7)), 0);
+    assert_null(tw_msg_get_raw(m, "value", NULL));
+    assert_int_equal(json_integer_value(tw_msg_get(m, "value")), 7);
+    const char *enc = tw_msg_encode(m, NULL);
+    assert_non_null(strstr(enc, "\"value\":7"));
+    tw_msg_unref(m);
+}
+
+/* Envelopes outside the scanner's form still parse (through Jansson), and
+ * invalid ones get the same problems either way. */
+static void test_lazy_and_tree_paths_agree(void **state)
+{
+    (void)state;
+    const char *pretty = "{\"type\": \"notification\", \"operation\": \"subscribeevent\",\n"
+                         " \"thingID\": \"t\", \"name\": \"e\", \"value\": [1, 2]}";
+    tw_msg *m = parse_ok(pretty);
+    assert_int_equal(json_array_size(tw_msg_get(m, "value")), 2);
+    tw_msg_unref(m);
+    const char *esc = "{\"type\":\"notification\",\"operation\":\"subscribeevent\","
+                      "\"thingID\":\"t\\u00e9\",\"name\":\"e\"}";
+    m = parse_ok(esc);
+    assert_string_equal(tw_msg_thing(m), "t\xc3\xa9");
+    tw_msg_unref(m);
+    const char *bad[] = {
+        "{\"type\":\"notification\",\"operation\":\"subscribeevent\",\"name\":\"e\"}",
+        "{\"type\":\"request\",\"operation\":\"writeproperty\",\"thingID\":\"t\",\"name\":\"p\"}",
+        "{\"type\":\"request\",\"operation\":\"updatething\",\"input\":[]}",
+        "{\"type\":7,\"operation\":\"ping\"}",
+        "{\"type\":\"request\",\"operation\":\"ping\",\"error\":\"x\"}",
+        "{\"type\":\"request\",\"operation\":\"nope\"}",
+    };
+    const char *fields[] = {"thingID", "input", "input", "type", "error", "operation"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        tw_msg *x = NULL;
+        json_t *p = NULL;
+        assert_int_equal(tw_msg_parse(bad[i], strlen(bad[i]), NULL, &x, &p), TW_EINVAL);
+        assert_null(x);
+        assert_string_equal(json_string_value(json_object_get(p, "field")), fields[i]);
+        json_decref(p);
+    }
+}
+
+static void *reader(void *arg)
+{
+    tw_msg *m = arg;
+    json_t *v = tw_msg_get(m, "value");
+    json_t *all = tw_msg_json(m);
+    const char *enc = tw_msg_encode(m, NULL);
+    return v && all && enc && json_object_get(all, "value") == v ? m : NULL;
+}
+
+static void test_lazy_concurrent_first_reads(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 50; round++) {
+        tw_msg *m = parse_ok(event_text);
+        pthread_t th[4];
+        for (int i = 0; i < 4; i++)
+            pthread_create(&th[i], NULL, reader, tw_msg_ref(m));
+        for (int i = 0; i < 4; i++) {
+            void *r;
+            pthread_join(th[i], &r);
+            assert_ptr_equal(r, m);
+            tw_msg_unref(m);
+        }
+        tw_msg_unref(m);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_scanner_agrees_with_jansson),
+        cmocka_unit_test(test_scanner_shapes),
+        cmocka_unit_test(test_lazy_reads_and_raw),
+        cmocka_unit_test(test_lazy_set_del_encode),
+        cmocka_unit_test(test_lazy_set_after_tree),
+        cmocka_unit_test(test_lazy_and_tree_paths_agree),
+        cmocka_unit_test(test_lazy_concurrent_first_reads),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
