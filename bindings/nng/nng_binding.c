@@ -46,6 +46,9 @@
  * within login_timeout_ms.
  */
 #include "nng_int.h"
+#include "nng_tls.h"
+#include "runtime/authn.h"
+#include "runtime/tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -62,6 +65,33 @@
 #define DEFAULT_SEND_QUEUE 16384
 #define DEFAULT_MAX_CONNS 10000
 #define DEFAULT_LOGIN_TIMEOUT_MS 10000
+#define MAX_REFUSALS 256
+
+/* A connection whose client certificate was refused: the housekeeping
+ * thread tells it why, then closes it on its next pass. */
+typedef struct refusal {
+    uint64_t key; /* (generation << 32) | slot */
+    int status;   /* 401 or 403 */
+    char detail[160];
+    int64_t told_ms; /* 0: not told yet */
+} refusal;
+
+/*
+ * The binding with what only this file uses: nng_conn.c sees the nng_bind
+ * (its first member), this file casts back (bx()).
+ */
+typedef struct nng_bindx {
+    nng_bind nb;
+    tw_tls_verifier *verifier; /* client certificates: NULL when off */
+    /* under nb.hk_mtx */
+    refusal refused[MAX_REFUSALS];
+    int nrefused;
+} nng_bindx;
+
+static nng_bindx *bx(nng_bind *nb)
+{
+    return (nng_bindx *)nb;
+}
 
 /* ---- connection table ------------------------------------------------- */
 
@@ -123,6 +153,113 @@ static nconn *lookup(nng_bind *nb, tw_conn *tc)
     return c;
 }
 
+/* The live nconn of a (slot, generation) key, referenced, or NULL. */
+static nconn *lookup_key(nng_bind *nb, uint64_t key)
+{
+    uint32_t slot = (uint32_t)(key & 0xffffffffu), gen = (uint32_t)(key >> 32);
+    nconn *c = NULL;
+    if (slot >= (uint32_t)nb->max_conns) return NULL;
+    pthread_rwlock_rdlock(&nb->slots_lock);
+    if (nb->slots[slot].gen == gen && nb->slots[slot].c) c = nconn_ref(nb->slots[slot].c);
+    pthread_rwlock_unlock(&nb->slots_lock);
+    return c;
+}
+
+/* ---- client certificates ---------------------------------------------- */
+
+static void refuse(nng_bind *nb, uint64_t key, int status, const char *detail)
+{
+    nng_bindx *x = bx(nb);
+    pthread_mutex_lock(&nb->hk_mtx);
+    if (x->nrefused < MAX_REFUSALS) {
+        refusal *r = &x->refused[x->nrefused++];
+        r->key = key;
+        r->status = status;
+        r->told_ms = 0;
+        snprintf(r->detail, sizeof r->detail, "%s", detail);
+    }
+    /* (a full list: the connection stays unauthenticated and the login
+     * timeout closes it) */
+    pthread_cond_signal(&nb->hk_cond);
+    pthread_mutex_unlock(&nb->hk_mtx);
+}
+
+/*
+ * The handshake of a tls+tcp connection is done (nng_tls.h: on an nng
+ * thread holding the stream's lock, before any of its data is routed).
+ * A verified certificate of a known client authenticates the connection as
+ * that client, exactly like the HTTP binding's client certificates; a
+ * certificate that does not verify, or of a client that does not exist (any
+ * more), gets the connection refused. No certificate: the connection logs
+ * in with a password or token as before.
+ */
+static void peer_cb(void *arg, uint64_t key, const gnutls_datum_t *chain, unsigned n)
+{
+    nng_bind *nb = arg;
+    if (n == 0) return;
+    char id[TW_ID_MAX];
+    if (tw_tls_verify_client(bx(nb)->verifier, chain, n, id) != 0) {
+        refuse(nb, key, 401, "the client certificate is not valid for this runtime");
+        return;
+    }
+    tw_authn *an = tw_runtime_authn(nb->rt);
+    tw_identity ident;
+    int rc = an ? tw_authn_client_identity(an, id, &ident) : TW_EUNSUPPORTED;
+    nconn *c = rc == 0 ? lookup_key(nb, key) : NULL;
+    if (c) rc = tw_conn_set_identity(c->conn, &ident);
+    if (rc == 0 && c) {
+        tw_log_info(MOD, "connection %llu (%s) authenticated as '%s' by its certificate",
+                    (unsigned long long)tw_conn_serial(c->conn), c->remote, id);
+    } else if (rc != 0) {
+        tw_log_warn(MOD, "client certificate of '%.64s' refused: %s", id, tw_strerror(rc));
+        refuse(nb, key, 401, "the client of this certificate is not known");
+    }
+    if (c) nconn_unref(c);
+}
+
+/* Housekeeping: tell refused connections why, close them a pass later (so
+ * the problem has left). */
+static void handle_refusals(nng_bind *nb)
+{
+    nng_bindx *x = bx(nb);
+    refusal todo[MAX_REFUSALS];
+    int64_t now = tw_mono_us() / 1000;
+    pthread_mutex_lock(&nb->hk_mtx);
+    int n = 0, kept = 0;
+    for (int i = 0; i < x->nrefused; i++) {
+        refusal *r = &x->refused[i];
+        if (r->told_ms && now - r->told_ms < 200) {
+            x->refused[kept++] = *r; /* not yet */
+            continue;
+        }
+        todo[n++] = *r;
+        if (!r->told_ms) {
+            x->refused[kept] = *r;
+            x->refused[kept++].told_ms = now;
+        }
+    }
+    x->nrefused = kept;
+    pthread_mutex_unlock(&nb->hk_mtx);
+    for (int i = 0; i < n; i++) {
+        nconn *c = lookup_key(nb, todo[i].key);
+        if (!c) continue;
+        if (todo[i].told_ms) {
+            nconn_close(c, "client certificate refused");
+        } else {
+            tw_msg *m = tw_msg_new(TW_TYPE_RESPONSE, TW_OP_NONE, NULL, NULL);
+            if (m) {
+                tw_msg_set_status(m, TW_STATUS_FAILED);
+                tw_msg_set(m, "error",
+                           tw_problem_new(todo[i].status, "unauthenticated", "not authenticated",
+                                          todo[i].detail, NULL));
+                nconn_send(c, m, false);
+                tw_msg_unref(m);
+            }
+        }
+        nconn_unref(c);
+    }
+}
+
 /* ---- housekeeping ----------------------------------------------------- */
 
 void nng_reap_push(nng_bind *nb, nconn *c)
@@ -176,6 +313,7 @@ static void *hk_main(void *arg)
         if (!nb->reap) pthread_cond_timedwait(&nb->hk_cond, &nb->hk_mtx, &ts);
         pthread_mutex_unlock(&nb->hk_mtx);
         reap_all(nb);
+        handle_refusals(nb);
         if (tw_mono_us() >= next_scan) {
             expire_logins(nb);
             next_scan = tw_mono_us() + 1000000;
@@ -229,6 +367,9 @@ static void accept_cb(void *arg)
     } else {
         atomic_fetch_add(&nb->nconns, 1);
         slot_set(nb, slot, c);
+        /* before the first read: the handshake happens on it */
+        if (bx(nb)->verifier && strncmp(le->url, "tls+tcp://", 10) == 0)
+            tw_nng_tls_watch(st, peer_cb, nb, ((uint64_t)gen << 32) | slot);
         nconn_begin(c);
     }
     accept_start(le);
@@ -277,12 +418,35 @@ static char *read_pem(const char *path)
     return buf;
 }
 
-/* The server certificate and key that twind's main created (tw_tls_ensure). */
+/*
+ * Client certificates: asked for, not required, checked against the
+ * runtime's CA (ca.pem). Without a readable CA the listeners do server
+ * authentication only.
+ */
+static void tls_client_auth(nng_bind *nb)
+{
+    char ca[1200];
+    snprintf(ca, sizeof ca, "%s/tls/ca.pem", nb->data_dir);
+    char *pem = read_pem(ca);
+    int rv = pem ? nng_tls_config_ca_chain(nb->tls, pem, NULL) : NNG_ENOENT;
+    free(pem);
+    if (rv == 0) rv = nng_tls_config_auth_mode(nb->tls, NNG_TLS_AUTH_MODE_OPTIONAL);
+    if (rv == 0 && tw_tls_verifier_new(ca, &bx(nb)->verifier) != 0) rv = NNG_ECRYPTO;
+    if (rv != 0) {
+        tw_log_warn(MOD, "%s: %s: client certificates are not accepted", ca, nng_strerror(rv));
+        nng_tls_config_auth_mode(nb->tls, NNG_TLS_AUTH_MODE_NONE);
+    }
+}
+
+/* The server certificate and key that twind's main created (tw_tls_ensure),
+ * on the GnuTLS engine (nng_tls.h), which lets client certificates name
+ * their client. */
 static int tls_load(nng_bind *nb)
 {
     char cert[1200], key[1200];
     snprintf(cert, sizeof cert, "%s/tls/server.pem", nb->data_dir);
     snprintf(key, sizeof key, "%s/tls/server.key", nb->data_dir);
+    if (tw_nng_tls_engine_use() != 0) return TW_ECRYPTO;
     char *cp = read_pem(cert), *kp = cp ? read_pem(key) : NULL;
     int rv = NNG_ENOMEM;
     if (cp && kp && (rv = nng_tls_config_alloc(&nb->tls, NNG_TLS_MODE_SERVER)) == 0)
@@ -294,6 +458,7 @@ static int tls_load(nng_bind *nb)
         tw_log_error(MOD, "TLS certificate %s: %s", cert, nng_strerror(rv));
         return TW_ECRYPTO;
     }
+    tls_client_auth(nb);
     return 0;
 }
 
@@ -507,6 +672,7 @@ static void op_destroy(tw_binding *b)
         if (le->l) nng_stream_listener_free(le->l);
     }
     if (nb->tls) nng_tls_config_free(nb->tls);
+    if (bx(nb)->verifier) tw_tls_verifier_free(bx(nb)->verifier);
     pthread_rwlock_destroy(&nb->slots_lock);
     pthread_mutex_destroy(&nb->hk_mtx);
     pthread_cond_destroy(&nb->hk_cond);
@@ -570,8 +736,9 @@ int tw_nng_binding_new(tw_runtime *rt, json_t *section, tw_binding **out)
                     "nng.send_queue %lld is below twice the drain window (%d): an agent "
                     "reconnecting to a full queue may be cut off as a slow consumer",
                     (long long)sq, c0->drain_window);
-    nng_bind *nb = calloc(1, sizeof *nb);
-    if (!nb) return TW_ENOMEM;
+    nng_bindx *x = calloc(1, sizeof *x);
+    if (!x) return TW_ENOMEM;
+    nng_bind *nb = &x->nb;
     nb->rt = rt;
     nb->send_queue = (size_t)sq;
     nb->max_conns = (int)mc;
