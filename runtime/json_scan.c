@@ -7,7 +7,7 @@
  * objects for duplicate keys by comparing the raw keys pairwise (objects
  * with more than SCAN_KEYS keys or escaped keys are left to the full
  * parser). Recursion stops at SCAN_DEPTH levels; the envelope's own nesting
- * limit is lower and is checked before.
+ * limit (max_depth, the top-level object being level 1) is usually lower.
  */
 #include "json_scan.h"
 
@@ -19,6 +19,7 @@
 
 typedef struct scan {
     const char *p, *end;
+    int max_depth;
 } scan;
 
 static bool scan_value(scan *s, int depth, bool *escaped);
@@ -188,7 +189,8 @@ static bool scan_array(scan *s, int depth)
 
 static bool scan_value(scan *s, int depth, bool *escaped)
 {
-    if (s->p >= s->end || depth > SCAN_DEPTH) return false;
+    if (s->p >= s->end) return false;
+    if (depth > s->max_depth && (*s->p == '{' || *s->p == '[')) return false;
     switch (*s->p) {
     case '"':
         return scan_string(s, escaped);
@@ -213,9 +215,10 @@ static void skip_ws(scan *s)
         s->p++;
 }
 
-bool tw_jscan_object(const char *buf, size_t len, tw_jscan_member *out, size_t nmax, size_t *n)
+bool tw_jscan_object(const char *buf, size_t len, int max_depth, tw_jscan_member *out, size_t nmax,
+                     size_t *n)
 {
-    scan s = {buf, buf + len};
+    scan s = {buf, buf + len, max_depth < SCAN_DEPTH ? max_depth : SCAN_DEPTH};
     size_t count = 0;
     *n = 0;
     skip_ws(&s);
@@ -239,7 +242,7 @@ bool tw_jscan_object(const char *buf, size_t len, tw_jscan_member *out, size_t n
             skip_ws(&s);
             const char *v = s.p;
             bool vesc = false;
-            if (!scan_value(&s, 1, &vesc)) return false;
+            if (!scan_value(&s, 2, &vesc)) return false;
             out[count++] = (tw_jscan_member){k, klen, v, (size_t)(s.p - v), vesc};
             skip_ws(&s);
             if (s.p >= s.end) return false;

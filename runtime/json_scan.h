@@ -39,9 +39,11 @@ typedef struct tw_jscan_member {
 /*
  * Scans buf as one JSON object (whitespace allowed around its members).
  * Fills out[0..*n) with its members in order and returns true; returns false
- * when the text is not in the narrow form above, or has more than nmax
- * members, or is not valid JSON.
+ * when the text is not in the narrow form above, has more than nmax
+ * members, nests containers deeper than max_depth levels (the object itself
+ * is level 1), or is not valid JSON.
  */
-bool tw_jscan_object(const char *buf, size_t len, tw_jscan_member *out, size_t nmax, size_t *n);
+bool tw_jscan_object(const char *buf, size_t len, int max_depth, tw_jscan_member *out, size_t nmax,
+                     size_t *n);
 
 #endif

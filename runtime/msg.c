@@ -107,7 +107,7 @@ tw_op tw_op_parse(const char *name)
 {
     if (!name || !*name) return TW_OP_NONE;
     for (int i = 1; i < TW_OP__COUNT; i++)
-        if (strcmp(op_names[i], name) == 0) return (tw_op)i;
+        if (op_names[i][0] == name[0] && strcmp(op_names[i], name) == 0) return (tw_op)i;
     return TW_OP_NONE;
 }
 
@@ -312,12 +312,39 @@ typedef struct env_view {
 
 static int typed_index(const char *key, size_t len)
 {
-    for (int i = 0; i < FI__COUNT; i++)
-        if (strlen(typed_fields[i].name) == len && memcmp(typed_fields[i].name, key, len) == 0)
+    /* called for every member of every message: filter on the first byte */
+    int from, to;
+    switch (key[0]) {
+    case 't':
+        from = FI_TYPE, to = FI_TIMESTAMP;
+        break;
+    case 'o':
+        from = to = FI_OPERATION;
+        break;
+    case 'n':
+        from = to = FI_NAME;
+        break;
+    case 'c':
+        from = FI_CORRELATION, to = FI_CREATED;
+        break;
+    case 'm':
+        from = to = FI_MESSAGE;
+        break;
+    case 's':
+        from = FI_SENDER, to = FI_STATUS;
+        break;
+    case 'e':
+        from = FI_EXPIRES, to = FI_ERROR;
+        break;
+    default:
+        return -1;
+    }
+    for (int i = from; i <= to; i++)
+        if (typed_fields[i].name[0] == key[0] && strncmp(typed_fields[i].name, key, len) == 0 &&
+            typed_fields[i].name[len] == '\0')
             return i;
     return -1;
 }
-
 /* Which request operations address a Thing, and which an affordance. */
 static bool op_needs_thing(tw_op op)
 {
@@ -459,7 +486,8 @@ int tw_msg_validate(json_t *obj, json_t **problem)
 static lz_member *lz_find(const tw_msg *m, const char *key)
 {
     for (size_t i = 0; i < m->nmem; i++)
-        if (!m->mem[i].gone && strcmp(m->mem[i].key, key) == 0) return &m->mem[i];
+        if (m->mem[i].key[0] == key[0] && !m->mem[i].gone && strcmp(m->mem[i].key, key) == 0)
+            return &m->mem[i];
     return NULL;
 }
 
@@ -563,11 +591,11 @@ static void cache_from_view(tw_msg *m, const env_view *v);
 /* Builds a lazy message from the text: returns 1 with *out set, 0 when the
  * text needs the tree path, or a TW_E* code (with *problem) when the
  * envelope is invalid. */
-static int parse_lazy(const char *buf, size_t len, tw_msg **out, json_t **problem)
+static int parse_lazy(const char *buf, size_t len, int max_depth, tw_msg **out, json_t **problem)
 {
     tw_jscan_member sm[LZ_MAX_MEMBERS];
     size_t n;
-    if (!tw_jscan_object(buf, len, sm, LZ_MAX_MEMBERS, &n)) return 0;
+    if (!tw_jscan_object(buf, len, max_depth, sm, LZ_MAX_MEMBERS, &n)) return 0;
     size_t raw_len = 0, str_len = 0;
     for (size_t i = 0; i < n; i++) {
         bool is_str = sm[i].val[0] == '"';
@@ -633,48 +661,89 @@ static int parse_lazy(const char *buf, size_t len, tw_msg **out, json_t **proble
     return 1;
 }
 
+/* True when s can go between quotes as it is. */
+static bool plain_string(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == '"' || c == '\\') return false;
+    }
+    return true;
+}
+
 /* The encoding of a lazy message: its visible raw members, then the ones
- * set since it was parsed. */
+ * set since it was parsed (plain strings written directly, anything else
+ * through the encoder). */
 static char *encode_lazy(const tw_msg *m, size_t *len)
 {
-    size_t ex_len = 0;
-    char *ex = NULL;
-    if (m->extra && json_object_size(m->extra)) {
-        ex = tw_json_encode(m->extra, &ex_len);
-        if (!ex) return NULL;
+    size_t nx = m->extra ? json_object_size(m->extra) : 0;
+    char *pieces[LZ_MAX_MEMBERS] = {0}; /* encoded extras that were not plain */
+    size_t plen[LZ_MAX_MEMBERS] = {0};
+    if (nx > LZ_MAX_MEMBERS) return NULL;
+    size_t cap = 3, i = 0;
+    const char *k;
+    json_t *v;
+    bool failed = false;
+    json_object_foreach(m->extra, k, v)
+    {
+        size_t kl = strlen(k);
+        if (!plain_string(k, kl)) failed = true;
+        cap += kl + 4;
+        if (json_is_string(v) && plain_string(json_string_value(v), json_string_length(v))) {
+            cap += json_string_length(v) + 2;
+        } else if ((pieces[i] = tw_json_encode(v, &plen[i])) != NULL) {
+            cap += plen[i];
+        } else {
+            failed = true;
+        }
+        i++;
     }
-    size_t cap = 3 + ex_len;
-    for (size_t i = 0; i < m->nmem; i++)
-        if (!m->mem[i].gone) cap += strlen(m->mem[i].key) + 4 + m->mem[i].val_len;
-    char *b = malloc(cap);
-    if (!b) {
-        free(ex);
-        return NULL;
+    for (size_t j = 0; j < m->nmem; j++)
+        if (!m->mem[j].gone) cap += strlen(m->mem[j].key) + 4 + m->mem[j].val_len;
+    char *b = failed ? NULL : malloc(cap);
+    if (b) {
+        size_t o = 0;
+        b[o++] = '{';
+        for (size_t j = 0; j < m->nmem; j++) {
+            const lz_member *mb = &m->mem[j];
+            if (mb->gone) continue;
+            if (o > 1) b[o++] = ',';
+            b[o++] = '"';
+            size_t kl = strlen(mb->key);
+            memcpy(b + o, mb->key, kl);
+            o += kl;
+            b[o++] = '"';
+            b[o++] = ':';
+            memcpy(b + o, mb->val, mb->val_len);
+            o += mb->val_len;
+        }
+        i = 0;
+        json_object_foreach(m->extra, k, v)
+        {
+            if (o > 1) b[o++] = ',';
+            b[o++] = '"';
+            size_t kl = strlen(k);
+            memcpy(b + o, k, kl);
+            o += kl;
+            b[o++] = '"';
+            b[o++] = ':';
+            if (pieces[i]) {
+                memcpy(b + o, pieces[i], plen[i]);
+                o += plen[i];
+            } else {
+                b[o++] = '"';
+                memcpy(b + o, json_string_value(v), json_string_length(v));
+                o += json_string_length(v);
+                b[o++] = '"';
+            }
+            i++;
+        }
+        b[o++] = '}';
+        b[o] = '\0';
+        *len = o;
     }
-    size_t o = 0;
-    b[o++] = '{';
-    for (size_t i = 0; i < m->nmem; i++) {
-        const lz_member *mb = &m->mem[i];
-        if (mb->gone) continue;
-        if (o > 1) b[o++] = ',';
-        b[o++] = '"';
-        size_t kl = strlen(mb->key);
-        memcpy(b + o, mb->key, kl);
-        o += kl;
-        b[o++] = '"';
-        b[o++] = ':';
-        memcpy(b + o, mb->val, mb->val_len);
-        o += mb->val_len;
-    }
-    if (ex && ex_len > 2) { /* the members of {"k":v,...} */
-        if (o > 1) b[o++] = ',';
-        memcpy(b + o, ex + 1, ex_len - 2);
-        o += ex_len - 2;
-    }
-    b[o++] = '}';
-    b[o] = '\0';
-    free(ex);
-    *len = o;
+    for (size_t j = 0; j < nx; j++)
+        free(pieces[j]);
     return b;
 }
 
@@ -797,12 +866,12 @@ int tw_msg_parse(const char *buf, size_t len, const tw_msg_limits *lim, tw_msg *
     }
     if (!tw_utf8_valid(buf, len))
         return reject(problem, TW_EINVAL, "the message is not valid UTF-8", "");
+    int rc = parse_lazy(buf, len, max_depth, out, problem);
+    if (rc) return rc > 0 ? 0 : rc;
     if (max_depth_of(buf, len) > max_depth) {
         snprintf(detail, sizeof detail, "the message nests deeper than %d levels", max_depth);
         return reject(problem, TW_EINVAL, detail, "");
     }
-    int rc = parse_lazy(buf, len, out, problem);
-    if (rc) return rc > 0 ? 0 : rc;
     json_error_t err;
     json_t *obj = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &err);
     if (!obj) {

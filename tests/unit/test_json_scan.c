@@ -76,7 +76,7 @@ static void test_scanner_agrees_with_jansson(void **state)
         snprintf(buf, sizeof buf, "{\"k\":%s,\"z\":true}", values[i]);
         tw_jscan_member mem[4];
         size_t n = 0;
-        bool ok = tw_jscan_object(buf, strlen(buf), mem, 4, &n);
+        bool ok = tw_jscan_object(buf, strlen(buf), 32, mem, 4, &n);
         json_t *j = json_loadb(buf, strlen(buf), JSON_REJECT_DUPLICATES, NULL);
         if (ok) {
             if (!j) fail_msg("scanner accepted what Jansson rejects: %s", buf);
@@ -101,21 +101,24 @@ static void test_scanner_shapes(void **state)
     size_t n;
     /* whitespace between members is fine and left out of the values */
     const char *ws = " {\n \"a\" : [1,2] ,\t\"b\":\"x y\"\r\n} ";
-    assert_true(tw_jscan_object(ws, strlen(ws), mem, 2, &n));
+    assert_true(tw_jscan_object(ws, strlen(ws), 32, mem, 2, &n));
     assert_int_equal(n, 2);
     assert_int_equal(mem[0].val_len, 5);
     assert_memory_equal(mem[0].val, "[1,2]", 5);
     assert_memory_equal(mem[1].val, "\"x y\"", 5);
     assert_false(mem[1].val_escaped);
     /* too many members for the caller's array */
-    assert_false(tw_jscan_object("{\"a\":1,\"b\":2,\"c\":3}", 19, mem, 2, &n));
+    assert_false(tw_jscan_object("{\"a\":1,\"b\":2,\"c\":3}", 19, 32, mem, 2, &n));
     /* not an object, duplicate top-level keys, trailing bytes, whitespace inside a value */
-    assert_false(tw_jscan_object("[1]", 3, mem, 2, &n));
-    assert_false(tw_jscan_object("{\"a\":1,\"a\":1}", 13, mem, 2, &n));
-    assert_false(tw_jscan_object("{\"a\":1} x", 9, mem, 2, &n));
-    assert_false(tw_jscan_object("{\"a\":[1, 2]}", 12, mem, 2, &n));
+    assert_false(tw_jscan_object("[1]", 3, 32, mem, 2, &n));
+    assert_false(tw_jscan_object("{\"a\":1,\"a\":1}", 13, 32, mem, 2, &n));
+    assert_false(tw_jscan_object("{\"a\":1} x", 9, 32, mem, 2, &n));
+    assert_false(tw_jscan_object("{\"a\":[1, 2]}", 12, 32, mem, 2, &n));
+    /* nesting beyond max_depth (the object itself is level 1) */
+    assert_false(tw_jscan_object("{\"a\":[[1]]}", 11, 2, mem, 2, &n));
+    assert_true(tw_jscan_object("{\"a\":[[1]]}", 11, 3, mem, 2, &n));
     /* escapes are reported */
-    assert_true(tw_jscan_object("{\"a\":\"\\n\"}", 10, mem, 2, &n));
+    assert_true(tw_jscan_object("{\"a\":\"\\n\"}", 10, 32, mem, 2, &n));
     assert_true(mem[0].val_escaped);
 }
 
@@ -197,6 +200,25 @@ static void test_lazy_set_del_encode(void **state)
     tw_msg_unref(c);
     json_decref(got);
     json_decref(want);
+    tw_msg_unref(m);
+}
+
+static void test_lazy_extras_need_escaping(void **state)
+{
+    (void)state;
+    tw_msg *m = parse_ok(event_text);
+    assert_int_equal(tw_msg_set_str(m, "note", "a \"quoted\"\nline"), 0);
+    assert_int_equal(tw_msg_set(m, "output", json_pack("{s:[i,f]}", "x", 1, 0.5)), 0);
+    size_t len;
+    const char *enc = tw_msg_encode(m, &len);
+    json_t *got = json_loadb(enc, len, JSON_REJECT_DUPLICATES, NULL);
+    assert_non_null(got);
+    assert_string_equal(json_string_value(json_object_get(got, "note")), "a \"quoted\"\nline");
+    assert_int_equal(
+        json_integer_value(json_array_get(json_object_get(json_object_get(got, "output"), "x"), 0)),
+        1);
+    assert_string_equal(json_string_value(json_object_get(got, "thingID")), "t1");
+    json_decref(got);
     tw_msg_unref(m);
 }
 
@@ -282,6 +304,7 @@ int main(void)
         cmocka_unit_test(test_lazy_reads_and_raw),
         cmocka_unit_test(test_lazy_set_del_encode),
         cmocka_unit_test(test_lazy_set_after_tree),
+        cmocka_unit_test(test_lazy_extras_need_escaping),
         cmocka_unit_test(test_lazy_and_tree_paths_agree),
         cmocka_unit_test(test_lazy_concurrent_first_reads),
     };
