@@ -306,6 +306,33 @@ void tw_router_handle(tw_runtime *rt, tw_conn *c, tw_msg *m)
     if (call.msg != call.orig) tw_msg_unref(call.msg);
 }
 
+int tw_router_admit(tw_runtime *rt, tw_conn *c, tw_msg *m, tw_mw_call *call)
+{
+    call->rt = rt;
+    call->conn = c;
+    call->msg = call->orig = m;
+    call->problem = NULL;
+    call->status = 200;
+    call->start_us = tw_mono_us();
+    call->local_thing = false;
+    call->aff_found = false;
+    resolve(call);
+    return rt->chain ? tw_mw_chain_before(rt->chain, call) : 0;
+}
+
+void tw_router_admit_done(tw_mw_call *call, int status)
+{
+    tw_runtime *rt = call->rt;
+    if (status) call->status = status;
+    if (rt->chain) tw_mw_chain_after(rt->chain, call);
+    count_outcome(rt, call);
+    atomic_fetch_add_explicit(&rt->st_delivered, 1, memory_order_relaxed); /* the answer */
+    json_decref(call->problem);
+    call->problem = NULL;
+    if (call->msg != call->orig) tw_msg_unref(call->msg);
+    call->msg = call->orig;
+}
+
 int tw_router_add_service(tw_runtime *rt, const char *twin_id, tw_service_fn fn, void *ctx)
 {
     tw_service *s = malloc(sizeof *s);

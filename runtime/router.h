@@ -25,9 +25,26 @@
 #define TW_ROUTER_H
 
 #include "conn.h"
+#include "middleware.h"
 
 /* Handles one message from conn. Never fails: problems are sent back. */
 void tw_router_handle(tw_runtime *rt, tw_conn *c, tw_msg *m);
+
+/*
+ * A read that a binding answers itself (from bytes it keeps, without a
+ * response message), with the same checks and counts as tw_router_handle():
+ * tw_router_admit() resolves m's Thing into call and runs the chain's
+ * `before` stages on m (reference borrowed; a stage that changes it works
+ * on a copy). 0: the binding reads call->msg's value and answers. Otherwise
+ * the rejection's code, with call->problem and call->status set: the
+ * binding answers with the problem. Either way it then calls
+ * tw_router_admit_done() with the status it answered (0 keeps
+ * call->status), which runs the `after` stages, counts the request, its
+ * outcome, latency and answer for tw_router_get_stats() and releases what
+ * call holds. Thread-safe like tw_router_handle().
+ */
+int tw_router_admit(tw_runtime *rt, tw_conn *c, tw_msg *m, tw_mw_call *call);
+void tw_router_admit_done(tw_mw_call *call, int status);
 
 /*
  * An in-process service: fn answers an invokeaction addressed to twin_id.

@@ -18,9 +18,12 @@
  *
  * Each request is one message through the router (so authn, authz, rate
  * limits and validation apply exactly as on every other binding); call.c
- * waits for its answer.
+ * waits for its answer. The reads of properties take a shorter way with
+ * the same checks (the direct read path, below).
  */
 #include "http_int.h"
+
+#include "runtime/json_enc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -149,6 +152,124 @@ static enum MHD_Result call(http_req *r, tw_op op, const char *name, json_t *inp
     return http_call_start(r, m, wait, wait_ms);
 }
 
+/* ---- the direct read path ----
+ *
+ * readproperty and readallproperties are most of what pollers send, and
+ * routing them costs two messages (the request and its response) and an
+ * encoding per read. The binding answers them itself instead, with the same
+ * checks: tw_router_admit() resolves the Thing and runs the configured
+ * middleware chain (authn, authz, rate, validate, log) on a request
+ * message, the twin's own read produces the value, and
+ * tw_router_admit_done() runs the `after` stages and counts the request in
+ * the router's statistics, as routing would have. What it saves:
+ *   - the request message is built once per TCP connection and reused for
+ *     the next identical read (same operation, Thing, name and sender); it
+ *     is only ever the chain's view of the request, never sent or kept;
+ *   - no response message;
+ *   - the value's encoding is kept per connection beside a reference to
+ *     the value it encodes: the value store hands out the same immutable
+ *     value until it changes, so an unchanged value is not encoded again.
+ */
+
+static bool same(const char *a, const char *b)
+{
+    return a && b && strcmp(a, b) == 0;
+}
+
+/* The connection's request message for this read (borrowed from the
+ * socket), built on first use; NULL with *problem when the thing id or
+ * name is not valid in an envelope. */
+static tw_msg *read_request(http_req *r, tw_op op, const char *name, json_t **problem)
+{
+    http_sock *sk = r->sock;
+    tw_msg *m = sk->read_req;
+    if (m && tw_msg_get_op(m) == op && same(tw_msg_thing(m), r->segs[1]) &&
+        (name ? same(tw_msg_name(m), name) : !tw_msg_name(m)) &&
+        same(tw_msg_sender(m), r->id.client_id))
+        return m;
+    if (m) tw_msg_unref(m);
+    sk->read_req = http_request_new(r->h, op, r->segs[1], name, r->id.client_id, NULL, problem);
+    return sk->read_req;
+}
+
+/* Answers with the encoding of v (reference stolen). */
+static enum MHD_Result reply_value(http_req *r, tw_op op, json_t *v)
+{
+    http_sock *sk = r->sock;
+    if (!v) return http_reply_bytes(r, 200, "application/json", "null", 4, false, NULL);
+    if (v == sk->read_val) {
+        json_decref(v);
+    } else {
+        size_t len = 0;
+        char *enc = tw_json_encode(v, &len);
+        if (!enc) {
+            json_decref(v);
+            return http_reply_code(r, TW_ENOMEM, NULL);
+        }
+        if (op != TW_OP_READPROPERTY) { /* a new object every time: not worth keeping */
+            json_decref(v);
+            enum MHD_Result res =
+                http_reply_bytes(r, 200, "application/json", enc, len, true, NULL);
+            free(enc);
+            return res;
+        }
+        json_decref(sk->read_val);
+        free(sk->read_enc);
+        sk->read_val = v;
+        sk->read_enc = enc;
+        sk->read_enc_len = len;
+    }
+    return http_reply_bytes(r, 200, "application/json", sk->read_enc, sk->read_enc_len, true, NULL);
+}
+
+static int problem_status(json_t *problem)
+{
+    json_t *st = json_object_get(problem, "status");
+    return json_is_integer(st) ? (int)json_integer_value(st) : 500;
+}
+
+static enum MHD_Result read_direct(http_req *r, tw_op op, const char *name)
+{
+    tw_http *h = r->h;
+    enum MHD_Result res;
+    json_t *problem = NULL;
+    tw_msg *m = read_request(r, op, name, &problem);
+    if (!m) return http_reply_problem(r, problem);
+    tw_conn *conn = http_call_conn(r, &res);
+    if (!conn) return res;
+    r->op = op;
+    /* Our reference keeps it from being writable: a stage that changes the
+     * message gets a copy, and the next read finds it as it was. */
+    tw_msg_ref(m);
+    tw_mw_call call;
+    int status;
+    if (tw_router_admit(h->rt, conn, m, &call)) {
+        status = call.status;
+        res = http_reply_problem(r, json_incref(call.problem));
+    } else {
+        void *ctx = NULL;
+        const tw_twin_ops *tops = tw_runtime_twin(h->rt, &ctx);
+        json_t *out = NULL;
+        int rc = TW_EUNSUPPORTED;
+        if (tops)
+            rc = tops->read(ctx, call.msg, &out, &problem);
+        else
+            problem = tw_problem_from_error(rc, "no value store", NULL);
+        if (rc) {
+            if (!problem) problem = tw_problem_from_error(rc, NULL, NULL);
+            status = problem_status(problem);
+            json_decref(out);
+            res = http_reply_problem(r, problem);
+        } else {
+            status = 200;
+            res = reply_value(r, op, out);
+        }
+    }
+    tw_router_admit_done(&call, status);
+    tw_msg_unref(m);
+    return res;
+}
+
 /* ---- streams ---- */
 
 static int setup_sub(http_req *r, http_stream *s, json_t **problem)
@@ -175,6 +296,7 @@ static enum MHD_Result properties(http_req *r)
     if (r->nsegs == 3) {
         if (!get) return http_reply_405(r, "GET, HEAD");
         if (http_wants_sse(r)) return stream(r, TW_OP_OBSERVEALLPROPERTIES);
+        if (r->sock) return read_direct(r, TW_OP_READALLPROPERTIES, NULL);
         return call(r, TW_OP_READALLPROPERTIES, NULL, NULL, answer_output, CALL_WAIT_RESPONSE,
                     READ_WAIT_MS);
     }
@@ -182,6 +304,7 @@ static enum MHD_Result properties(http_req *r)
     const char *name = r->segs[3];
     if (get) {
         if (http_wants_sse(r)) return stream(r, TW_OP_OBSERVEPROPERTY);
+        if (r->sock) return read_direct(r, TW_OP_READPROPERTY, name);
         return call(r, TW_OP_READPROPERTY, name, NULL, answer_output, CALL_WAIT_RESPONSE,
                     READ_WAIT_MS);
     }

@@ -5,7 +5,9 @@
  * (browsers' EventSource cannot set headers, so GET requests may instead pass
  * ?access_token=, as RFC 6750 section 2.3 allows). tw_authn_verify() caches
  * verified tokens (one signature check per token) and still sees a revoked
- * session at once, so nothing is cached here.
+ * session at once. A TCP connection also keeps its last verified token and
+ * identity (struct http_tok below): a keep-alive client's next request with
+ * the same token costs a comparison and the session check, not a hash.
  *
  *   POST /authn/login   {"login","password"} -> {"token","expires"}
  *   POST /authn/refresh (bearer)             -> {"token","expires"}
@@ -28,9 +30,12 @@ static enum MHD_Result unauthorized(http_req *r, const char *detail)
     return http_reply_error(r, 401, "unauthenticated", "unauthenticated", detail);
 }
 
-/* The token of the request (malloc'd) or NULL. */
-static char *bearer(http_req *r)
+/* The token of the request: a pointer into the Authorization header (not
+ * NUL-terminated at *len), or a decoded ?access_token= in *owned
+ * (malloc'd). NULL when there is none. */
+static const char *bearer_ref(http_req *r, size_t *len, char **owned)
 {
+    *owned = NULL;
     const char *a = http_header(r, "Authorization");
     if (a) {
         while (*a == ' ')
@@ -43,7 +48,8 @@ static char *bearer(http_req *r)
         while (n && a[n - 1] == ' ')
             n--;
         if (!n || n > TOKEN_MAX) return NULL;
-        return strndup(a, n);
+        *len = n;
+        return a;
     }
     if (strcmp(r->method, "GET") == 0 || r->head) {
         bool bad = false;
@@ -52,9 +58,56 @@ static char *bearer(http_req *r)
             free(t);
             t = NULL;
         }
+        if (t) *len = strlen(t);
+        *owned = t;
         return t;
     }
     return NULL;
+}
+
+/* The token of the request (malloc'd) or NULL. */
+static char *bearer(http_req *r)
+{
+    size_t n = 0;
+    char *owned;
+    const char *t = bearer_ref(r, &n, &owned);
+    if (!t || owned) return owned;
+    return strndup(t, n);
+}
+
+/* The socket's last verified token and its identity: a keep-alive client
+ * sends the same token with every request, and comparing it is cheaper
+ * than tw_authn_verify()'s hash of it. The session is still checked on
+ * every request (tw_authn_session_live), so a logout or a revoked client
+ * is seen at once, as through the verifier's own cache. */
+struct http_tok {
+    tw_identity id;
+    size_t len;
+    char tok[];
+};
+
+static bool tok_cached(http_req *r, tw_authn *an, const char *tok, size_t n)
+{
+    const http_tok *tc = r->sock ? r->sock->tok : NULL;
+    if (!tc || tc->len != n || memcmp(tc->tok, tok, n) != 0) return false;
+    if (tc->id.expires_ms && tc->id.expires_ms <= tw_now_ms()) return false;
+    if (!tw_authn_session_live(an, tc->id.session_id)) return false;
+    r->id = tc->id;
+    return true;
+}
+
+static void tok_keep(http_req *r, const char *tok, size_t n)
+{
+    if (!r->sock) return;
+    http_tok *tc = r->sock->tok;
+    if (!tc || tc->len < n) {
+        free(tc);
+        tc = r->sock->tok = malloc(sizeof *tc + n);
+        if (!tc) return;
+    }
+    tc->id = r->id;
+    tc->len = n;
+    memcpy(tc->tok, tok, n);
 }
 
 /* Mutual TLS: the identity of a verified client certificate (CN = client
@@ -73,7 +126,9 @@ static bool client_certificate(http_req *r, tw_authn *an)
 bool http_authenticate(http_req *r, enum MHD_Result *res)
 {
     tw_authn *an = tw_runtime_authn(r->h->rt);
-    char *tok = bearer(r);
+    size_t n = 0;
+    char *owned = NULL;
+    const char *tok = bearer_ref(r, &n, &owned);
     if (!tok) {
         if (client_certificate(r, an)) {
             r->authed = true;
@@ -84,18 +139,32 @@ bool http_authenticate(http_req *r, enum MHD_Result *res)
         return false;
     }
     if (!an) {
-        free(tok);
+        free(owned);
         *res = http_reply_error(r, 503, "no-authn", "service unavailable",
                                 "authentication is not configured");
         return false;
     }
-    int rc = tw_authn_verify(an, tok, &r->id);
-    free(tok);
+    if (tok_cached(r, an, tok, n)) {
+        free(owned);
+        r->authed = true;
+        return true;
+    }
+    int rc;
+    if (owned) {
+        rc = tw_authn_verify(an, owned, &r->id);
+    } else {
+        char *t = strndup(tok, n);
+        rc = t ? tw_authn_verify(an, t, &r->id) : TW_ENOMEM;
+        free(t);
+    }
     if (rc) {
+        free(owned);
         *res = unauthorized(r, rc == TW_EEXPIRED ? "the token expired"
                                                  : "the token is invalid or its session ended");
         return false;
     }
+    tok_keep(r, tok, n);
+    free(owned);
     r->authed = true;
     return true;
 }

@@ -74,6 +74,20 @@ static http_call *call_get(http_req *r)
     return c;
 }
 
+tw_conn *http_call_conn(http_req *r, enum MHD_Result *res)
+{
+    http_call *c = r->sock ? call_get(r) : NULL;
+    if (!c) {
+        *res = http_reply_code(r, TW_ENOMEM, NULL);
+        return NULL;
+    }
+    if (tw_conn_set_identity(c->conn, &r->id)) {
+        *res = http_reply_error(r, 401, "unauthenticated", "unauthenticated", "the token expired");
+        return NULL;
+    }
+    return c->conn;
+}
+
 enum MHD_Result http_call_start(http_req *r, tw_msg *m, http_call_wait wait, unsigned wait_ms)
 {
     tw_http *h = r->h;

@@ -126,9 +126,20 @@ typedef struct tw_http {
 /* One TCP connection (libmicrohttpd's socket context, route.c): its peer
  * address and the ephemeral call it reuses for every request it carries
  * (a keep-alive client pays for one tw_conn, not one per request). */
+typedef struct http_tok http_tok;
 typedef struct http_sock {
     char remote[80];
     http_call *call; /* NULL until the first call */
+    http_tok *tok;   /* the last verified token (authn.c), or NULL */
+    /* The direct read path (affordances.c), for a client that reads the
+     * same thing again and again: the request message of the last read (the
+     * chain's view of the next identical read; never sent) and the last
+     * property value with its encoding. read_val's reference is held, so
+     * its address cannot be reused by another value while it is cached. */
+    tw_msg *read_req;
+    json_t *read_val;
+    char *read_enc;
+    size_t read_enc_len;
 } http_sock;
 
 /* One request: libmicrohttpd's per-request context (route.c). */
@@ -253,6 +264,10 @@ enum MHD_Result http_call_start(http_req *r, tw_msg *m, http_call_wait wait, uns
 bool http_call_ready(http_req *r, tw_msg **resp);
 /* Not ready after all: suspends the connection again. */
 enum MHD_Result http_call_wait_again(http_req *r);
+/* The socket's connection to the router, with r's identity, for a request
+ * the binding answers itself (the direct read path). NULL with the answer
+ * queued in *res when there is none (no memory, the token expired). */
+tw_conn *http_call_conn(http_req *r, enum MHD_Result *res);
 /* The request is done with its call (the call stays with the socket). */
 void http_call_release(http_req *r);
 /* The socket closed: ends its call's connection. */

@@ -48,9 +48,9 @@ static void sb_printf(sbuf *b, const char *fmt, ...)
     }
 }
 
-static const char *const reject_names[8] = {
-    "bad_path",        "too_big",         "media_type", "malformed",
-    "unauthenticated", "stream_overflow", "timeout",    "other"};
+static const char *const reject_names[8] = {"bad_path",  "too_big",         "media_type",
+                                            "malformed", "unauthenticated", "stream_overflow",
+                                            "timeout",   "header_too_big"};
 
 enum MHD_Result http_metrics_route(http_req *r)
 {

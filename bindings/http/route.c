@@ -134,6 +134,10 @@ void http_connection(void *cls, struct MHD_Connection *mc, void **socket_context
     *socket_context = NULL;
     if (!sk) return;
     if (sk->call) http_call_free(h, sk->call);
+    if (sk->read_req) tw_msg_unref(sk->read_req);
+    json_decref(sk->read_val);
+    free(sk->read_enc);
+    free(sk->tok);
     free(sk);
 }
 
@@ -179,6 +183,23 @@ static bool split_path(http_req *r)
         s = slash + 1;
     }
     return true;
+}
+
+static enum MHD_Result add_size(void *cls, enum MHD_ValueKind kind, const char *key,
+                                size_t key_size, const char *value, size_t value_size)
+{
+    *(size_t *)cls += key_size + value_size + 4; /* "key: value\r\n", "key=value&" */
+    return MHD_YES;
+}
+
+/* Bytes of the request line and headers, as the client sent them (give or
+ * take the whitespace libmicrohttpd dropped). */
+static size_t head_size(struct MHD_Connection *mc, const char *url, const char *method,
+                        const char *version)
+{
+    size_t n = strlen(method) + strlen(url) + strlen(version) + 4;
+    MHD_get_connection_values_n(mc, MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND, add_size, &n);
+    return n;
 }
 
 static void count(tw_http *h, int kind)
@@ -229,6 +250,14 @@ enum MHD_Result http_access(void *cls, struct MHD_Connection *mc, const char *ur
         if (atomic_load(&h->stopping))
             return http_reply_error(r, 503, "stopping", "service unavailable",
                                     "the runtime is stopping");
+        /* libmicrohttpd's own 431 is an HTML page; its pool is twice the
+         * limit (server.c), so every request up to that size is checked
+         * here and gets a problem instead. */
+        if (head_size(mc, url, method, version) > h->cfg.max_header) {
+            count(h, 7);
+            return http_reply_error(r, 431, "header-too-big", "request header fields too large",
+                                    "the request line and headers exceed the limit");
+        }
         const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Content-Length");
         if (cl) {
             char *end;

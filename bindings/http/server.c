@@ -354,8 +354,11 @@ static int start_daemon(tw_http *h, const char *spec, bool tls)
     /* Per-connection memory pool: request line and headers plus the write
      * buffer an SSE stream's reader fills (its coalesced write size).
      * libmicrohttpd clears the pool between requests on a keep-alive
-     * connection, so a bigger pool costs every request. */
-    size_t mem = h->cfg.max_header + 8 * 1024;
+     * connection, so a bigger pool costs every request. It holds headers
+     * of up to twice max_header: route.c answers those over the limit with
+     * a 431 problem; only beyond that does libmicrohttpd refuse them itself
+     * (with an HTML page: 0.9.75 has no hook for its own 431). */
+    size_t mem = 2 * h->cfg.max_header + 8 * 1024;
     struct MHD_OptionItem opts[20];
     int n = 0;
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &ss};
