@@ -14,6 +14,8 @@
  */
 #include "sdk_int.h"
 
+#include "runtime/json_enc.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,62 +88,154 @@ static json_t *value_env(tw_client *c, const char *op, const char *thing, const 
                      "messageID", mid, "timestamp", ts);
 }
 
-/* Appends s as a JSON string (quotes included); out has room for 6*len+2. */
-static size_t put_json_str(char *out, const char *s)
+/* Appends s[0..n) as a JSON string, quotes included; out has room for
+ * 6*n+2 bytes. Short escapes where JSON has them, \u00XX for the other
+ * control characters; everything else (UTF-8 included) as it is. */
+static size_t put_json_str(char *out, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     char *o = out;
     *o++ = '"';
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') {
-            *o++ = '\\';
-            *o++ = (char)*p;
-        } else if (*p < 0x20) {
-            *o++ = '\\';
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        const unsigned char *run = p;
+        while (p < end && *p >= 0x20 && *p != '"' && *p != '\\')
+            p++;
+        memcpy(o, run, (size_t)(p - run));
+        o += p - run;
+        if (p == end) break;
+        unsigned char ch = *p++;
+        *o++ = '\\';
+        switch (ch) {
+        case '"':
+        case '\\':
+            *o++ = (char)ch;
+            break;
+        case '\n':
+            *o++ = 'n';
+            break;
+        case '\r':
+            *o++ = 'r';
+            break;
+        case '\t':
+            *o++ = 't';
+            break;
+        case '\b':
+            *o++ = 'b';
+            break;
+        case '\f':
+            *o++ = 'f';
+            break;
+        default:
             *o++ = 'u';
             *o++ = '0';
             *o++ = '0';
-            *o++ = hex[*p >> 4];
-            *o++ = hex[*p & 15];
-        } else {
-            *o++ = (char)*p;
+            *o++ = hex[ch >> 4];
+            *o++ = hex[ch & 15];
         }
     }
     *o++ = '"';
     return (size_t)(o - out);
 }
 
+static size_t put_lit(char *out, const char *lit, size_t n)
+{
+    memcpy(out, lit, n);
+    return n;
+}
+
+/* A decimal integer; out has room for 21 bytes. */
+static size_t put_int(char *out, json_int_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    size_t k = 0;
+    if (v < 0) out[k++] = '-';
+    while (n)
+        out[k++] = tmp[--n];
+    return k;
+}
+
 /*
  * The hot path of publishing: the envelope line is written straight into
- * one buffer (no envelope object, one encoding pass over the value), since
- * an agent may publish hundreds of thousands of values a second.
+ * one buffer (on the stack when it fits) without building an envelope
+ * object, the common scalar values are written by hand (containers and
+ * reals go through the runtime's encoder), and the line is appended to the
+ * run of values at the tail of the send queue: no allocation per envelope,
+ * since an agent may publish hundreds of thousands of values a second.
  */
 static int publish_value(tw_client *c, const char *op, const char *thing, const char *name,
                          json_t *value)
 {
     json_t *v = value ? value : json_null();
-    size_t vlen = json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
     size_t tl = strlen(thing), nl = strlen(name);
-    if (vlen == 0 || tl >= TW_THING_ID_MAX || nl > 255) return TW_EINVAL;
+    if (tl >= TW_THING_ID_MAX || nl > 255) return TW_EINVAL;
+    char *venc = NULL; /* containers and reals: encoded apart */
+    size_t vmax;
+    switch (json_typeof(v)) {
+    case JSON_INTEGER:
+    case JSON_TRUE:
+    case JSON_FALSE:
+    case JSON_NULL:
+        vmax = 24;
+        break;
+    case JSON_STRING:
+        vmax = 6 * json_string_length(v) + 2;
+        break;
+    default:
+        venc = tw_json_encode(v, &vmax);
+        if (!venc) return TW_ENOMEM;
+    }
     char mid[TW_ID_MAX], ts[TW_TIME_LEN];
     sdk_new_id(c, mid);
     tw_time_format(tw_now_ms(), ts);
-    size_t cap = 160 + strlen(op) + 6 * (tl + nl) + strlen(mid) + vlen;
-    char *buf = malloc(cap);
-    if (!buf) return TW_ENOMEM;
+    size_t cap = 160 + strlen(op) + 6 * (tl + nl) + strlen(mid) + vmax;
+    char stack[1024];
+    char *buf = cap <= sizeof stack ? stack : malloc(cap);
+    if (!buf) {
+        free(venc);
+        return TW_ENOMEM;
+    }
     size_t n = (size_t)snprintf(buf, cap,
                                 "{\"type\":\"notification\",\"operation\":\"%s\",\"thingID\":", op);
-    n += put_json_str(buf + n, thing);
-    memcpy(buf + n, ",\"name\":", 8);
-    n += 8;
-    n += put_json_str(buf + n, name);
-    n += (size_t)snprintf(buf + n, cap - n,
-                          ",\"messageID\":\"%s\",\"timestamp\":\"%s\",\"value\":", mid, ts);
-    json_dumpb(v, buf + n, vlen, JSON_COMPACT | JSON_ENCODE_ANY);
-    n += vlen;
+    n += put_json_str(buf + n, thing, tl);
+    n += put_lit(buf + n, ",\"name\":", 8);
+    n += put_json_str(buf + n, name, nl);
+    n += put_lit(buf + n, ",\"messageID\":\"", 14);
+    n += put_lit(buf + n, mid, strlen(mid));
+    n += put_lit(buf + n, "\",\"timestamp\":\"", 15);
+    n += put_lit(buf + n, ts, strlen(ts));
+    n += put_lit(buf + n, "\",\"value\":", 10);
+    switch (json_typeof(v)) {
+    case JSON_INTEGER:
+        n += put_int(buf + n, json_integer_value(v));
+        break;
+    case JSON_TRUE:
+        n += put_lit(buf + n, "true", 4);
+        break;
+    case JSON_FALSE:
+        n += put_lit(buf + n, "false", 5);
+        break;
+    case JSON_NULL:
+        n += put_lit(buf + n, "null", 4);
+        break;
+    case JSON_STRING:
+        n += put_json_str(buf + n, json_string_value(v), json_string_length(v));
+        break;
+    default:
+        n += put_lit(buf + n, venc, vmax);
+    }
     buf[n++] = '}';
     buf[n++] = '\n';
-    return sdk_enqueue_line(c, buf, n, OUT_VALUE, NULL);
+    int rc = sdk_enqueue_value(c, buf, n);
+    if (buf != stack) free(buf);
+    free(venc);
+    return rc;
 }
 
 int tw_agent_publish_event(tw_client *c, const char *thing_id, const char *name, json_t *value)
@@ -341,22 +435,22 @@ bool tw_req_cancelled(const tw_req *r)
     return atomic_load(&r->cancelled);
 }
 
-void sdk_agent_request(tw_client *c, json_t *env)
+void sdk_agent_request(tw_client *c, tw_msg *m)
 {
-    const char *op = json_string_value(json_object_get(env, "operation"));
-    const char *corr = json_string_value(json_object_get(env, "correlationID"));
-    if (!op || !corr || strlen(corr) >= TW_ID_MAX * 2) return;
-    if (strcmp(op, "cancelaction") == 0) {
+    tw_op op = tw_msg_get_op(m);
+    const char *corr = tw_msg_correlation(m);
+    if (!corr || strlen(corr) >= TW_ID_MAX * 2) return;
+    if (op == TW_OP_CANCELACTION) {
         pthread_mutex_lock(&c->mtx);
         tw_req *r = tw_hmap_get(&c->reqs, corr);
         if (r) atomic_store(&r->cancelled, true);
         pthread_mutex_unlock(&c->mtx);
         return;
     }
-    bool write = strcmp(op, "writeproperty") == 0;
-    if (!write && strcmp(op, "invokeaction") != 0) return;
-    const char *thing = json_string_value(json_object_get(env, "thingID"));
-    const char *name = json_string_value(json_object_get(env, "name"));
+    bool write = op == TW_OP_WRITEPROPERTY;
+    if (!write && op != TW_OP_INVOKEACTION) return;
+    const char *thing = tw_msg_thing(m);
+    const char *name = tw_msg_name(m);
     tw_req *r = calloc(1, sizeof *r);
     if (!r) return;
     r->c = c;
@@ -364,9 +458,9 @@ void sdk_agent_request(tw_client *c, json_t *env)
     tw_strlcpy(r->action_id, corr, sizeof r->action_id);
     r->thing = strdup(thing ? thing : "");
     r->name = strdup(name ? name : "");
-    const char *sender = json_string_value(json_object_get(env, "senderID"));
+    const char *sender = tw_msg_sender(m);
     r->sender = sender ? strdup(sender) : NULL;
-    json_t *in = json_object_get(env, "input");
+    json_t *in = tw_msg_get(m, "input");
     r->input = in ? json_incref(in) : NULL;
     atomic_init(&r->cancelled, false);
     atomic_init(&r->answered, false);

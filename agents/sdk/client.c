@@ -27,6 +27,7 @@
 #include "sdk_int.h"
 
 #include "bindings/nng/nng_frame.h"
+#include "runtime/json_enc.h"
 
 #include <errno.h>
 #include <sodium.h>
@@ -77,13 +78,13 @@ json_t *sdk_request(tw_client *c, const char *op, const char *thing, const char 
     return env;
 }
 
+/* The envelope as one line: the runtime's encoder, its NUL turned into the
+ * line's '\n'. */
 static char *encode(json_t *env, size_t *len)
 {
-    size_t n = json_dumpb(env, NULL, 0, JSON_COMPACT);
-    if (n == 0) return NULL;
-    char *buf = malloc(n + 1);
+    size_t n = 0;
+    char *buf = tw_json_encode(env, &n);
     if (!buf) return NULL;
-    json_dumpb(env, buf, n, JSON_COMPACT);
     buf[n] = '\n';
     *len = n + 1;
     return buf;
@@ -108,13 +109,12 @@ int sdk_append_line(char **buf, size_t *len, size_t *cap, json_t *env)
     return 0;
 }
 
-int sdk_response_rc(json_t *resp)
+/* The TW_E* code of a response's status and problem. */
+static int rc_of(tw_status st, json_t *err)
 {
-    const char *st = json_string_value(json_object_get(resp, "status"));
-    json_t *err = json_object_get(resp, "error");
-    if (!err && (!st || strcmp(st, "failed") != 0)) {
-        if (st && strcmp(st, "expired") == 0) return TW_EEXPIRED;
-        if (st && strcmp(st, "cancelled") == 0) return TW_ECONFLICT;
+    if (!err && st != TW_STATUS_FAILED) {
+        if (st == TW_STATUS_EXPIRED) return TW_EEXPIRED;
+        if (st == TW_STATUS_CANCELLED) return TW_ECONFLICT;
         return 0;
     }
     json_int_t http = json_integer_value(json_object_get(err, "status"));
@@ -147,6 +147,12 @@ int sdk_response_rc(json_t *resp)
     default:
         return TW_EIO;
     }
+}
+
+int sdk_response_rc(json_t *resp)
+{
+    return rc_of(tw_status_parse(json_string_value(json_object_get(resp, "status"))),
+                 json_object_get(resp, "error"));
 }
 
 /* ---- the callback thread -------------------------------------------------- */
@@ -265,13 +271,10 @@ static void run_job(tw_client *c, job *j)
     case JOB_STATE:
         c->o.on_state(c->o.state_arg, c, j->state);
         break;
-    case JOB_NOTIFY: {
-        json_t *e = j->env;
-        j->nfn(j->arg, c, json_string_value(json_object_get(e, "thingID")),
-               json_string_value(json_object_get(e, "name")), json_object_get(e, "value"), e);
-        json_decref(e);
+    case JOB_NOTIFY:
+        sdk_consumer_run_notify(c, j);
+        tw_msg_unref(j->msg);
         break;
-    }
     case JOB_ACTION:
         j->afn(j->arg, c, &j->res);
         tw_action_result_clear(&j->res);
@@ -379,6 +382,64 @@ int sdk_enqueue(tw_client *c, json_t *env, out_kind kind, const char *corr)
     return sdk_enqueue_line(c, buf, len, kind, corr);
 }
 
+/* mtx held: no room for one more envelope. */
+static bool queue_full(const tw_client *c)
+{
+    return c->qn == c->qcap || c->qenv >= (size_t)c->o.send_queue;
+}
+
+/* A run of values grows to this size before a new one starts: large enough
+ * that the writer sends few buffers, small enough to stay cache-friendly. */
+#define VALUE_RUN (64u * 1024u)
+
+int sdk_enqueue_value(tw_client *c, const char *line, size_t len)
+{
+    int rc = 0;
+    bool timed_out = false;
+    pthread_mutex_lock(&c->mtx);
+    for (;;) {
+        if (c->closing)
+            rc = TW_ECLOSED;
+        else if (c->state != TW_CLIENT_CONNECTED)
+            rc = TW_EOFFLINE;
+        else if (queue_full(c) && timed_out)
+            rc = TW_EFULL;
+        if (rc || !queue_full(c)) break;
+        struct timespec ts;
+        abstime(&ts, c->o.send_block_ms);
+        if (pthread_cond_timedwait(&c->space_cond, &c->mtx, &ts) == ETIMEDOUT) timed_out = true;
+    }
+    if (rc) {
+        atomic_fetch_add(&c->st_dropped, 1);
+        pthread_mutex_unlock(&c->mtx);
+        return rc;
+    }
+    out_item *tail = c->qn ? &c->q[(c->qhead + c->qn - 1) % c->qcap] : NULL;
+    if (!tail || tail->kind != OUT_VALUE || tail->cap - tail->len < len) {
+        /* a new run (the ring has room: queue_full said so) */
+        size_t cap = len > VALUE_RUN ? len : VALUE_RUN;
+        char *buf = malloc(cap);
+        if (!buf) {
+            atomic_fetch_add(&c->st_dropped, 1);
+            pthread_mutex_unlock(&c->mtx);
+            return TW_ENOMEM;
+        }
+        tail = &c->q[(c->qhead + c->qn) % c->qcap];
+        *tail = (out_item){.buf = buf, .cap = cap, .kind = OUT_VALUE};
+        c->qn++;
+    }
+    memcpy(tail->buf + tail->len, line, len);
+    tail->len += len;
+    tail->nenv++;
+    c->qenv++;
+    if (c->writer_waiting) {
+        c->writer_waiting = false;
+        pthread_cond_broadcast(&c->state_cond);
+    }
+    pthread_mutex_unlock(&c->mtx);
+    return 0;
+}
+
 int sdk_enqueue_line(tw_client *c, char *buf, size_t len, out_kind kind, const char *corr)
 {
     char *corr_copy = NULL;
@@ -415,9 +476,9 @@ int sdk_enqueue_line(tw_client *c, char *buf, size_t len, out_kind kind, const c
             rc = TW_ECLOSED;
         else if (c->state != TW_CLIENT_CONNECTED && kind != OUT_ANSWER)
             rc = TW_EOFFLINE;
-        else if (c->qn == c->qcap && timed_out)
+        else if (queue_full(c) && timed_out)
             rc = TW_EFULL;
-        if (rc || c->qn < c->qcap) break;
+        if (rc || !queue_full(c)) break;
         struct timespec ts;
         abstime(&ts, c->o.send_block_ms);
         if (pthread_cond_timedwait(&c->space_cond, &c->mtx, &ts) == ETIMEDOUT) timed_out = true;
@@ -425,10 +486,12 @@ int sdk_enqueue_line(tw_client *c, char *buf, size_t len, out_kind kind, const c
     if (!rc) {
         out_item *it = &c->q[(c->qhead + c->qn) % c->qcap];
         it->buf = buf;
-        it->len = len;
+        it->len = it->cap = len;
+        it->nenv = 1;
         it->kind = kind;
         it->corr = corr_copy;
         c->qn++;
+        c->qenv++;
         if (c->writer_waiting) {
             c->writer_waiting = false; /* one wake-up is enough */
             pthread_cond_broadcast(&c->state_cond);
@@ -470,10 +533,11 @@ static void *wr_main(void *arg)
             }
             memcpy(wbuf + wlen, it->buf, it->len);
             wlen += it->len;
+            n += it->nenv;
+            c->qenv -= it->nenv;
             item_free(it);
             c->qhead = (c->qhead + 1) % c->qcap;
             c->qn--;
-            n++;
         }
         pthread_cond_broadcast(&c->space_cond);
         if (wlen == 0) continue;
@@ -495,15 +559,20 @@ static void *wr_main(void *arg)
 
 /* ---- routing incoming envelopes --------------------------------------------- */
 
-static void handle_response(tw_client *c, json_t *env)
+static json_t *ref_or_null(json_t *v)
 {
-    const char *corr = json_string_value(json_object_get(env, "correlationID"));
+    return v ? json_incref(v) : NULL;
+}
+
+static void handle_response(tw_client *c, tw_msg *m)
+{
+    const char *corr = tw_msg_correlation(m);
     if (!corr) return;
     pthread_mutex_lock(&c->mtx);
     pending *p = tw_hmap_get(&c->pend, corr);
     if (!p) {
-        const char *aid = json_string_value(json_object_get(env, "actionID"));
-        tw_status st = tw_status_parse(json_string_value(json_object_get(env, "status")));
+        const char *aid = json_string_value(tw_msg_get(m, "actionID"));
+        tw_status st = tw_msg_status(m);
         job *j = aid && st != TW_STATUS_NONE && c->o.on_action_status ? calloc(1, sizeof *j) : NULL;
         if (j) {
             j->kind = JOB_ACTION;
@@ -511,30 +580,29 @@ static void handle_response(tw_client *c, json_t *env)
             j->arg = c->o.action_status_arg;
             j->res.status = st;
             tw_strlcpy(j->res.action_id, aid, sizeof j->res.action_id);
-            json_t *o = json_object_get(env, "output"), *e = json_object_get(env, "error");
-            j->res.output = o ? json_incref(o) : NULL;
-            j->res.error = e ? json_incref(e) : NULL;
+            j->res.output = ref_or_null(tw_msg_get(m, "output"));
+            j->res.error = ref_or_null(tw_msg_get(m, "error"));
             sdk_push_job_locked(c, j);
         }
         pthread_mutex_unlock(&c->mtx);
         return;
     }
     if (p->kind == PEND_PLAIN) {
-        p->response = json_incref(env);
-        pending_finish(c, p, sdk_response_rc(env), true);
+        json_t *env = tw_msg_json(m);
+        p->response = ref_or_null(env);
+        pending_finish(c, p, env ? sdk_response_rc(env) : TW_ENOMEM, true);
         pthread_mutex_unlock(&c->mtx);
         return;
     }
-    json_t *err = json_object_get(env, "error");
-    tw_status st = tw_status_parse(json_string_value(json_object_get(env, "status")));
+    json_t *err = tw_msg_get(m, "error");
+    tw_status st = tw_msg_status(m);
     if (st == TW_STATUS_NONE) st = err ? TW_STATUS_FAILED : TW_STATUS_PENDING;
-    const char *aid = json_string_value(json_object_get(env, "actionID"));
+    const char *aid = json_string_value(tw_msg_get(m, "actionID"));
     if (aid) tw_strlcpy(p->last.action_id, aid, sizeof p->last.action_id);
     tw_action_result_clear(&p->last);
     p->last.status = st;
-    json_t *out = json_object_get(env, "output");
-    p->last.output = out ? json_incref(out) : NULL;
-    p->last.error = err ? json_incref(err) : NULL;
+    p->last.output = ref_or_null(tw_msg_get(m, "output"));
+    p->last.error = ref_or_null(err);
     bool final = tw_status_final(st);
     if (!p->sync && p->fn && !final) {
         job *j = calloc(1, sizeof *j);
@@ -546,35 +614,42 @@ static void handle_response(tw_client *c, json_t *env)
             sdk_push_job_locked(c, j);
         }
     }
-    if (final) pending_finish(c, p, sdk_response_rc(env), true);
+    if (final) pending_finish(c, p, rc_of(st, err), true);
     pthread_mutex_unlock(&c->mtx);
 }
+
+/* Envelopes from the runtime are read with the runtime's own parser: it
+ * reads the header fields and leaves payloads for whoever asks. The limits
+ * are the transport's (a directory listing may exceed the runtime's
+ * max_body, and TDs nest deeper than envelopes it accepts). */
+static const tw_msg_limits rx_limits = {.max_bytes = 64u * 1024u * 1024u, .max_depth = 256};
 
 static void process_line(tw_client *c, const char *line, size_t len)
 {
     atomic_fetch_add_explicit(&c->st_received, 1, memory_order_relaxed);
     atomic_store_explicit(&c->last_rx_us, tw_mono_us(), memory_order_relaxed);
-    json_t *env = json_loadb(line, len, 0, NULL);
-    if (!json_is_object(env)) {
-        json_decref(env);
-        return;
-    }
-    json_t *seq = json_object_get(env, TW_NNG_CURSOR_FIELD);
+    tw_msg *m = NULL;
+    if (tw_msg_parse(line, len, &rx_limits, &m, NULL) != 0) return;
+    json_t *seq = tw_msg_get(m, TW_NNG_CURSOR_FIELD);
     if (json_is_integer(seq)) {
         pthread_mutex_lock(&c->mtx);
         if (json_integer_value(seq) > c->cursor) c->cursor = json_integer_value(seq);
         pthread_mutex_unlock(&c->mtx);
     }
-    const char *type = json_string_value(json_object_get(env, "type"));
-    if (!type) {
-    } else if (strcmp(type, "response") == 0) {
-        handle_response(c, env);
-    } else if (strcmp(type, "notification") == 0) {
-        sdk_consumer_notify(c, env);
-    } else if (strcmp(type, "request") == 0) {
-        sdk_agent_request(c, env);
+    switch (tw_msg_get_type(m)) {
+    case TW_TYPE_RESPONSE:
+        handle_response(c, m);
+        break;
+    case TW_TYPE_NOTIFICATION:
+        sdk_consumer_notify(c, m);
+        break;
+    case TW_TYPE_REQUEST:
+        sdk_agent_request(c, m);
+        break;
+    default:
+        break;
     }
-    json_decref(env);
+    tw_msg_unref(m);
 }
 
 /* ---- synchronous and asynchronous calls --------------------------------------- */
@@ -826,11 +901,12 @@ static void link_down(tw_client *c, tw_transport *t)
             c->q[(c->qhead + kept++) % c->qcap] = it;
             continue;
         }
+        c->qenv -= it.nenv;
         if (it.kind == OUT_REQUEST && it.corr) {
             pending *p = tw_hmap_get(&c->pend, it.corr);
             if (p) pending_finish(c, p, TW_EOFFLINE, true);
         }
-        if (it.kind == OUT_VALUE) atomic_fetch_add(&c->st_dropped, 1);
+        if (it.kind == OUT_VALUE) atomic_fetch_add(&c->st_dropped, it.nenv);
         item_free(&it);
     }
     c->qn = kept;
@@ -1040,7 +1116,7 @@ void tw_client_close(tw_client *c)
     while (c->jhead) {
         job *j = c->jhead;
         c->jhead = j->next;
-        json_decref(j->env);
+        if (j->msg) tw_msg_unref(j->msg);
         tw_action_result_clear(&j->res);
         free(j);
     }

@@ -109,12 +109,15 @@ static json_t *sub_env(tw_client *c, const sub *s, bool on, char corr[TW_ID_MAX]
 }
 
 static int subscribe(tw_client *c, sub_kind kind, const char *thing, const char *name,
-                     tw_notify_fn fn, void *arg, int *sub_id)
+                     tw_notify_fn fn, tw_notification_fn nfn, void *arg, int *sub_id)
 {
-    if (!fn) return TW_EINVAL;
-    sub s = {
-        0,  kind, strdup(thing && thing[0] ? thing : "*"), strdup(name && name[0] ? name : "*"),
-        fn, arg};
+    if (!fn && !nfn) return TW_EINVAL;
+    sub s = {.kind = kind,
+             .thing = strdup(thing && thing[0] ? thing : "*"),
+             .name = strdup(name && name[0] ? name : "*"),
+             .fn = fn,
+             .nfn = nfn,
+             .arg = arg};
     if (!s.thing || !s.name) {
         free(s.thing);
         free(s.name);
@@ -151,13 +154,25 @@ static int subscribe(tw_client *c, sub_kind kind, const char *thing, const char 
 int tw_consumer_subscribe_event(tw_client *c, const char *twin_id, const char *name,
                                 tw_notify_fn fn, void *arg, int *sub_id)
 {
-    return subscribe(c, SUB_EVENT, twin_id, name, fn, arg, sub_id);
+    return fn ? subscribe(c, SUB_EVENT, twin_id, name, fn, NULL, arg, sub_id) : TW_EINVAL;
 }
 
 int tw_consumer_observe_property(tw_client *c, const char *twin_id, const char *name,
                                  tw_notify_fn fn, void *arg, int *sub_id)
 {
-    return subscribe(c, SUB_PROPERTY, twin_id, name, fn, arg, sub_id);
+    return fn ? subscribe(c, SUB_PROPERTY, twin_id, name, fn, NULL, arg, sub_id) : TW_EINVAL;
+}
+
+int tw_consumer_subscribe_event_view(tw_client *c, const char *twin_id, const char *name,
+                                     tw_notification_fn fn, void *arg, int *sub_id)
+{
+    return fn ? subscribe(c, SUB_EVENT, twin_id, name, NULL, fn, arg, sub_id) : TW_EINVAL;
+}
+
+int tw_consumer_observe_property_view(tw_client *c, const char *twin_id, const char *name,
+                                      tw_notification_fn fn, void *arg, int *sub_id)
+{
+    return fn ? subscribe(c, SUB_PROPERTY, twin_id, name, NULL, fn, arg, sub_id) : TW_EINVAL;
 }
 
 int tw_consumer_unsubscribe(tw_client *c, int sub_id)
@@ -214,16 +229,16 @@ static bool sub_match(const sub *s, sub_kind k, const char *thing, const char *n
            (s->name[0] == '*' || strcmp(s->name, name) == 0);
 }
 
-void sdk_consumer_notify(tw_client *c, json_t *env)
+void sdk_consumer_notify(tw_client *c, tw_msg *m)
 {
-    const char *op = json_string_value(json_object_get(env, "operation"));
-    const char *thing = json_string_value(json_object_get(env, "thingID"));
-    const char *name = json_string_value(json_object_get(env, "name"));
-    if (!op || !thing || !name) return;
+    tw_op op = tw_msg_get_op(m);
+    const char *thing = tw_msg_thing(m);
+    const char *name = tw_msg_name(m);
+    if (!thing || !name) return;
     sub_kind k;
-    if (strcmp(op, "subscribeevent") == 0)
+    if (op == TW_OP_SUBSCRIBEEVENT)
         k = SUB_EVENT;
-    else if (strcmp(op, "observeproperty") == 0)
+    else if (op == TW_OP_OBSERVEPROPERTY)
         k = SUB_PROPERTY;
     else
         return;
@@ -234,11 +249,60 @@ void sdk_consumer_notify(tw_client *c, json_t *env)
         if (!j) break;
         j->kind = JOB_NOTIFY;
         j->nfn = c->subs[i].fn;
+        j->vfn = c->subs[i].nfn;
         j->arg = c->subs[i].arg;
-        j->env = json_incref(env);
+        j->msg = tw_msg_ref(m);
         sdk_push_job_locked(c, j);
     }
     pthread_mutex_unlock(&c->mtx);
+}
+
+/* The view a tw_notification_fn gets: the parsed message itself. */
+struct tw_notification {
+    tw_msg *m;
+};
+
+void sdk_consumer_run_notify(tw_client *c, job *j)
+{
+    tw_msg *m = j->msg;
+    if (j->vfn) {
+        tw_notification n = {m};
+        j->vfn(j->arg, c, &n);
+        return;
+    }
+    json_t *env = tw_msg_json(m);
+    if (env) j->nfn(j->arg, c, tw_msg_thing(m), tw_msg_name(m), json_object_get(env, "value"), env);
+}
+
+const char *tw_notification_thing(const tw_notification *n)
+{
+    return tw_msg_thing(n->m);
+}
+
+const char *tw_notification_name(const tw_notification *n)
+{
+    return tw_msg_name(n->m);
+}
+
+bool tw_notification_is_property(const tw_notification *n)
+{
+    return tw_msg_get_op(n->m) == TW_OP_OBSERVEPROPERTY;
+}
+
+json_t *tw_notification_value(const tw_notification *n)
+{
+    json_t *v = tw_msg_get(n->m, "value");
+    return v ? v : json_null(); /* the null singleton needs no reference */
+}
+
+const char *tw_notification_timestamp(const tw_notification *n)
+{
+    return json_string_value(tw_msg_get(n->m, "timestamp"));
+}
+
+json_t *tw_notification_envelope(const tw_notification *n)
+{
+    return tw_msg_json(n->m);
 }
 
 void sdk_consumer_free(tw_client *c)

@@ -228,6 +228,31 @@ int tw_consumer_observe_property(tw_client *c, const char *twin_id, const char *
                                  tw_notify_fn fn, void *arg, int *sub_id);
 int tw_consumer_unsubscribe(tw_client *c, int sub_id);
 
+/*
+ * The same subscriptions for high-rate consumers: the callback gets a view
+ * of the notification instead of its envelope as a JSON tree. libtwin reads
+ * the header fields without building a tree and decodes the value only
+ * when tw_notification_value() asks for it, so a callback that only counts
+ * or reads the header costs no JSON decoding of the value. The view and
+ * everything it hands out are borrowed for the duration of the callback.
+ * tw_consumer_unsubscribe() ends them like the others.
+ */
+typedef struct tw_notification tw_notification;
+typedef void (*tw_notification_fn)(void *arg, tw_client *c, const tw_notification *n);
+int tw_consumer_subscribe_event_view(tw_client *c, const char *twin_id, const char *name,
+                                     tw_notification_fn fn, void *arg, int *sub_id);
+int tw_consumer_observe_property_view(tw_client *c, const char *twin_id, const char *name,
+                                      tw_notification_fn fn, void *arg, int *sub_id);
+const char *tw_notification_thing(const tw_notification *n); /* the twin id */
+const char *tw_notification_name(const tw_notification *n);
+bool tw_notification_is_property(const tw_notification *n);
+/* The value, decoded on the first call (json null when the envelope has none). */
+json_t *tw_notification_value(const tw_notification *n);
+/* The "timestamp" member (RFC 3339), or NULL. */
+const char *tw_notification_timestamp(const tw_notification *n);
+/* The whole envelope, built on the first call (NULL on allocation failure). */
+json_t *tw_notification_envelope(const tw_notification *n);
+
 /* The outcome or progress of an action. */
 struct tw_action_result {
     tw_status status;

@@ -12,6 +12,7 @@
 
 #include "libtwin.h"
 #include "runtime/hmap.h"
+#include "runtime/msg.h"
 #include "transport.h"
 
 #include <pthread.h>
@@ -24,9 +25,12 @@ typedef enum {
     OUT_ANSWER,    /* agent answer: kept for the next link */
 } out_kind;
 
+/* One entry of the send queue: one envelope, or (OUT_VALUE) a run of
+ * consecutive values packed into one buffer by sdk_enqueue_value. */
 typedef struct out_item {
-    char *buf; /* envelope + '\n' */
-    size_t len;
+    char *buf; /* envelope(s), each followed by '\n' */
+    size_t len, cap;
+    size_t nenv; /* envelopes in buf */
     out_kind kind;
     char *corr; /* OUT_REQUEST: the pending call's correlationID */
 } out_item;
@@ -54,9 +58,10 @@ typedef enum { SUB_EVENT = 0, SUB_PROPERTY } sub_kind;
 typedef struct sub {
     int id;
     sub_kind kind;
-    char *thing; /* "*" for any */
-    char *name;  /* "*" for any */
-    tw_notify_fn fn;
+    char *thing;            /* "*" for any */
+    char *name;             /* "*" for any */
+    tw_notify_fn fn;        /* either this (envelope as JSON) */
+    tw_notification_fn nfn; /* or this (lazy view) */
     void *arg;
 } sub;
 
@@ -74,10 +79,11 @@ typedef struct job {
     job_kind kind;
     tw_client_state state;
     tw_notify_fn nfn;
+    tw_notification_fn vfn;
     tw_action_fn afn;
     tw_req_fn rfn;
     void *arg;
-    json_t *env;          /* JOB_NOTIFY: the envelope (one ref) */
+    tw_msg *msg;          /* JOB_NOTIFY: the notification (one ref) */
     tw_action_result res; /* JOB_ACTION: output/error hold refs */
     tw_req *req;          /* JOB_REQ */
     struct job *next;
@@ -118,9 +124,9 @@ struct tw_client {
     _Atomic int64_t last_rx_us; /* when the I/O thread last received (keepalive) */
     int64_t last_ping_us;
 
-    /* send queue (ring) */
+    /* send queue (ring of items; qenv envelopes in them, at most send_queue) */
     out_item *q;
-    size_t qhead, qn, qcap;
+    size_t qhead, qn, qcap, qenv;
     bool writer_waiting;
 
     /* pending calls by correlationID */
@@ -160,6 +166,10 @@ json_t *sdk_request(tw_client *c, const char *op, const char *thing, const char 
 int sdk_enqueue(tw_client *c, json_t *env, out_kind kind, const char *corr);
 /* The same for an encoded line (malloc'd, ending in '\n', ownership taken). */
 int sdk_enqueue_line(tw_client *c, char *buf, size_t len, out_kind kind, const char *corr);
+/* Queues an event or property value line (ending in '\n', copied): appended
+ * to the run of values at the tail of the queue, so a fast publisher costs
+ * one memcpy per envelope and the writer one buffer per run. */
+int sdk_enqueue_value(tw_client *c, const char *line, size_t len);
 /* Sends a request and waits for its response (plain) or its final action
  * status (action). env stolen. */
 int sdk_call(tw_client *c, json_t *env, const char *corr, int timeout_ms, json_t **response);
@@ -178,10 +188,12 @@ int sdk_consumer_resync(tw_client *c, char **buf, size_t *len, size_t *cap);
 int sdk_append_line(char **buf, size_t *len, size_t *cap, json_t *env);
 
 /* agent.c: an incoming request or cancel for the agent */
-void sdk_agent_request(tw_client *c, json_t *env);
+void sdk_agent_request(tw_client *c, tw_msg *m);
 void sdk_agent_free(tw_client *c);
 /* consumer.c: an incoming notification */
-void sdk_consumer_notify(tw_client *c, json_t *env);
+void sdk_consumer_notify(tw_client *c, tw_msg *m);
+/* Runs a JOB_NOTIFY job's callback (callback thread, or I/O thread inline). */
+void sdk_consumer_run_notify(tw_client *c, job *j);
 void sdk_consumer_free(tw_client *c);
 
 #endif
