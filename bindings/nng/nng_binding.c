@@ -199,6 +199,7 @@ static void peer_cb(void *arg, uint64_t key, const gnutls_datum_t *chain, unsign
     if (n == 0) return;
     char id[TW_ID_MAX];
     if (tw_tls_verify_client(bx(nb)->verifier, chain, n, id) != 0) {
+        tw_log_warn(MOD, "a client certificate not valid for this runtime was refused");
         refuse(nb, key, 401, "the client certificate is not valid for this runtime");
         return;
     }

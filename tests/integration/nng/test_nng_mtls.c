@@ -1,0 +1,280 @@
+/*
+ * test_nng_mtls.c - mutual TLS on the nng binding, against a real twind.
+ *
+ * An agent with a certificate from `twind --issue-cert` connects over
+ * tls+tcp with libtwin's nng transport (cert_file/key_file, no password, no
+ * login message) and is its client at once: it publishes a TD, which lands
+ * under its own id, and answers an action a password-authenticated consumer
+ * invokes. Refused, each with a 401 problem and the link closed: a
+ * certificate of a client that does not exist, a certificate with a valid
+ * client id from another CA, and the certificate of a client removed
+ * since. A connection without a certificate still logs in with a password
+ * (the admin client of every test).
+ *
+ * The refused links end on the server's side; the tests read to that end
+ * over TLS, which also checks that twind closes a TLS stream with a
+ * close_notify (without it nng 1.5's TLS client can miss the end).
+ */
+#include "harness.h"
+
+#include "agents/sdk/transport.h"
+#include "runtime/tls.h"
+
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+/* ---- a raw agent over libtwin's transport --------------------------------------- */
+
+static tw_transport *cert_link(const twind_proc *d, const char *cert, const char *key)
+{
+    tw_client_opts o = {.url = d->url, .ca_file = d->ca, .cert_file = cert, .key_file = key};
+    tw_transport *t = NULL;
+    int rc = tw_transport_nng.connect(&o, 5000, &t);
+    if (rc) fprintf(stderr, "connect with %s: %s\n", cert, tw_strerror(rc));
+    return rc ? NULL : t;
+}
+
+static void link_free(tw_transport *t)
+{
+    tw_transport_nng.shutdown(t);
+    tw_transport_nng.free(t);
+}
+
+static int send_json(tw_transport *t, json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT);
+    if (!s) return TW_ENOMEM;
+    size_t n = strlen(s);
+    char *line = malloc(n + 2);
+    memcpy(line, s, n);
+    line[n] = '\n';
+    int rc = tw_transport_nng.send(t, line, n + 1);
+    free(line);
+    free(s);
+    return rc;
+}
+
+/* The next envelope, or NULL when the link ended. */
+static json_t *recv_json(tw_transport *t)
+{
+    const char *line;
+    size_t n;
+    if (tw_transport_nng.recv(t, &line, &n) != 0) return NULL;
+    return json_loadb(line, n, 0, NULL);
+}
+
+static int problem_status(json_t *j)
+{
+    return (int)json_integer_value(json_object_get(json_object_get(j, "error"), "status"));
+}
+
+/* A refused certificate: a 401 problem, then the server ends the link. */
+static void expect_refused(const twind_proc *d, const char *cert, const char *key)
+{
+    tw_transport *t = cert_link(d, cert, key);
+    assert_non_null(t);
+    json_t *j = recv_json(t);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "status")), "failed");
+    assert_int_equal(problem_status(j), 401);
+    json_decref(j);
+    /* whatever comes now is not served: the link ends */
+    json_t *ping = json_pack("{s:s, s:s, s:s, s:s}", "type", "request", "operation",
+                             "readallproperties", "thingID", "dtw:x:y", "correlationID", "r1");
+    send_json(t, ping); /* may already fail */
+    json_decref(ping);
+    for (;;) {
+        j = recv_json(t);
+        if (!j) break;
+        /* an answer to the request can only be a refusal */
+        assert_int_equal(problem_status(j), 401);
+        json_decref(j);
+    }
+    link_free(t);
+}
+
+static int issue_cert(const twind_proc *d, const char *id)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "'%s' --data '%s' --issue-cert '%s' >/dev/null 2>&1", TWIND_PATH,
+             d->data, id);
+    return system(cmd);
+}
+
+static void cert_paths(const twind_proc *d, const char *id, char *cert, char *key, size_t n)
+{
+    snprintf(cert, n, "%s/clients/%s.pem", d->data, id);
+    snprintf(key, n, "%s/clients/%s.key", d->data, id);
+}
+
+/* ---- the consumer side ---------------------------------------------------------- */
+
+typedef struct done {
+    pthread_mutex_t mtx;
+    tw_status status;
+    json_t *output;
+} done;
+
+static void on_done(void *arg, tw_client *c, const tw_action_result *res)
+{
+    (void)c;
+    done *d = arg;
+    if (!tw_status_final(res->status)) return;
+    pthread_mutex_lock(&d->mtx);
+    d->status = res->status;
+    d->output = json_incref(res->output);
+    pthread_mutex_unlock(&d->mtx);
+}
+
+static bool is_done(void *arg)
+{
+    done *d = arg;
+    pthread_mutex_lock(&d->mtx);
+    bool f = d->status != TW_STATUS_NONE;
+    pthread_mutex_unlock(&d->mtx);
+    return f;
+}
+
+/* ---- tests ---------------------------------------------------------------------- */
+
+static void test_agent_with_certificate(void **state)
+{
+    (void)state;
+    twind_proc d;
+    assert_int_equal(twind_new(&d, "nng-mtls"), 0);
+    tw_client *admin = h_admin(&d); /* a password login, on the same listener */
+    assert_non_null(admin);
+    assert_int_equal(h_add_client(admin, "mtls-agent", "agent", "agent", "unused-Passw0rd!"), 0);
+    assert_int_equal(issue_cert(&d, "mtls-agent"), 0);
+    char cert[800], key[800];
+    cert_paths(&d, "mtls-agent", cert, key, sizeof cert);
+
+    tw_transport *t = cert_link(&d, cert, key);
+    assert_non_null(t);
+    /* no login: the first envelope is already the agent's */
+    json_t *td =
+        json_pack("{s:s, s:s, s:s, s:{s:{s:s}}}", "@context", "https://www.w3.org/2022/wot/td/v1.1",
+                  "id", "lamp", "title", "Lamp", "actions", "toggle", "title", "Toggle");
+    json_t *up = json_pack("{s:s, s:s, s:s, s:s, s:o}", "type", "request", "operation",
+                           "updatething", "thingID", "lamp", "correlationID", "u1", "input", td);
+    assert_int_equal(send_json(t, up), 0);
+    json_decref(up);
+    json_t *j = recv_json(t);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "correlationID")), "u1");
+    assert_string_equal(json_string_value(json_object_get(j, "status")), "completed");
+    /* the twin is named after the client of the certificate */
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "output"), "thingID")),
+                        "dtw:mtls-agent:lamp");
+    json_decref(j);
+
+    /* a consumer invokes; the certificate agent gets the request and answers */
+    done dn = {.status = TW_STATUS_NONE};
+    pthread_mutex_init(&dn.mtx, NULL);
+    json_t *in = json_pack("{s:i}", "level", 3);
+    assert_int_equal(
+        tw_consumer_invoke_async(admin, "dtw:mtls-agent:lamp", "toggle", in, 10000, on_done, &dn),
+        0);
+    json_decref(in);
+    json_t *req = NULL;
+    while ((req = recv_json(t)) != NULL) {
+        const char *op = json_string_value(json_object_get(req, "operation"));
+        if (op && strcmp(op, "invokeaction") == 0) break;
+        json_decref(req);
+    }
+    assert_non_null(req);
+    assert_string_equal(json_string_value(json_object_get(req, "name")), "toggle");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(req, "input"), "level")),
+                     3);
+    json_t *ans =
+        json_pack("{s:s, s:s, s:O, s:O, s:O, s:s, s:{s:b}}", "type", "response", "operation",
+                  "invokeaction", "thingID", json_object_get(req, "thingID"), "name",
+                  json_object_get(req, "name"), "correlationID",
+                  json_object_get(req, "correlationID"), "status", "completed", "output", "on", 1);
+    json_decref(req);
+    assert_int_equal(send_json(t, ans), 0);
+    json_decref(ans);
+    assert_true(h_wait(is_done, &dn, 10000));
+    assert_int_equal(dn.status, TW_STATUS_COMPLETED);
+    assert_true(json_is_true(json_object_get(dn.output, "on")));
+    json_decref(dn.output);
+    pthread_mutex_destroy(&dn.mtx);
+    link_free(t);
+
+    tw_client_close(admin);
+    twind_stop(&d);
+}
+
+static void test_refused_certificates(void **state)
+{
+    (void)state;
+    twind_proc d;
+    assert_int_equal(twind_new(&d, "nng-mtls-refused"), 0);
+    tw_client *admin = h_admin(&d);
+    assert_non_null(admin);
+    char cert[800], key[800];
+
+    /* a certificate of this CA for an id that is no client */
+    assert_int_equal(issue_cert(&d, "mtls-ghost"), 0);
+    cert_paths(&d, "mtls-ghost", cert, key, sizeof cert);
+    expect_refused(&d, cert, key);
+
+    /* a known client id, but a certificate from another CA */
+    assert_int_equal(h_add_client(admin, "mtls-other", "agent", "agent", "unused-Passw0rd!"), 0);
+    char other[700];
+    snprintf(other, sizeof other, "%s/other-ca", d.dir);
+    tw_tls_files of;
+    assert_int_equal(tw_tls_ensure(other, &of), 0);
+    char ocert[800], okey[800];
+    snprintf(ocert, sizeof ocert, "%s/mtls-other.pem", other);
+    snprintf(okey, sizeof okey, "%s/mtls-other.key", other);
+    assert_int_equal(tw_tls_issue_client(&of, "mtls-other", 0, ocert, okey), 0);
+    expect_refused(&d, ocert, okey);
+
+    /* a client removed after its certificate was issued */
+    assert_int_equal(h_add_client(admin, "mtls-gone", "agent", "agent", "unused-Passw0rd!"), 0);
+    assert_int_equal(issue_cert(&d, "mtls-gone"), 0);
+    cert_paths(&d, "mtls-gone", cert, key, sizeof cert);
+    tw_transport *t = cert_link(&d, cert, key); /* accepted while it exists */
+    assert_non_null(t);
+    json_t *q = json_pack("{s:s, s:s, s:s, s:s}", "type", "request", "operation", "updatething",
+                          "thingID", "x", "correlationID", "g1");
+    json_object_set_new(q, "input",
+                        json_pack("{s:s, s:s, s:s}", "@context",
+                                  "https://www.w3.org/2022/wot/td/v1.1", "id", "x", "title", "X"));
+    assert_int_equal(send_json(t, q), 0);
+    json_decref(q);
+    json_t *j = recv_json(t);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "status")), "completed");
+    json_decref(j);
+    link_free(t);
+    json_t *in = json_pack("{s:s}", "clientID", "mtls-gone");
+    tw_action_result r;
+    assert_int_equal(tw_consumer_invoke(admin, "dtw:twind:authn", "removeClient", in, 10000, &r),
+                     0);
+    tw_action_result_clear(&r);
+    json_decref(in);
+    expect_refused(&d, cert, key);
+
+    /* and the password login is unaffected */
+    tw_client *again = h_admin(&d);
+    assert_non_null(again);
+    tw_client_close(again);
+    tw_client_close(admin);
+    twind_stop(&d);
+}
+
+int main(void)
+{
+    (void)twind_restart; /* (harness.h) */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_agent_with_certificate),
+        cmocka_unit_test(test_refused_certificates),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
