@@ -42,8 +42,27 @@
  * slots, which is also the bound on open connections.
  *
  * Housekeeping thread: frees dead connections (their aios cannot be freed
- * from their own callbacks), and closes connections that did not log in
- * within login_timeout_ms.
+ * from their own callbacks), closes connections that did not log in
+ * within login_timeout_ms, and tells refused client certificates why
+ * before closing their connections.
+ *
+ * Mutual TLS (tls+tcp:// listeners)
+ * ---------------------------------
+ * Listeners ask for a client certificate but do not require one
+ * (NNG_TLS_AUTH_MODE_OPTIONAL, the runtime's CA as trust anchor). nng 1.5.2
+ * only reports whether a peer verified, not which certificate it showed,
+ * so the TLS streams run on our GnuTLS engine for nng (nng_tls.h), which
+ * hands the peer's chain to peer_cb() when the handshake completes and
+ * before any envelope of the connection is routed. The chain is checked
+ * like the HTTP binding's (tw_tls_verify_client: this CA, valid now,
+ * client-auth purpose, CN a client id) and the client must exist
+ * (tw_authn_client_identity); the connection then has that identity with
+ * no login message, and an agent's queued actions start draining at once.
+ * A certificate that fails either check is refused: a 401 problem, then
+ * the connection is closed by the housekeeping thread (peer_cb runs under
+ * the stream's lock and cannot write to it). No certificate: the password
+ * or token login as before. wss:// streams are websockets over TLS, whose
+ * TLS layer nng does not expose: they always log in.
  */
 #include "nng_int.h"
 #include "nng_tls.h"

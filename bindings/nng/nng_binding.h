@@ -4,7 +4,8 @@
  * Listens on nng stream URLs (tls+tcp://, tcp:// on loopback only, ipc://,
  * ws:// on loopback only, wss://) and carries the same envelopes as the HTTP
  * binding, newline-delimited (nng_frame.h). Each accepted stream is one
- * tw_conn with its own identity (set by the router's login handler) and its
+ * tw_conn with its own identity (set by the router's login handler, or by
+ * a client certificate) and its
  * own bounded send queue. Why nng streams and not an SP protocol socket is
  * explained at the top of nng_binding.c.
  *
@@ -15,8 +16,10 @@
  *   "login_timeout_ms": an unauthenticated connection is closed after this,
  *                       default 10000
  * TLS listeners use <data_dir>/tls/server.pem and server.key (created by
- * twind's main). The bound address of every listener is logged and written,
- * one URL per line, to <data_dir>/nng.url (useful with port 0).
+ * twind's main). On tls+tcp:// a client certificate signed by
+ * <data_dir>/tls/ca.pem (twind --issue-cert) authenticates the connection
+ * as its client without a login (see nng_binding.c). The bound address of every listener is logged
+ * and written, one URL per line, to <data_dir>/nng.url (useful with port 0).
  *
  * Thread-safety: tw_nng_binding_new() is called once from main before the
  * runtime starts; everything else runs through tw_binding_ops.
