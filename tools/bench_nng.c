@@ -23,7 +23,8 @@
  * for.
  *
  * Options after the scenario name: --tls (tls+tcp instead of tcp on
- * loopback), --twind PATH, --window N (nng_events), --callback-thread.
+ * loopback), --twind PATH, --window N (nng_events), --callback-thread,
+ * --no-reference (skip the bare-stream figures, e.g. under a profiler).
  */
 #include "bench.h"
 
@@ -504,7 +505,8 @@ static int run_events(const tw_bench_args *a)
     tw_bench_report("nng_events", "delivered", (double)got, "events");
     tw_bench_report("nng_events", "sent_per_write", st.batches ? (double)st.sent / st.batches : 0,
                     "envelopes");
-    tw_bench_report("nng_events", "reference_bare_stream_per_s", ref_events(n), "1/s");
+    if (!nb_flag(a, "--no-reference"))
+        tw_bench_report("nng_events", "reference_bare_stream_per_s", ref_events(n), "1/s");
     rc = got == n ? 0 : -1;
 out:
     nb_env_down(&e);
@@ -548,10 +550,12 @@ static int run_rtt(const tw_bench_args *a)
     json_decref(ping);
     qsort(lat, (size_t)n, sizeof *lat, cmp_i64);
     tw_bench_report("nng_rtt", "ping_p50", (double)lat[n / 2], "us");
-    double r50, r99;
-    ref_rtt(n, &r50, &r99);
-    tw_bench_report("nng_rtt", "reference_bare_stream_p50", r50, "us");
-    tw_bench_report("nng_rtt", "reference_bare_stream_p99", r99, "us");
+    if (!nb_flag(a, "--no-reference")) {
+        double r50, r99;
+        ref_rtt(n, &r50, &r99);
+        tw_bench_report("nng_rtt", "reference_bare_stream_p50", r50, "us");
+        tw_bench_report("nng_rtt", "reference_bare_stream_p99", r99, "us");
+    }
     rc = 0;
 out_in:
     json_decref(in);

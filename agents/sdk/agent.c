@@ -201,8 +201,9 @@ static int publish_value(tw_client *c, const char *op, const char *thing, const 
         free(venc);
         return TW_ENOMEM;
     }
-    size_t n = (size_t)snprintf(buf, cap,
-                                "{\"type\":\"notification\",\"operation\":\"%s\",\"thingID\":", op);
+    size_t n = put_lit(buf, "{\"type\":\"notification\",\"operation\":\"", 36);
+    n += put_lit(buf + n, op, strlen(op));
+    n += put_lit(buf + n, "\",\"thingID\":", 12);
     n += put_json_str(buf + n, thing, tl);
     n += put_lit(buf + n, ",\"name\":", 8);
     n += put_json_str(buf + n, name, nl);

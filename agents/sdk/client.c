@@ -61,10 +61,22 @@ static void abstime(struct timespec *ts, int64_t ms)
     }
 }
 
+/* "<prefix><hex counter>", written by hand: it is on every envelope. */
 void sdk_new_id(tw_client *c, char out[TW_ID_MAX])
 {
+    static const char hex[] = "0123456789abcdef";
     uint64_t n = __atomic_add_fetch(&c->idseq, 1, __ATOMIC_RELAXED);
-    snprintf(out, TW_ID_MAX, "%s%llx", c->idprefix, (unsigned long long)n);
+    size_t pl = strlen(c->idprefix); /* < 24 */
+    memcpy(out, c->idprefix, pl);
+    char tmp[16];
+    size_t k = 0;
+    do {
+        tmp[k++] = hex[n & 15];
+        n >>= 4;
+    } while (n);
+    while (k)
+        out[pl++] = tmp[--k];
+    out[pl] = 0;
 }
 
 json_t *sdk_request(tw_client *c, const char *op, const char *thing, const char *name,
