@@ -251,14 +251,23 @@ int tw_agent_publish_property(tw_client *c, const char *thing_id, const char *na
     char key[TW_THING_ID_MAX + 260];
     if ((size_t)snprintf(key, sizeof key, "%s\n%s", thing_id, name) >= sizeof key)
         return TW_ETOOBIG;
-    json_t *entry = json_pack("[s, s, O]", thing_id, name, value ? value : json_null());
-    if (!entry) return TW_ENOMEM;
-    int err = 0;
+    json_t *v = value ? value : json_null();
+    /* the remembered latest value: replaced in place once the entry exists
+     * (no allocation per publish) */
     pthread_mutex_lock(&c->mtx);
-    json_t *old = tw_hmap_put(&c->props, key, entry, &err);
+    json_t *entry = tw_hmap_get(&c->props, key);
+    if (entry) json_array_set(entry, 2, v);
     pthread_mutex_unlock(&c->mtx);
-    if (err) json_decref(entry);
-    json_decref(old);
+    if (!entry) {
+        entry = json_pack("[s, s, O]", thing_id, name, v);
+        if (!entry) return TW_ENOMEM;
+        int err = 0;
+        pthread_mutex_lock(&c->mtx);
+        json_t *old = tw_hmap_put(&c->props, key, entry, &err);
+        pthread_mutex_unlock(&c->mtx);
+        if (err) json_decref(entry);
+        json_decref(old);
+    }
     return publish_value(c, "observeproperty", thing_id, name, value);
 }
 
