@@ -166,9 +166,12 @@ static enum MHD_Result call(http_req *r, tw_op op, const char *name, json_t *inp
  *     the next identical read (same operation, Thing, name and sender); it
  *     is only ever the chain's view of the request, never sent or kept;
  *   - no response message;
- *   - the value's encoding is kept per connection beside a reference to
- *     the value it encodes: the value store hands out the same immutable
- *     value until it changes, so an unchanged value is not encoded again.
+ *   - the value's encoding, as a libmicrohttpd response queued again and
+ *     again, is kept per connection beside a reference to the value it
+ *     encodes: the value store hands out the same immutable value until it
+ *     changes, so an unchanged value is not encoded again;
+ *   - a property the validate stage found in the TD is read from the value
+ *     store at once (the twin's read would look the TD up again).
  */
 
 static bool same(const char *a, const char *b)
@@ -199,27 +202,36 @@ static enum MHD_Result reply_value(http_req *r, tw_op op, json_t *v)
     if (!v) return http_reply_bytes(r, 200, "application/json", "null", 4, false, NULL);
     if (v == sk->read_val) {
         json_decref(v);
-    } else {
-        size_t len = 0;
-        char *enc = tw_json_encode(v, &len);
-        if (!enc) {
-            json_decref(v);
-            return http_reply_code(r, TW_ENOMEM, NULL);
-        }
-        if (op != TW_OP_READPROPERTY) { /* a new object every time: not worth keeping */
-            json_decref(v);
-            enum MHD_Result res =
-                http_reply_bytes(r, 200, "application/json", enc, len, true, NULL);
-            free(enc);
-            return res;
-        }
-        json_decref(sk->read_val);
-        free(sk->read_enc);
-        sk->read_val = v;
-        sk->read_enc = enc;
-        sk->read_enc_len = len;
+        return http_reply_response(r, 200, sk->read_resp);
     }
-    return http_reply_bytes(r, 200, "application/json", sk->read_enc, sk->read_enc_len, true, NULL);
+    size_t len = 0;
+    char *enc = tw_json_encode(v, &len);
+    if (!enc) {
+        json_decref(v);
+        return http_reply_code(r, TW_ENOMEM, NULL);
+    }
+    if (op != TW_OP_READPROPERTY) { /* a new object every time: not worth keeping */
+        json_decref(v);
+        enum MHD_Result res = http_reply_bytes(r, 200, "application/json", enc, len, true, NULL);
+        free(enc);
+        return res;
+    }
+    /* The response owns the bytes and libmicrohttpd counts its references:
+     * dropping ours while one is being sent is safe. */
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, enc, MHD_RESPMEM_MUST_FREE);
+    if (!resp || MHD_add_response_header(resp, "Content-Type", "application/json") != MHD_YES) {
+        if (resp)
+            MHD_destroy_response(resp);
+        else
+            free(enc);
+        json_decref(v);
+        return http_reply_code(r, TW_ENOMEM, NULL);
+    }
+    json_decref(sk->read_val);
+    if (sk->read_resp) MHD_destroy_response(sk->read_resp);
+    sk->read_val = v;
+    sk->read_resp = resp;
+    return http_reply_response(r, 200, resp);
 }
 
 static int problem_status(json_t *problem)
@@ -251,10 +263,16 @@ static enum MHD_Result read_direct(http_req *r, tw_op op, const char *name)
         const tw_twin_ops *tops = tw_runtime_twin(h->rt, &ctx);
         json_t *out = NULL;
         int rc = TW_EUNSUPPORTED;
-        if (tops)
+        if (op == TW_OP_READPROPERTY && call.aff_found && h->values) {
+            /* The validate stage found the property in the TD: what the
+             * twin's read would check before it asks the value store. */
+            rc = tw_values_get(h->values, call.twin_id, TW_AFF_PROPERTY, name, &out, NULL);
+            if (rc) problem = tw_problem_from_error(rc, "no value yet", "name");
+        } else if (tops) {
             rc = tops->read(ctx, call.msg, &out, &problem);
-        else
+        } else {
             problem = tw_problem_from_error(rc, "no value store", NULL);
+        }
         if (rc) {
             if (!problem) problem = tw_problem_from_error(rc, NULL, NULL);
             status = problem_status(problem);

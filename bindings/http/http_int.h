@@ -30,6 +30,7 @@
 #include "runtime/hmap.h"
 #include "runtime/router.h"
 #include "twin/directory.h"
+#include "twin/values.h"
 
 #include <microhttpd.h>
 #include <pthread.h>
@@ -79,6 +80,7 @@ typedef struct tw_http {
     tw_runtime *rt;
     tw_binding *b;
     tw_dir *dir;
+    tw_values *values; /* the twin's value store (direct reads), or NULL */
     http_cfg cfg;
     struct MHD_Daemon *d_https, *d_http;
     int port_https, port_http;
@@ -138,8 +140,7 @@ typedef struct http_sock {
      * its address cannot be reused by another value while it is cached. */
     tw_msg *read_req;
     json_t *read_val;
-    char *read_enc;
-    size_t read_enc_len;
+    struct MHD_Response *read_resp; /* read_val's encoding, ready to queue again */
 } http_sock;
 
 /* One request: libmicrohttpd's per-request context (route.c). */
@@ -166,7 +167,6 @@ typedef struct http_req {
     tw_op op;            /* the operation of the call */
     char aux[TW_ID_MAX]; /* per-endpoint scratch (e.g. the action name) */
     http_stream *stream; /* the stream this request became, or NULL */
-    int64_t start_us;
 } http_req;
 
 /* ---- server.c ---- */
@@ -211,6 +211,8 @@ bool http_wants_sse(http_req *r);
 enum MHD_Result http_reply_json(http_req *r, int status, const char *ctype, json_t *body, ...);
 enum MHD_Result http_reply_bytes(http_req *r, int status, const char *ctype, const char *bytes,
                                  size_t len, bool copy, ...);
+/* Queues resp, a response the caller keeps (it may queue it again). */
+enum MHD_Result http_reply_response(http_req *r, int status, struct MHD_Response *resp);
 /* An RFC 9457 problem (reference stolen) with the headers its status needs
  * (WWW-Authenticate, Allow, Retry-After). */
 enum MHD_Result http_reply_problem(http_req *r, json_t *problem);

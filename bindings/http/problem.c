@@ -41,6 +41,12 @@ static enum MHD_Result queue_response(http_req *r, int status, struct MHD_Respon
     return res;
 }
 
+enum MHD_Result http_reply_response(http_req *r, int status, struct MHD_Response *resp)
+{
+    count_status(r->h, status);
+    return MHD_queue_response(r->mc, (unsigned)status, resp);
+}
+
 enum MHD_Result http_reply_bytes(http_req *r, int status, const char *ctype, const char *bytes,
                                  size_t len, bool copy, ...)
 {

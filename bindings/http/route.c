@@ -136,7 +136,7 @@ void http_connection(void *cls, struct MHD_Connection *mc, void **socket_context
     if (sk->call) http_call_free(h, sk->call);
     if (sk->read_req) tw_msg_unref(sk->read_req);
     json_decref(sk->read_val);
-    free(sk->read_enc);
+    if (sk->read_resp) MHD_destroy_response(sk->read_resp);
     free(sk->tok);
     free(sk);
 }
@@ -150,7 +150,6 @@ static http_req *req_new(tw_http *h, struct MHD_Connection *mc, const char *url,
     r->h = h;
     r->mc = mc;
     r->method = method;
-    r->start_us = tw_mono_us();
     r->head = strcmp(method, "HEAD") == 0;
     r->path = (char *)(r + 1);
     memcpy(r->path, url, n + 1);

@@ -475,6 +475,7 @@ static int ops_start(tw_binding *b)
     void *tctx = NULL;
     const tw_twin_ops *tops = tw_runtime_twin(h->rt, &tctx);
     if (!h->dir && tops && tops == tw_twin_ops_table() && tctx) h->dir = tw_twin_dir(tctx);
+    if (!h->values && tops && tops == tw_twin_ops_table() && tctx) h->values = tw_twin_values(tctx);
     atomic_store(&h->stopping, false);
     if (pthread_create(&h->housekeeper, NULL, housekeeper, h)) return TW_ENOMEM;
     h->housekeeper_started = true;
