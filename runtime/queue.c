@@ -63,10 +63,22 @@
  * Jobs for the same action are submitted under q->mu in decision order.
  * Pushes stay out of the map: a pushed action exists for nobody until its
  * done callback says it is committed (the sender learns its status there). The
- * map holds only in-flight work (bounded by PEND_MAX: beyond it the caller
- * waits for a flush, back-pressure), never the queue itself: a queue of a
- * million rows costs SQLite pages, not memory, and every fetch/expire/list
- * is paged.
+ * map holds in-flight work (bounded by PEND_MAX: beyond it the caller waits
+ * for a flush, back-pressure), never the queue itself: a queue of a million
+ * rows costs SQLite pages, not memory, and every fetch/expire/list is paged.
+ *
+ * Settled entries. Once the last job carrying a decision is committed, its
+ * entry is not dropped but kept as the committed status ("settled"), for the
+ * SETTLED_MAX most recent settlements (a ring). The answer to a drained or
+ * live action comes moments after its claim or record committed; without
+ * the entry, every answer cost a read transaction on a read connection
+ * (whose page cache every commit invalidates). A decision whose job failed
+ * is dropped instead (the database did not change). A miss still reads
+ * committed state, outside q->mu: per hash slot, a counter of dropped
+ * entries tells whether the read may have raced with a decision that was
+ * committed and dropped meanwhile, and then it is read again under q->mu.
+ * Pruning may delete a row whose final status is still remembered: an
+ * update of it then answers TW_ECONFLICT rather than TW_ENOTFOUND.
  *
  * Fetch claims rows in a writer job (so two concurrent fetches of the same
  * agent can never hand out the same row: the writer runs one job at a time
@@ -104,6 +116,8 @@
 
 #define MOD "queue"
 #define PEND_MAX (1u << 18)
+#define PEND_GENS 4096
+#define SETTLED_MAX 16384
 #define FETCH_MAX 10000
 #define LIST_MAX 1000
 #define PAGE 512
@@ -167,8 +181,9 @@ static const char *const steps[] = {
     "status, created, updated, expires"
 
 typedef struct pend {
-    tw_status st; /* latest decided status */
+    tw_status st; /* latest decided status (committed once refs is 0) */
     int refs;     /* jobs in flight that carry a decision */
+    bool lost;    /* a job that carried a decision failed: do not keep it */
 } pend;
 
 typedef struct inbox_slot {
@@ -182,6 +197,15 @@ struct tw_queue {
     pthread_mutex_t mu; /* pending map, fetch hand-over */
     pthread_cond_t cv;  /* a fetch job ran */
     tw_hmap pending;
+    /* Bumped (under mu) whenever an entry whose id hashes to the slot is
+     * dropped: an update reads committed state outside mu and trusts what it
+     * read only if no entry of that id was dropped meanwhile. */
+    uint32_t drops[PEND_GENS];
+    size_t npend; /* entries with jobs in flight (refs > 0) */
+    /* Settled entries (refs 0) in the order they settled; the oldest is
+     * dropped when the ring is full. */
+    char (*settled)[TW_ID_MAX];
+    size_t settled_head, settled_len;
 
     pthread_mutex_t inbox_mu; /* inbox seq assignment + submission order */
     int64_t inbox_seq;
@@ -371,15 +395,47 @@ static int pend_add(tw_queue *q, const char *id, tw_status st)
             return TW_ENOMEM;
         }
     }
+    if (p->refs++ == 0) q->npend++;
     p->st = st;
-    p->refs++;
     return 0;
 }
 
-static void pend_release(tw_queue *q, const char *id)
+static uint32_t *pend_drops(tw_queue *q, const char *id)
+{
+    return &q->drops[tw_hash_str(id) % PEND_GENS];
+}
+
+static void pend_drop(tw_queue *q, const char *id)
+{
+    free(tw_hmap_del(&q->pending, id));
+    (*pend_drops(q, id))++;
+}
+
+/* A job that carried a decision about id finished; committed says whether
+ * its transaction was. The last one settles the entry: it stays, as the
+ * committed status, until SETTLED_MAX later settlements push it out. */
+static void pend_release(tw_queue *q, const char *id, bool committed)
 {
     pend *p = tw_hmap_get(&q->pending, id);
-    if (p && --p->refs <= 0) free(tw_hmap_del(&q->pending, id));
+    if (!p || p->refs <= 0) return;
+    if (!committed) p->lost = true;
+    if (--p->refs > 0) return;
+    q->npend--;
+    if (p->lost || !q->settled) {
+        pend_drop(q, id);
+        return;
+    }
+    if (q->settled_len == SETTLED_MAX) {
+        /* An entry revived since it was put in the ring is busy again (and
+         * will come back when it settles): only idle ones go. */
+        const char *old = q->settled[q->settled_head];
+        pend *o = tw_hmap_get(&q->pending, old);
+        if (o && o->refs == 0 && o != p) pend_drop(q, old);
+        q->settled_head = (q->settled_head + 1) % SETTLED_MAX;
+        q->settled_len--;
+    }
+    tw_strlcpy(q->settled[(q->settled_head + q->settled_len) % SETTLED_MAX], id, TW_ID_MAX);
+    q->settled_len++;
 }
 
 /* The status an action will have once every decided change is committed:
@@ -395,7 +451,7 @@ static tw_status decided(tw_queue *q, const char *id, tw_status committed)
  * held. */
 static int pend_room(tw_queue *q)
 {
-    while (q->pending.len >= PEND_MAX) {
+    while (q->npend >= PEND_MAX) {
         if (on_writer(q)) return TW_EFULL;
         pthread_mutex_unlock(&q->mu);
         int rc = tw_store_flush(q->store);
@@ -431,7 +487,10 @@ int tw_queue_open(tw_store *s, tw_queue **out)
     tw_queue *q = calloc(1, sizeof *q);
     if (!q) return TW_ENOMEM;
     q->slots = calloc(INBOX_SLOTS, sizeof *q->slots);
-    if (!q->slots) {
+    q->settled = malloc(SETTLED_MAX * sizeof *q->settled);
+    if (!q->slots || !q->settled) {
+        free(q->slots);
+        free(q->settled);
         free(q);
         return TW_ENOMEM;
     }
@@ -468,6 +527,7 @@ void tw_queue_close(tw_queue *q)
     pthread_mutex_destroy(&q->inbox_mu);
     pthread_mutex_destroy(&q->prune_lock);
     free(q->slots);
+    free(q->settled);
     free(q);
 }
 
@@ -582,7 +642,7 @@ static void push_done(void *arg, int rc)
     if (c->nsuperseded > 0) {
         pthread_mutex_lock(&q->mu);
         for (int i = 0; i < c->nsuperseded; i++)
-            pend_release(q, c->superseded[i]);
+            pend_release(q, c->superseded[i], rc == 0);
         pthread_mutex_unlock(&q->mu);
     }
     if (rc == 0 && c->nsuperseded > 0)
@@ -634,7 +694,7 @@ static int submit_new(tw_queue *q, const char *id, tw_status st, tw_store_job_fn
     if (rc == 0) rc = pend_add(q, id, st);
     if (rc == 0) {
         rc = tw_store_submit_atomic(q->store, fn, ctx, done);
-        if (rc < 0) pend_release(q, id);
+        if (rc < 0) pend_release(q, id, false);
     }
     pthread_mutex_unlock(&q->mu);
     return rc;
@@ -685,7 +745,7 @@ static void record_done(void *arg, int rc)
     push_ctx *c = arg;
     if (rc < 0) tw_log_warn(MOD, "action %s not recorded: %s", c->a.id, tw_strerror(rc));
     pthread_mutex_lock(&c->q->mu);
-    pend_release(c->q, c->a.id);
+    pend_release(c->q, c->a.id, rc == 0);
     pthread_mutex_unlock(&c->q->mu);
     push_ctx_free(c);
 }
@@ -728,11 +788,14 @@ static int update_job(tw_store_tx *tx, void *arg)
 {
     update_ctx *c = arg;
     /* The final-status guard only matters if the row's insert failed or was
-     * lost with a failed commit: decisions are already serialized. */
+     * lost with a failed commit: decisions are already serialized. It is
+     * spelled as comparisons: `status NOT IN (list)` builds an ephemeral
+     * B-tree for the list on every run, which cost a third of this job. */
     sqlite3_stmt *st =
         tw_store_stmt(tx, "UPDATE OR FAIL actions SET status=?2, updated=?3, "
                           "output=coalesce(?4, output), error=coalesce(?5, error) WHERE id=?1 "
-                          "AND status NOT IN ('completed','failed','expired','cancelled')");
+                          "AND status<>'completed' AND status<>'failed' AND status<>'expired' "
+                          "AND status<>'cancelled'");
     if (!st) return TW_EDB;
     sqlite3_bind_text(st, 1, c->id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, tw_status_name(c->st), -1, SQLITE_STATIC);
@@ -747,7 +810,7 @@ static void update_done(void *arg, int rc)
     update_ctx *c = arg;
     if (rc < 0) tw_log_warn(MOD, "action %s: update lost: %s", c->id, tw_strerror(rc));
     pthread_mutex_lock(&c->q->mu);
-    pend_release(c->q, c->id);
+    pend_release(c->q, c->id, rc == 0);
     pthread_mutex_unlock(&c->q->mu);
     free(c->output);
     free(c->error);
@@ -797,16 +860,32 @@ int tw_queue_update(tw_queue *q, const char *action_id, tw_status st, json_t *ou
     if (rc == 0 && p) {
         cur = p->st;
     } else if (rc == 0) {
-        /* Read under q->mu: no entry can be dropped (committed) meanwhile. */
+        /* Read committed state without holding q->mu (a read takes a
+         * connection and a transaction: under the lock it would serialize
+         * every answer and stall the writer's claims). What it read is
+         * current unless a decision about this id was committed and dropped
+         * from the map meanwhile, which bumps its drop counter: then read
+         * again, under the lock, where no entry can be dropped. */
+        uint32_t drops = *pend_drops(q, action_id);
+        pthread_mutex_unlock(&q->mu);
         status_read r = {.id = action_id};
         rc = tw_store_read(q->store, status_read_job, &r);
-        cur = r.st;
+        pthread_mutex_lock(&q->mu);
+        p = tw_hmap_get(&q->pending, action_id);
+        if (p) {
+            rc = 0; /* decided meanwhile: the map is newer than the read */
+            cur = p->st;
+        } else if (*pend_drops(q, action_id) != drops) {
+            r.st = TW_STATUS_NONE;
+            rc = tw_store_read(q->store, status_read_job, &r);
+        }
+        if (!p) cur = r.st;
     }
     if (rc == 0 && tw_status_final(cur)) rc = TW_ECONFLICT;
     if (rc == 0) rc = pend_add(q, action_id, st);
     if (rc == 0) {
         rc = tw_store_submit_atomic(q->store, update_job, c, update_done);
-        if (rc < 0) pend_release(q, action_id);
+        if (rc < 0) pend_release(q, action_id, false);
     }
     pthread_mutex_unlock(&q->mu);
     if (rc < 0) {
@@ -859,18 +938,29 @@ static int fetch_claim(tw_store_tx *tx, fetch_ctx *c)
             c->got.n--;
             return TW_ENOMEM;
         }
-        /* A final status may already be decided for it (an update not yet
-         * run): then it is not ours to deliver. */
-        pthread_mutex_lock(&q->mu);
-        bool skip = tw_status_final(decided(q, a->id, TW_STATUS_QUEUED));
-        pthread_mutex_unlock(&q->mu);
-        if (skip) {
-            action_clear(a);
-            c->got.n--;
-        }
     }
     if (rc != SQLITE_DONE) return db_err(tx, rc, "fetch");
     sqlite3_reset(st);
+    /* A final status may already be decided for a row (an update not yet
+     * run): then it is not ours to deliver. One look at the map per page,
+     * not per row: answers to earlier pages take q->mu all the time. */
+    int kept = 0;
+    pthread_mutex_lock(&q->mu);
+    for (int i = 0; i < c->got.n; i++) {
+        tw_action *a = &c->got.v[i];
+        pend *p = tw_hmap_get(&q->pending, a->id);
+        if (p && tw_status_final(p->st)) {
+            action_clear(a);
+            continue;
+        }
+        /* The inline claim adds no entries (it is committed when exec
+         * returns, or not at all): a settled one would go stale. A queued
+         * row should have none anyway. */
+        if (p && p->refs == 0) pend_drop(q, a->id);
+        if (kept++ != i) c->got.v[kept - 1] = *a;
+    }
+    pthread_mutex_unlock(&q->mu);
+    c->got.n = kept;
     for (int i = 0; i < c->got.n; i++) {
         tw_action *a = &c->got.v[i];
         rc = set_status(tx, q, a->seq, TW_STATUS_DELIVERED, NULL, c->now);
@@ -923,7 +1013,7 @@ static void fetch_done(void *arg, int rc)
         tw_log_error(MOD, "claim of %d actions not committed: they stay queued", c->nids);
     pthread_mutex_lock(&q->mu);
     for (int i = 0; i < c->nids; i++)
-        pend_release(q, c->ids[i]);
+        pend_release(q, c->ids[i], rc == 0);
     fetch_unref(c);
     pthread_mutex_unlock(&q->mu);
 }
@@ -982,7 +1072,8 @@ int tw_queue_fetch(tw_queue *q, const char *agent_id, int64_t after, int max, tw
 static void settle(tw_queue *q, const char *action_id)
 {
     pthread_mutex_lock(&q->mu);
-    bool busy = action_id ? tw_hmap_get(&q->pending, action_id) != NULL : q->pending.len > 0;
+    pend *p = action_id ? tw_hmap_get(&q->pending, action_id) : NULL;
+    bool busy = action_id ? p && p->refs > 0 : q->npend > 0;
     pthread_mutex_unlock(&q->mu);
     if (busy && !on_writer(q)) tw_store_flush(q->store);
 }
@@ -1202,11 +1293,11 @@ static int finalize_rows(tw_store_tx *tx, final_ctx *c, sqlite3_stmt *st, int li
 }
 
 /* Drops the pending entries the job added, once its exec returned. */
-static void final_release(final_ctx *c)
+static void final_release(final_ctx *c, int rc)
 {
     pthread_mutex_lock(&c->q->mu);
     for (int i = 0; i < c->got.n; i++)
-        pend_release(c->q, c->got.v[i].id);
+        pend_release(c->q, c->got.v[i].id, rc == 0);
     pthread_mutex_unlock(&c->q->mu);
 }
 
@@ -1235,7 +1326,7 @@ int tw_queue_cancel(tw_queue *q, const char *action_id, tw_action **out)
     final_ctx c = {.q = q, .id = action_id, .to = TW_STATUS_CANCELLED, .problem = problem};
     c.now = tw_now_ms();
     int rc = tw_store_exec(q->store, cancel_job, &c);
-    final_release(&c);
+    final_release(&c, rc);
     free(problem);
     if (rc == 0 && c.got.n == 1 && out) {
         *out = malloc(sizeof **out);
@@ -1289,7 +1380,7 @@ static int finalize_pages(final_ctx *c, tw_store_job_fn job, tw_queue_action_cb 
         c->got.n = 0;
         c->more = false;
         rc = tw_store_exec(c->q->store, job, c);
-        final_release(c);
+        final_release(c, rc);
         if (rc == 0 && cb)
             for (int i = 0; i < c->got.n; i++)
                 cb(arg, &c->got.v[i]);

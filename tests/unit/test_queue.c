@@ -460,6 +460,70 @@ static void test_record_update_without_waiting(void **state)
     json_decref(out);
 }
 
+/* Answers come right after a decision is committed (a drained action
+ * completes moments after its claim): the queue answers them from what it
+ * remembers of recent decisions, and must agree with the database however
+ * many decisions came since. */
+static void test_update_after_commit_many_decisions(void **state)
+{
+    fx *f = *state;
+    enum { N = 20000 }; /* more than the queue remembers */
+    char id[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof id, "m%d", i);
+        tw_action a = mk(id, "ag", "dtw:ag:t", "act", TW_OP_INVOKEACTION);
+        a.status = TW_STATUS_DELIVERED;
+        a.expires_ms = 0;
+        assert_int_equal(tw_queue_record(f->q, &a), 0);
+        if (i % 2 == 0)
+            assert_int_equal(tw_queue_update(f->q, id, TW_STATUS_COMPLETED, NULL, NULL), 0);
+    }
+    assert_int_equal(tw_store_flush(f->s), 0);
+    /* the oldest decisions are long forgotten, the newest remembered */
+    const int probe[] = {0, 1, N / 2, N / 2 + 1, N - 2, N - 1};
+    for (size_t k = 0; k < sizeof probe / sizeof probe[0]; k++) {
+        snprintf(id, sizeof id, "m%d", probe[k]);
+        if (probe[k] % 2 == 0) {
+            assert_int_equal(tw_queue_update(f->q, id, TW_STATUS_FAILED, NULL, NULL), TW_ECONFLICT);
+        } else {
+            assert_int_equal(tw_queue_update(f->q, id, TW_STATUS_RUNNING, NULL, NULL), 0);
+            assert_int_equal(tw_queue_update(f->q, id, TW_STATUS_COMPLETED, NULL, NULL), 0);
+            assert_int_equal(tw_queue_update(f->q, id, TW_STATUS_RUNNING, NULL, NULL),
+                             TW_ECONFLICT);
+        }
+    }
+    assert_int_equal(tw_queue_update(f->q, "m-none", TW_STATUS_RUNNING, NULL, NULL), TW_ENOTFOUND);
+
+    /* drained rows: claimed (committed), then answered */
+    for (int i = 0; i < 3; i++) {
+        snprintf(id, sizeof id, "d%d", i);
+        tw_action a = mk(id, "ag2", "dtw:ag2:t", "act", TW_OP_INVOKEACTION);
+        assert_int_equal(push_sync(f, &a).rc, 0);
+    }
+    tw_action *got = NULL;
+    int n = 0;
+    assert_int_equal(tw_queue_fetch(f->q, "ag2", 0, 10, &got, &n), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(tw_store_flush(f->s), 0);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(tw_queue_update(f->q, got[i].id, TW_STATUS_COMPLETED, NULL, NULL), 0);
+    assert_int_equal(tw_queue_update(f->q, got[0].id, TW_STATUS_RUNNING, NULL, NULL), TW_ECONFLICT);
+    tw_action_list_free(got, n);
+    fx_close(f);
+    fx_open(f);
+    tw_action *g = get(f, "d1");
+    assert_int_equal(g->status, TW_STATUS_COMPLETED);
+    tw_action_free(g);
+    json_t *h;
+    assert_int_equal(tw_queue_history(f->q, "d1", &h), 0);
+    assert_int_equal(json_array_size(h), 3);
+    const char *want[] = {"queued", "delivered", "completed"};
+    for (int i = 0; i < 3; i++)
+        assert_string_equal(json_string_value(json_object_get(json_array_get(h, i), "status")),
+                            want[i]);
+    json_decref(h);
+}
+
 static void test_fail_thing(void **state)
 {
     fx *f = *state;
@@ -893,6 +957,7 @@ int main(void)
         T(test_expire_many_pages),
         T(test_cancel),
         T(test_record_update_without_waiting),
+        T(test_update_after_commit_many_decisions),
         T(test_fail_thing),
         T(test_list),
         T(test_action_json),
