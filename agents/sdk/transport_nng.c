@@ -15,6 +15,22 @@
  * then authenticates the connection as the certificate's client during the
  * handshake, and a certificate it refuses gets a 401 problem and the link
  * closed.
+ *
+ * A dead TLS link that nng 1.5 never reports: its TLS stream keeps a read
+ * of the socket going on its own. If that read meets the end of the
+ * connection (the server was killed, a reset) while no receive of ours is
+ * outstanding, nng closes the socket's aios, and our next receive starts a
+ * socket read on a closed aio: nni_aio_begin() refuses it without a
+ * callback, so the receive never completes, and neither its timeout nor
+ * nng_aio_abort() can end it (the TLS layer only aborts the socket read,
+ * which is not running); only closing the stream does. (A server that
+ * closes cleanly sends a close_notify first, which the client reads
+ * instead of the end: no hang.) So a receive on a TLS link wakes every
+ * PROBE_MS and asks the socket for its peer address; a socket nng has shut
+ * down after the end of the connection has none (ENOTCONN), and the
+ * stream is closed, which fails the receive with TW_ECLOSED. The probe is
+ * one getpeername() per idle second, and only on links where it worked
+ * right after connecting.
  */
 #include "transport.h"
 
@@ -22,13 +38,16 @@
 
 #include <nng/nng.h>
 #include <nng/supplemental/tls/tls.h>
+#include <errno.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define MAX_LINE (64u * 1024u * 1024u)
+#define PROBE_MS 1000
 
 struct tw_transport {
     nng_stream_dialer *d;
@@ -42,7 +61,57 @@ struct tw_transport {
      * mtx after checking closed, so shutdown's abort always finds it */
     pthread_mutex_t mtx;
     bool closed;
+    /* receives on TLS links: rx completes into rx_done (under mtx) */
+    pthread_cond_t rx_cond;
+    bool rx_done;
+    bool probe; /* the dead-link probe works on this link */
 };
+
+static void rx_cb(void *arg)
+{
+    tw_transport *t = arg;
+    pthread_mutex_lock(&t->mtx);
+    t->rx_done = true;
+    pthread_cond_signal(&t->rx_cond);
+    pthread_mutex_unlock(&t->mtx);
+}
+
+/* Whether the socket under the stream still has a peer (see the top). */
+static bool peer_alive(tw_transport *t)
+{
+    nng_sockaddr sa;
+    return nng_stream_get_addr(t->st, NNG_OPT_REMADDR, &sa) == 0;
+}
+
+/* A receive on rx that a dead link cannot hang (see the top). */
+static int run_recv(tw_transport *t)
+{
+    pthread_mutex_lock(&t->mtx);
+    if (t->closed) {
+        pthread_mutex_unlock(&t->mtx);
+        return NNG_ECLOSED;
+    }
+    t->rx_done = false;
+    nng_stream_recv(t->st, t->rx);
+    while (!t->rx_done) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += PROBE_MS / 1000;
+        ts.tv_nsec += (long)(PROBE_MS % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        if (pthread_cond_timedwait(&t->rx_cond, &t->mtx, &ts) == ETIMEDOUT && !t->rx_done &&
+            !t->closed && !peer_alive(t)) {
+            /* the close completes the receive (its callback waits for mtx) */
+            nng_stream_close(t->st);
+        }
+    }
+    pthread_mutex_unlock(&t->mtx);
+    nng_aio_wait(t->rx); /* the callback has run: nothing of rx is in use */
+    return nng_aio_result(t->rx);
+}
 
 /* Starts op on aio unless the link was shut down; then waits for it. */
 static int run_op(tw_transport *t, nng_aio *aio, void (*op)(nng_stream *, nng_aio *))
@@ -134,6 +203,7 @@ static void nng_tfree(tw_transport *t)
     if (t->d) nng_stream_dialer_free(t->d);
     if (t->tls) nng_tls_config_free(t->tls);
     pthread_mutex_destroy(&t->mtx);
+    pthread_cond_destroy(&t->rx_cond);
     free(t->buf);
     free(t);
 }
@@ -143,6 +213,11 @@ static int nng_connect(const tw_client_opts *o, int timeout_ms, tw_transport **o
     tw_transport *t = calloc(1, sizeof *t);
     if (!t) return TW_ENOMEM;
     pthread_mutex_init(&t->mtx, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&t->rx_cond, &ca);
+    pthread_condattr_destroy(&ca);
     int rv = nng_stream_dialer_alloc(&t->d, o->url);
     bool tls = strncmp(o->url, "tls+tcp://", 10) == 0 || strncmp(o->url, "wss://", 6) == 0;
     if (rv == 0 && tls) {
@@ -155,7 +230,7 @@ static int nng_connect(const tw_client_opts *o, int timeout_ms, tw_transport **o
     }
     if (rv == 0) /* not for ipc://, hence no error check */
         nng_stream_dialer_set_bool(t->d, NNG_OPT_TCP_NODELAY, true);
-    if (rv == 0) rv = nng_aio_alloc(&t->rx, NULL, NULL);
+    if (rv == 0) rv = nng_aio_alloc(&t->rx, rx_cb, t);
     if (rv == 0) rv = nng_aio_alloc(&t->tx, NULL, NULL);
     if (rv == 0) {
         nng_aio_set_timeout(t->rx, timeout_ms > 0 ? timeout_ms : NNG_DURATION_DEFAULT);
@@ -169,6 +244,7 @@ static int nng_connect(const tw_client_opts *o, int timeout_ms, tw_transport **o
         t->cap = TW_NNG_RECV_CHUNK * 2;
         t->buf = malloc(t->cap);
         if (!t->buf) rv = NNG_ENOMEM;
+        t->probe = t->tls && peer_alive(t);
     }
     if (rv != 0) {
         nng_tfree(t);
@@ -221,7 +297,7 @@ static int nng_trecv(tw_transport *t, const char **line, size_t *len)
         }
         nng_iov iov = {.iov_buf = t->buf + t->len, .iov_len = t->cap - t->len};
         nng_aio_set_iov(t->rx, 1, &iov);
-        int rv = run_op(t, t->rx, nng_stream_recv);
+        int rv = t->probe ? run_recv(t) : run_op(t, t->rx, nng_stream_recv);
         if (rv != 0) return map_err(rv);
         t->len += nng_aio_count(t->rx);
     }

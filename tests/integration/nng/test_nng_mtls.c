@@ -12,8 +12,9 @@
  * (the admin client of every test).
  *
  * The refused links end on the server's side; the tests read to that end
- * over TLS, which also checks that twind closes a TLS stream with a
- * close_notify (without it nng 1.5's TLS client can miss the end).
+ * over TLS. And a TLS link whose server dies is noticed by the transport
+ * even though nng 1.5 loses the end of it (the hang libtwin used to leave
+ * to its keepalive).
  */
 #include "harness.h"
 
@@ -332,13 +333,48 @@ static void test_refused_certificates(void **state)
     twind_stop(&d);
 }
 
+/*
+ * A TLS link whose server dies (no close_notify, just the end of the TCP
+ * connection) while the client has no receive outstanding, the way
+ * libtwin's I/O thread sits between envelopes. nng 1.5's TLS stream reads
+ * the socket on its own, meets the end, closes the socket's aios, and the
+ * next receive then waits for ever (see agents/sdk/transport_nng.c). The
+ * transport's probe must end that receive. Without the probe this test
+ * hangs (until ctest's timeout).
+ */
+static void test_dead_server_seen_over_tls(void **state)
+{
+    (void)state;
+    twind_proc d;
+    assert_int_equal(twind_new(&d, "nng-tls-dead"), 0);
+    tw_transport *t = cert_link(&d, NULL, NULL); /* no certificate, no login */
+    assert_non_null(t);
+    json_t *ping =
+        json_pack("{s:s, s:s, s:s}", "type", "request", "operation", "ping", "correlationID", "p");
+    assert_int_equal(send_json(t, ping), 0);
+    json_decref(ping);
+    json_t *j = recv_json(t);
+    assert_non_null(j);
+    json_decref(j);
+    kill(d.pid, SIGKILL);
+    /* the end of the connection arrives while no receive is outstanding (if
+     * this pause were too short, the receive below would be outstanding
+     * already and fail at once, which passes too) */
+    h_sleep_ms(500);
+    assert_null(recv_json(t));
+    link_free(t);
+    twind_stop(&d);
+}
+
 int main(void)
 {
+    signal(SIGPIPE, SIG_IGN);
     (void)twind_restart; /* (harness.h) */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_agent_with_certificate),
         cmocka_unit_test(test_refused_certificates),
         cmocka_unit_test(test_libtwin_agent_with_certificate),
+        cmocka_unit_test(test_dead_server_seen_over_tls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
