@@ -20,7 +20,8 @@
  * at once, and a burst leaves in few large writes: batching costs no latency.
  * On top of that, messages produced while a receive callback handles one
  * chunk are corked per destination and written when the chunk is done (see
- * "Corking" below): one write per destination per received chunk.
+ * "Corking" below): one write per destination per received chunk. A chunk
+ * of a single line is not corked: its messages leave as they are made.
  *
  * Overflow policy: when the ring is full the message is refused (TW_EFULL)
  * and the connection is closed ("slow consumer"). Nothing is dropped
@@ -215,10 +216,13 @@ static bool batch_build(nconn *c)
  * events from an agent), the messages it produces for other connections are
  * not written one by one: the first one registers its connection on this
  * thread's flush list and the rest pile up behind it; when the chunk is done,
- * every connection on the list is written in one batch. A lone request still
- * leaves at once (its chunk holds one line). The list is thread-local because
- * the router reaches send() without any context of who is receiving; it
- * belongs to nng's callback threads and lives only inside one rx_cb.
+ * every connection on the list is written in one batch. A chunk of one line
+ * (a lone request, the common case of a round trip) is not corked at all:
+ * an invokeaction's request then reaches the agent before the router goes
+ * on to record the action and answer `delivered`, instead of after. The
+ * list is thread-local because the router reaches send() without any context
+ * of who is receiving; it belongs to nng's callback threads and lives only
+ * inside one rx_cb.
  */
 typedef struct flush_list {
     bool active;
@@ -434,7 +438,10 @@ static void rx_cb(void *arg)
     c->rlen += nng_aio_count(c->rx_aio);
     size_t start = 0;
     bool closing = false;
-    tl_flush.active = true;
+    /* cork only when the chunk holds more than one line */
+    const char *first = memchr(c->rbuf + scan, '\n', c->rlen - scan);
+    tl_flush.active =
+        first && memchr(first + 1, '\n', (size_t)(c->rbuf + c->rlen - first - 1)) != NULL;
     for (;;) {
         char *nl = memchr(c->rbuf + scan, '\n', c->rlen - scan);
         if (!nl) break;
