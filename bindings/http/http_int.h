@@ -297,12 +297,11 @@ typedef struct rp_item {
     tw_msg *m;
     const char *env; /* tw_msg_encode of m */
     size_t env_len;
-    char *val; /* the "value" (or "output") member encoded, or "null" */
-    size_t val_len;
     char client[TW_ID_MAX]; /* RP_DIRECT: the client it was sent to */
     /* The complete SSE frames ("id: ..\nevent: ..\ndata: ..\n\n"), built on
-     * first use and then shared by every stream: [0] affordance streams,
-     * [1] /sse. */
+     * first use and then shared by every stream: [0] affordance streams
+     * (data: the "value" or "output" member, encoded then), [1] /sse (data:
+     * the envelope). */
     _Atomic(char *) frame[2];
     size_t frame_len[2];
     size_t bytes; /* what it holds, roughly, for the window's byte bound */

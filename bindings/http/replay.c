@@ -4,10 +4,14 @@
  * Every message the binding pushes to any SSE stream is entered once into a
  * ring of the last `window` messages and gets the next sequence number, the
  * SSE id every stream shows for it. A message fanned out to a thousand
- * streams is one item: its envelope is encoded once (tw_msg_encode) and its
- * value once, and every stream copies those bytes into its own buffer. The
- * item is found by the message's address in a small open-addressing table
- * (the ring holds a reference, so the address is unique while it is there).
+ * streams is one item: its envelope is encoded once (tw_msg_encode, shared
+ * with every other receiver), its frames are built on first use (the value
+ * encoded only then) and every stream copies those bytes into its own
+ * buffer. Every event is recorded whether or not a stream exists, so
+ * recording is kept cheap: no encoding of its own, and eviction reads only
+ * the ring's and the table's slots. The item is found by the message's
+ * address in a small open-addressing table (the ring holds a reference, so
+ * the address is unique while it is there).
  *
  * On reconnect a stream walks the ring after the client's Last-Event-ID and
  * takes the items its filters match, in order. Thread-safe: one mutex, held
@@ -22,13 +26,28 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A ring slot and a table slot keep what eviction needs beside the item
+ * pointer: the window turns over constantly, and the item being evicted
+ * (and its neighbours in the table) went cold long ago. Reading the slots
+ * alone costs the ring's sequential walk and one table line. */
+typedef struct rp_slot {
+    rp_item *it;
+    const tw_msg *m;
+    size_t bytes;
+} rp_slot;
+
+typedef struct rp_entry {
+    const tw_msg *m; /* NULL: free */
+    rp_item *it;
+} rp_entry;
+
 struct http_replay {
     pthread_mutex_t mu;
-    rp_item **ring; /* ring[seq % cap] */
+    rp_slot *ring; /* ring[seq % cap] */
     size_t cap;
     uint64_t first, next;    /* items first..next-1 are in the ring */
     size_t bytes, max_bytes; /* what the items hold, roughly, and its bound */
-    rp_item **tab;           /* address -> item, linear probing */
+    rp_entry *tab;           /* message address -> item, linear probing */
     size_t tabcap;           /* power of two >= 2 * cap */
 };
 
@@ -68,7 +87,6 @@ void rp_item_unref(rp_item *it)
 {
     if (!it || atomic_fetch_sub(&it->refs, 1) != 1) return;
     tw_msg_unref(it->m);
-    free(it->val);
     free(atomic_load(&it->frame[0]));
     free(atomic_load(&it->frame[1]));
     free(it);
@@ -83,23 +101,36 @@ const char *rp_item_frame(rp_item *it, int variant, size_t *len)
     }
     const char *event, *data;
     size_t dlen;
+    char *val = NULL;
     if (variant == 1) {
         event = tw_msg_type_name(tw_msg_get_type(it->m));
         data = it->env;
         dlen = it->env_len;
     } else {
+        /* The value is encoded only now: recording a message that no
+         * affordance stream shows costs no encoding. */
         event = tw_msg_name(it->m) ? tw_msg_name(it->m) : "value";
-        data = it->val;
-        dlen = it->val_len;
+        json_t *v = tw_msg_get(it->m, "value");
+        if (!v) v = tw_msg_get(it->m, "output");
+        dlen = 4;
+        data = "null";
+        if (v) {
+            if (!(val = tw_json_encode(v, &dlen))) return NULL;
+            data = val;
+        }
     }
     char head[200];
     int hn = snprintf(head, sizeof head, "id: %" PRIu64 "\nevent: %.120s\ndata: ", it->seq, event);
     size_t n = (size_t)hn + dlen + 2;
     f = malloc(n + 1);
-    if (!f) return NULL;
+    if (!f) {
+        free(val);
+        return NULL;
+    }
     memcpy(f, head, (size_t)hn);
     memcpy(f + hn, data, dlen);
     memcpy(f + hn + dlen, "\n\n", 3);
+    free(val);
     /* frame_len is written before the pointer is published (release). */
     char *expected = NULL;
     it->frame_len[variant] = n;
@@ -116,30 +147,30 @@ void http_replay_free(http_replay *rp)
 {
     if (!rp) return;
     for (uint64_t s = rp->first; s < rp->next; s++)
-        rp_item_unref(rp->ring[s % rp->cap]);
+        rp_item_unref(rp->ring[s % rp->cap].it);
     free(rp->ring);
     free(rp->tab);
     pthread_mutex_destroy(&rp->mu);
     free(rp);
 }
 
-static void tab_del(http_replay *rp, rp_item *it)
+static void tab_del(http_replay *rp, const tw_msg *m)
 {
-    size_t mask = rp->tabcap - 1, i = hash_ptr(it->m, mask);
-    while (rp->tab[i] && rp->tab[i] != it)
+    size_t mask = rp->tabcap - 1, i = hash_ptr(m, mask);
+    while (rp->tab[i].m && rp->tab[i].m != m)
         i = (i + 1) & mask;
-    if (!rp->tab[i]) return;
-    rp->tab[i] = NULL;
+    if (!rp->tab[i].m) return;
+    rp->tab[i].m = NULL;
     /* Backward-shift deletion keeps probe chains intact without tombstones. */
     size_t j = i;
     for (;;) {
         j = (j + 1) & mask;
-        if (!rp->tab[j]) break;
-        size_t k = hash_ptr(rp->tab[j]->m, mask);
+        if (!rp->tab[j].m) break;
+        size_t k = hash_ptr(rp->tab[j].m, mask);
         bool move = (i <= j) ? (k <= i || k > j) : (k <= i && k > j);
         if (move) {
             rp->tab[i] = rp->tab[j];
-            rp->tab[j] = NULL;
+            rp->tab[j].m = NULL;
             i = j;
         }
     }
@@ -162,18 +193,16 @@ static rp_item *item_new(tw_msg *m, const char *client)
 {
     rp_item *it = calloc(1, sizeof *it);
     if (!it) return NULL;
+    /* The envelope is the one every receiver shares (tw_msg_encode encodes
+     * a message once). */
     it->env = tw_msg_encode(m, &it->env_len);
-    json_t *v = tw_msg_get(m, "value");
-    if (!v) v = tw_msg_get(m, "output");
-    it->val = v ? tw_json_encode(v, NULL) : strdup("null");
-    if (!it->env || !it->val) {
-        free(it->val);
+    if (!it->env) {
         free(it);
         return NULL;
     }
-    it->val_len = strlen(it->val);
-    /* the envelope, the value and the two frames built from them */
-    it->bytes = sizeof *it + 2 * it->env_len + 2 * it->val_len + 256;
+    /* The envelope and the two frames built on use: one of it, one of its
+     * value (which the envelope holds, so at most as long). */
+    it->bytes = sizeof *it + 3 * it->env_len + 256;
     it->m = tw_msg_ref(m);
     it->kind = classify(m);
     if (client) tw_strlcpy(it->client, client, sizeof it->client);
@@ -186,9 +215,9 @@ rp_item *http_replay_get(http_replay *rp, tw_msg *m, const char *client_id)
     size_t mask = rp->tabcap - 1;
     pthread_mutex_lock(&rp->mu);
     size_t i = hash_ptr(m, mask);
-    while (rp->tab[i]) {
-        if (rp->tab[i]->m == m) {
-            rp_item *it = rp->tab[i];
+    while (rp->tab[i].m) {
+        if (rp->tab[i].m == m) {
+            rp_item *it = rp->tab[i].it;
             atomic_fetch_add(&it->refs, 1);
             pthread_mutex_unlock(&rp->mu);
             return it;
@@ -201,9 +230,9 @@ rp_item *http_replay_get(http_replay *rp, tw_msg *m, const char *client_id)
     if (!it) return NULL;
     pthread_mutex_lock(&rp->mu);
     i = hash_ptr(m, mask);
-    while (rp->tab[i]) {
-        if (rp->tab[i]->m == m) {
-            rp_item *other = rp->tab[i];
+    while (rp->tab[i].m) {
+        if (rp->tab[i].m == m) {
+            rp_item *other = rp->tab[i].it;
             atomic_fetch_add(&other->refs, 1);
             pthread_mutex_unlock(&rp->mu);
             rp_item_unref(it);
@@ -215,23 +244,23 @@ rp_item *http_replay_get(http_replay *rp, tw_msg *m, const char *client_id)
     bool evicted = false;
     while (rp->next > rp->first &&
            (rp->next - rp->first == rp->cap || rp->bytes + it->bytes > rp->max_bytes)) {
-        rp_item *old = rp->ring[rp->first % rp->cap];
-        tab_del(rp, old);
-        rp->ring[rp->first % rp->cap] = NULL;
+        rp_slot *old = &rp->ring[rp->first % rp->cap];
+        tab_del(rp, old->m);
         rp->first++;
         rp->bytes -= old->bytes;
-        rp_item_unref(old);
+        rp_item_unref(old->it);
+        old->it = NULL;
         evicted = true;
     }
     if (evicted) {
         i = hash_ptr(m, mask);
-        while (rp->tab[i])
+        while (rp->tab[i].m)
             i = (i + 1) & mask;
     }
     rp->bytes += it->bytes;
     it->seq = rp->next++;
-    rp->ring[it->seq % rp->cap] = it;
-    rp->tab[i] = it;
+    rp->ring[it->seq % rp->cap] = (rp_slot){it, m, it->bytes};
+    rp->tab[i] = (rp_entry){m, it};
     atomic_fetch_add(&it->refs, 1); /* the caller's */
     pthread_mutex_unlock(&rp->mu);
     return it;
@@ -242,7 +271,7 @@ uint64_t http_replay_each(http_replay *rp, uint64_t after, bool (*fn)(void *, rp
     uint64_t s = after + 1 > rp->first ? after + 1 : rp->first;
     uint64_t last = s - 1;
     for (; s < rp->next; s++) {
-        if (!fn(arg, rp->ring[s % rp->cap])) break;
+        if (!fn(arg, rp->ring[s % rp->cap].it)) break;
         last = s;
     }
     return last;
