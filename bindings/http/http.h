@@ -12,7 +12,9 @@
  *                              from <data_dir>/tls/server.pem, server.key
  *   "http": "127.0.0.1:8080"  plain HTTP, refused unless loopback (default off)
  *   "max_body": 1048576       request body bytes
- *   "max_header": 8192        bytes of request line + headers
+ *   "max_header": 8192        bytes of request line + headers; over it a
+ *                              431 problem (beyond twice it, libmicrohttpd
+ *                              refuses the request itself, with an HTML page)
  *   "max_connections": 20000  open connections per listener
  *   "idle_timeout_s": 60      idle keep-alive / ordinary request timeout
  *   "stream_queue": 262144    bytes waiting on one SSE stream; overflow closes
