@@ -7,7 +7,9 @@
  *   http_read     GET .../properties/{name} with wrk -t2 -c64 (keep-alive),
  *                 beside a bare libmicrohttpd server (same flags, same thread
  *                 count) that answers a constant body; alternating rounds
- *                 (--rounds, default 3), best of each
+ *                 (--rounds, default 3), best of each; also the CPU time per
+ *                 request of each server and of wrk, and the ratio they
+ *                 predict (steadier than requests/s on a busy machine)
  *   http_idle     memory growth of twind per idle SSE connection (10,000)
  *   http_fanout   one agent publishing ~100-byte events to 1,000 SSE
  *                 subscribers: deliveries/s and events lost
@@ -639,7 +641,36 @@ static enum MHD_Result bare_handler(void *cls, struct MHD_Connection *c, const c
     return res;
 }
 
-static double run_wrk(const char *url, const char *token, int secs, double *p99_ms)
+/* CPU seconds (user + system, every thread) of a process so far. */
+static double proc_cpu_s(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    unsigned long long ut = 0, st = 0;
+    /* after the command: state, then 10 fields, then utime and stime */
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double children_cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_CHILDREN, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec / 1e6;
+}
+
+/* One wrk run: requests/s (-1 on failure), its p99 and, through *requests,
+ * how many it made. */
+static double run_wrk(const char *url, const char *token, int secs, double *p99_ms,
+                      double *requests)
 {
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "wrk -t2 -c64 -d%ds --latency %s%s%s '%s' 2>&1", secs,
@@ -653,6 +684,7 @@ static double run_wrk(const char *url, const char *token, int secs, double *p99_
         double v;
         char unit[8];
         if (sscanf(line, " Requests/sec: %lf", &v) == 1) rps = v;
+        if (sscanf(line, " %lf requests in", &v) == 1) *requests = v;
         if (sscanf(line, " 99%% %lf%7s", &v, unit) == 2)
             *p99_ms = strcmp(unit, "us") == 0 ? v / 1000 : strcmp(unit, "s") == 0 ? v * 1000 : v;
         if (strstr(line, "Non-2xx")) fprintf(stderr, "bench_http: wrk: %s", line);
@@ -688,17 +720,39 @@ static int bench_read(const tw_bench_args *a)
     char enc[400];
     pct(t.twin, enc, sizeof enc);
     snprintf(turl, sizeof turl, "http://127.0.0.1:%d/things/%s/properties/p", t.port, enc);
+    /* Besides requests/s, the CPU each request cost the server (bare: this
+     * process, whose only busy threads are the bare daemon's; twind: its
+     * process) and wrk (our children): on a shared machine these hold
+     * still when requests/s do not. wrk and the server share the cores, so
+     * (bare + its wrk) / (twind + its wrk) estimates the quiet ratio. */
     double bare = -1, tw = -1, p99b = -1, p99t = -1;
+    double cpu_b = -1, cpu_t = -1, wrk_b = -1, wrk_t = -1;
     for (int i = 0; i < rounds; i++) {
-        double p99, v = run_wrk(burl, NULL, secs, &p99);
+        double p99, n = 0, c0 = proc_cpu_s(getpid()), w0 = children_cpu_s();
+        double v = run_wrk(burl, NULL, secs, &p99, &n);
+        double c = n > 0 ? (proc_cpu_s(getpid()) - c0) / n * 1e6 : -1;
+        double w = n > 0 ? (children_cpu_s() - w0) / n * 1e6 : -1;
         if (v > bare) {
             bare = v;
             p99b = p99;
         }
-        v = run_wrk(turl, t.admin_token, secs, &p99);
+        if (c > 0 && (cpu_b < 0 || c + w < cpu_b + wrk_b)) {
+            cpu_b = c;
+            wrk_b = w;
+        }
+        n = 0;
+        c0 = proc_cpu_s(t.pid);
+        w0 = children_cpu_s();
+        v = run_wrk(turl, t.admin_token, secs, &p99, &n);
+        c = n > 0 ? (proc_cpu_s(t.pid) - c0) / n * 1e6 : -1;
+        w = n > 0 ? (children_cpu_s() - w0) / n * 1e6 : -1;
         if (v > tw) {
             tw = v;
             p99t = p99;
+        }
+        if (c > 0 && (cpu_t < 0 || c + w < cpu_t + wrk_t)) {
+            cpu_t = c;
+            wrk_t = w;
         }
     }
     MHD_stop_daemon(d);
@@ -708,6 +762,12 @@ static int bench_read(const tw_bench_args *a)
     tw_bench_report("http_read", "readproperty_req_per_s", tw, "1/s");
     tw_bench_report("http_read", "readproperty_p99", p99t, "ms");
     tw_bench_report("http_read", "ratio_to_bare", bare > 0 ? tw / bare : 0, "");
+    tw_bench_report("http_read", "bare_mhd_cpu_per_req", cpu_b, "us");
+    tw_bench_report("http_read", "readproperty_cpu_per_req", cpu_t, "us");
+    tw_bench_report("http_read", "wrk_cpu_per_req_bare", wrk_b, "us");
+    tw_bench_report("http_read", "wrk_cpu_per_req_twind", wrk_t, "us");
+    tw_bench_report("http_read", "ratio_from_cpu",
+                    cpu_t > 0 ? (cpu_b + wrk_b) / (cpu_t + wrk_t) : 0, "");
     return bare > 0 && tw > 0 ? 0 : 1;
 }
 
