@@ -34,10 +34,11 @@ void tw_router_handle(tw_runtime *rt, tw_conn *c, tw_msg *m);
  * A read that a binding answers itself (from bytes it keeps, without a
  * response message), with the same checks and counts as tw_router_handle():
  * tw_router_admit() resolves m's Thing into call and runs the chain's
- * `before` stages on m (reference borrowed; a stage that changes it works
- * on a copy). 0: the binding reads call->msg's value and answers. Otherwise
- * the rejection's code, with call->problem and call->status set: the
- * binding answers with the problem. Either way it then calls
+ * `before` stages on m (borrowed; as in tw_router_handle() a stage changes
+ * m in place when the caller holds its only reference, so a caller that
+ * reuses m holds a second one). 0: the binding reads call->msg's value
+ * and answers. Otherwise the rejection's code, with call->problem and
+ * call->status set: the binding answers with the problem. Either way it then calls
  * tw_router_admit_done() with the status it answered (0 keeps
  * call->status), which runs the `after` stages, counts the request, its
  * outcome, latency and answer for tw_router_get_stats() and releases what
