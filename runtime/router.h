@@ -38,8 +38,8 @@ void tw_router_handle(tw_runtime *rt, tw_conn *c, tw_msg *m);
  * m in place when the caller holds its only reference, so a caller that
  * reuses m holds a second one). 0: the binding reads call->msg's value
  * and answers. Otherwise the rejection's code, with call->problem and
- * call->status set: the binding answers with the problem. Either way it then calls
- * tw_router_admit_done() with the status it answered (0 keeps
+ * call->status set: the binding answers with the problem. Either way it
+ * then calls tw_router_admit_done() with the status it answered (0 keeps
  * call->status), which runs the `after` stages, counts the request, its
  * outcome, latency and answer for tw_router_get_stats() and releases what
  * call holds. Thread-safe like tw_router_handle().
