@@ -90,7 +90,7 @@
  * thread tells it why, then closes it on its next pass. */
 typedef struct refusal {
     uint64_t key; /* (generation << 32) | slot */
-    int status;   /* 401 or 403 */
+    int status;   /* the problem's status (401) */
     char detail[160];
     int64_t told_ms; /* 0: not told yet */
 } refusal;
