@@ -9,26 +9,25 @@
  *                   the drain, a range scan, and (expires) for expiry; an
  *                   action recorded for an online agent never enters them.
  *                   (thing_id, created) serves list and fail_thing. `queued`
- *                   says the row went through the offline queue.
- *   action_history  (action_seq, hseq, status, time): the status changes,
- *                   written by a trigger on actions (hseq 1, 2, ... per
- *                   action). The first entry of a history is not stored: it
- *                   is the row's (first_status, created), which spares every
- *                   new action a B-tree insert and a trigger. A WITHOUT ROWID
- *                   table clustered on (action seq, hseq): one B-tree, and
- *                   the rows of new actions go at its end rather than at
- *                   random places; history by id is one extra lookup. No
- *                   FOREIGN KEY to actions: with one, every history insert
- *                   needs a statement journal (an immediate FK can fail at
- *                   statement end), ~10% of the writer's time; the triggers
- *                   only ever write the seq of the row they fire for.
+ *                   says the row went through the offline queue. `history`
+ *                   holds the action's status changes as text, "status
+ *                   time;" per change, appended by the statement that
+ *                   changes the status. The first entry of a history is not
+ *                   stored: it is the row's (first_status, created).
+ *   action_history  (action_seq, hseq, status, time): status changes written
+ *                   before schema version 2, by a trigger on actions, read
+ *                   before the `history` column. The trigger cost a second
+ *                   B-tree write, a max() lookup and a trigger frame per
+ *                   status change, about a third of a drained action's
+ *                   writes (callgrind, drain scenario); the text costs a few
+ *                   bytes in a row that is rewritten anyway.
  *   inbox           notifications for offline clients, seq AUTOINCREMENT so
  *                   a replay cursor is never reused even after every entry
  *                   was acknowledged and deleted.
  *
  * One statement per job. The hot jobs (an invokeaction push, a record, an
  * update) each write with ONE statement, INSERT OR FAIL / UPDATE OR FAIL of
- * one row (an update's history row comes from a trigger): SQLite checks every
+ * one row (history included): SQLite checks every
  * constraint before it writes, and with OR FAIL it needs no statement
  * journal, so a failure (a duplicate id) leaves nothing behind and the job
  * can go through tw_store_submit_atomic(), without a savepoint. That halves
@@ -162,8 +161,8 @@ static const char *const steps[] = {
     " status TEXT NOT NULL,"
     " time INTEGER NOT NULL,"
     " PRIMARY KEY(action_seq, hseq)) WITHOUT ROWID;"
-    /* Every status an action takes is recorded by these triggers, so an
-     * insert or a status change is one statement (see the header). */
+    /* Version 1 recorded every status change with this trigger (dropped
+     * by version 2). */
     "CREATE TRIGGER actions_moved AFTER UPDATE OF status ON actions BEGIN"
     " INSERT INTO action_history(action_seq, hseq, status, time)"
     " VALUES(new.seq, (SELECT coalesce(max(hseq), 0) + 1 FROM action_history"
@@ -174,7 +173,15 @@ static const char *const steps[] = {
     " msg TEXT NOT NULL,"
     " created INTEGER NOT NULL);"
     "CREATE INDEX inbox_client ON inbox(client_id, seq);",
+    /* 2: status changes are appended to actions.history, in the statement
+     * that changes the status, instead of a trigger's row in action_history
+     * (kept for rows written before; read first). */
+    "ALTER TABLE actions ADD COLUMN history TEXT;"
+    "DROP TRIGGER actions_moved;",
 };
+
+/* The SQL expression of actions.history with one more entry "status time;". */
+#define HISTORY_ADD(st, time) "coalesce(history, '') || " #st " || ' ' || " #time " || ';'"
 
 #define ACTION_COLS                                                                                \
     "seq, id, thing_id, agent_id, sender_id, name, correlation_id, op, input, output, error, "     \
@@ -364,13 +371,13 @@ static tw_action *vec_push(action_vec *vec)
     return &vec->v[vec->n++];
 }
 
-/* Moves the row `seq` to st (optionally setting error); the history row is
- * written by the trigger. */
+/* Moves the row `seq` to st (optionally setting error), with its history. */
 static int set_status(tw_store_tx *tx, tw_queue *q, int64_t seq, tw_status st, const char *error,
                       int64_t now)
 {
     sqlite3_stmt *u = tw_store_stmt(
-        tx, "UPDATE OR FAIL actions SET status=?2, updated=?3, error=coalesce(?4, error) "
+        tx, "UPDATE OR FAIL actions SET status=?2, updated=?3, error=coalesce(?4, error), "
+            "history=" HISTORY_ADD(?2, ?3) " "
             "WHERE seq=?1");
     if (!u) return TW_EDB;
     sqlite3_bind_int64(u, 1, seq);
@@ -793,6 +800,7 @@ static int update_job(tw_store_tx *tx, void *arg)
      * B-tree for the list on every run, which cost a third of this job. */
     sqlite3_stmt *st =
         tw_store_stmt(tx, "UPDATE OR FAIL actions SET status=?2, updated=?3, "
+                          "history=" HISTORY_ADD(?2, ?3) ", "
                           "output=coalesce(?4, output), error=coalesce(?5, error) WHERE id=?1 "
                           "AND status<>'completed' AND status<>'failed' AND status<>'expired' "
                           "AND status<>'cancelled'");
@@ -919,7 +927,51 @@ static void fetch_unref(fetch_ctx *c)
     free(c);
 }
 
-static int fetch_claim(tw_store_tx *tx, fetch_ctx *c)
+/* Moves the claimed page to `delivered`. Normally with one statement over
+ * the page's seq range: it selects exactly the rows the page's SELECT did
+ * (same agent, queued, not expired, and nothing else wrote in between: the
+ * writer runs one job at a time), and one statement instead of one per row
+ * saves opening the table's and indexes' cursors for every row (a third of
+ * a claim's cost, callgrind). A page with a row left out (a
+ * final status already decided for it) goes row by row. */
+static int claim_rows(tw_store_tx *tx, fetch_ctx *c, bool whole_page)
+{
+    if (c->got.n == 0) return 0;
+    int rc;
+    if (whole_page) {
+        sqlite3_stmt *u = tw_store_stmt(
+            tx, "UPDATE OR FAIL actions SET status='delivered', updated=?1, "
+                "history=" HISTORY_ADD('delivered', ?1) " WHERE agent_id=?2 "
+                "AND status='queued' AND seq>=?3 AND seq<=?4 AND (expires=0 OR expires>?1)");
+        if (!u) return TW_EDB;
+        sqlite3_bind_int64(u, 1, c->now);
+        sqlite3_bind_text(u, 2, c->agent, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(u, 3, c->got.v[0].seq);
+        sqlite3_bind_int64(u, 4, c->got.v[c->got.n - 1].seq);
+        rc = step_done(tx, u, "claim");
+        if (rc == 0 && sqlite3_changes(tw_store_db(tx)) != c->got.n) {
+            tw_log_error(MOD, "claim of %d rows changed %d", c->got.n,
+                         sqlite3_changes(tw_store_db(tx)));
+            rc = TW_EDB; /* the job's savepoint undoes it */
+        }
+        if (rc < 0) return rc;
+    } else {
+        for (int i = 0; i < c->got.n; i++) {
+            rc = set_status(tx, c->q, c->got.v[i].seq, TW_STATUS_DELIVERED, NULL, c->now);
+            if (rc < 0) return rc;
+        }
+    }
+    for (int i = 0; i < c->got.n; i++) {
+        c->got.v[i].status = TW_STATUS_DELIVERED;
+        c->got.v[i].updated_ms = c->now;
+    }
+    return 0;
+}
+
+/* Claims the next page. With `track` (a job whose commit comes later), each
+ * claimed row gets a pending `delivered` entry, decided under the same lock
+ * as the check, so an answer racing with the claim sees one or the other. */
+static int fetch_claim(tw_store_tx *tx, fetch_ctx *c, bool track)
 {
     tw_queue *q = c->q;
     sqlite3_stmt *st = tw_store_stmt(tx, "SELECT " ACTION_COLS " FROM actions WHERE agent_id=?1 "
@@ -941,6 +993,8 @@ static int fetch_claim(tw_store_tx *tx, fetch_ctx *c)
     }
     if (rc != SQLITE_DONE) return db_err(tx, rc, "fetch");
     sqlite3_reset(st);
+    if (c->got.n == 0) return 0;
+    if (track && !(c->ids = malloc((size_t)c->got.n * sizeof *c->ids))) return TW_ENOMEM;
     /* A final status may already be decided for a row (an update not yet
      * run): then it is not ours to deliver. One look at the map per page,
      * not per row: answers to earlier pages take q->mu all the time. */
@@ -949,52 +1003,40 @@ static int fetch_claim(tw_store_tx *tx, fetch_ctx *c)
     for (int i = 0; i < c->got.n; i++) {
         tw_action *a = &c->got.v[i];
         pend *p = tw_hmap_get(&q->pending, a->id);
-        if (p && tw_status_final(p->st)) {
+        if ((p && tw_status_final(p->st)) ||
+            (track && pend_add(q, a->id, TW_STATUS_DELIVERED) < 0)) {
             action_clear(a);
             continue;
         }
-        /* The inline claim adds no entries (it is committed when exec
-         * returns, or not at all): a settled one would go stale. A queued
-         * row should have none anyway. */
-        if (p && p->refs == 0) pend_drop(q, a->id);
+        if (track) {
+            memcpy(c->ids[c->nids++], a->id, TW_ID_MAX);
+        } else if (p && p->refs == 0) {
+            /* The inline claim adds no entries (it is committed when exec
+             * returns, or not at all): a settled one would go stale. A
+             * queued row should have none anyway. */
+            pend_drop(q, a->id);
+        }
         if (kept++ != i) c->got.v[kept - 1] = *a;
     }
     pthread_mutex_unlock(&q->mu);
+    bool whole = kept == c->got.n;
     c->got.n = kept;
-    for (int i = 0; i < c->got.n; i++) {
-        tw_action *a = &c->got.v[i];
-        rc = set_status(tx, q, a->seq, TW_STATUS_DELIVERED, NULL, c->now);
-        if (rc < 0) return rc;
-        a->status = TW_STATUS_DELIVERED;
-        a->updated_ms = c->now;
-    }
-    return 0;
+    return claim_rows(tx, c, whole);
 }
 
 static int fetch_claim_job(tw_store_tx *tx, void *arg)
 {
-    return fetch_claim(tx, arg);
+    return fetch_claim(tx, arg, false);
 }
 
 static int fetch_job(tw_store_tx *tx, void *arg)
 {
     fetch_ctx *c = arg;
-    int rc = fetch_claim(tx, c);
+    int rc = fetch_claim(tx, c, true);
     tw_queue *q = c->q;
     pthread_mutex_lock(&q->mu);
-    if (rc == 0 && c->got.n > 0) {
-        /* Until the commit, readers must learn the rows are delivered. */
-        c->ids = malloc((size_t)c->got.n * sizeof *c->ids);
-        if (!c->ids) rc = TW_ENOMEM;
-        for (int i = 0; rc == 0 && i < c->got.n; i++) {
-            if (pend_add(q, c->got.v[i].id, TW_STATUS_DELIVERED) < 0) {
-                rc = TW_ENOMEM;
-                break;
-            }
-            memcpy(c->ids[c->nids++], c->got.v[i].id, TW_ID_MAX);
-        }
-    }
     if (rc < 0) {
+        /* The savepoint undoes the claim; fetch_done drops the entries. */
         tw_action_list_free(c->got.v, c->got.n);
         c->got = (action_vec){0};
     }
@@ -1114,11 +1156,34 @@ int tw_queue_get(tw_queue *q, const char *action_id, tw_action **out)
     return rc;
 }
 
+static void history_add(json_t *h, const char *status, int64_t ms)
+{
+    json_t *e = json_object();
+    json_object_set_new(e, "status", json_string(status));
+    set_time(e, "time", ms);
+    json_array_append_new(h, e);
+}
+
+/* Appends the entries of an actions.history text ("status time;..."). */
+static int history_parse(json_t *h, const char *text)
+{
+    while (text && *text) {
+        const char *sp = strchr(text, ' '), *end = sp ? strchr(sp, ';') : NULL;
+        if (!end || sp - text >= 32) return TW_EDB;
+        char status[32];
+        memcpy(status, text, (size_t)(sp - text));
+        status[sp - text] = 0;
+        history_add(h, status, strtoll(sp + 1, NULL, 10));
+        text = end + 1;
+    }
+    return 0;
+}
+
 static int history_job(tw_store_tx *tx, void *arg)
 {
     get_ctx *c = arg;
     sqlite3_stmt *st =
-        tw_store_stmt(tx, "SELECT seq, first_status, created FROM actions WHERE id=?1");
+        tw_store_stmt(tx, "SELECT seq, first_status, created, history FROM actions WHERE id=?1");
     if (!st) return TW_EDB;
     sqlite3_bind_text(st, 1, c->id, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
@@ -1127,24 +1192,24 @@ static int history_job(tw_store_tx *tx, void *arg)
     int64_t seq = sqlite3_column_int64(st, 0);
     c->history = json_array();
     if (!c->history) return TW_ENOMEM;
-    json_t *first = json_object();
-    json_object_set_new(first, "status", json_string((const char *)sqlite3_column_text(st, 1)));
-    set_time(first, "time", sqlite3_column_int64(st, 2));
-    json_array_append_new(c->history, first);
-    st = tw_store_stmt(tx, "SELECT status, time FROM action_history WHERE action_seq=?1 "
-                           "ORDER BY hseq");
-    if (!st) return TW_EDB;
-    sqlite3_bind_int64(st, 1, seq);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        json_t *e = json_object();
-        json_object_set_new(e, "status", json_string((const char *)sqlite3_column_text(st, 0)));
-        set_time(e, "time", sqlite3_column_int64(st, 1));
-        json_array_append_new(c->history, e);
-    }
-    if (rc != SQLITE_DONE) {
+    history_add(c->history, (const char *)sqlite3_column_text(st, 1), sqlite3_column_int64(st, 2));
+    /* Changes written before schema version 2 are rows of action_history;
+     * later ones are in the row's history column. */
+    sqlite3_stmt *old = tw_store_stmt(tx, "SELECT status, time FROM action_history "
+                                          "WHERE action_seq=?1 ORDER BY hseq");
+    if (!old) return TW_EDB;
+    sqlite3_bind_int64(old, 1, seq);
+    while ((rc = sqlite3_step(old)) == SQLITE_ROW)
+        history_add(c->history, (const char *)sqlite3_column_text(old, 0),
+                    sqlite3_column_int64(old, 1));
+    if (rc == SQLITE_DONE)
+        rc = history_parse(c->history, (const char *)sqlite3_column_text(st, 3));
+    else
+        rc = db_err(tx, rc, "history");
+    if (rc < 0) {
         json_decref(c->history);
         c->history = NULL;
-        return db_err(tx, rc, "history");
+        return rc;
     }
     return 0;
 }

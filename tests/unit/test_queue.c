@@ -13,6 +13,8 @@
 
 #include "runtime/queue.h"
 
+#include <sqlite3.h>
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -524,6 +526,108 @@ static void test_update_after_commit_many_decisions(void **state)
     json_decref(h);
 }
 
+/* The queue's schema as version 1 created it (status history written by a
+ * trigger into action_history), to check the migration. */
+static const char *const v1_steps[] = {
+    "CREATE TABLE actions("
+    " seq INTEGER PRIMARY KEY,"
+    " id TEXT NOT NULL UNIQUE,"
+    " thing_id TEXT NOT NULL,"
+    " agent_id TEXT NOT NULL,"
+    " sender_id TEXT NOT NULL,"
+    " name TEXT NOT NULL,"
+    " correlation_id TEXT,"
+    " op TEXT NOT NULL,"
+    " input TEXT,"
+    " output TEXT,"
+    " error TEXT,"
+    " status TEXT NOT NULL,"
+    " created INTEGER NOT NULL,"
+    " updated INTEGER NOT NULL,"
+    " expires INTEGER NOT NULL DEFAULT 0,"
+    " queued INTEGER NOT NULL DEFAULT 0,"
+    " first_status TEXT NOT NULL);"
+    /* The queue proper: (agent, seq) and expiry over queued rows only. As
+     * partial indexes they hold only what is waiting, so an action recorded
+     * for an online agent never enters them, and a delivered one leaves. */
+    "CREATE INDEX actions_agent ON actions(agent_id, seq) WHERE status='queued';"
+    "CREATE INDEX actions_expiry ON actions(expires) WHERE status='queued';"
+    "CREATE INDEX actions_thing ON actions(thing_id, created);"
+    /* Coalescing looks only at queued property writes: a partial index keeps
+     * that lookup O(log n) however many rows the thing has. */
+    "CREATE INDEX actions_coalesce ON actions(thing_id, name)"
+    " WHERE status='queued' AND op='writeproperty';"
+    "CREATE TABLE action_history("
+    " action_seq INTEGER NOT NULL,"
+    " hseq INTEGER NOT NULL,"
+    " status TEXT NOT NULL,"
+    " time INTEGER NOT NULL,"
+    " PRIMARY KEY(action_seq, hseq)) WITHOUT ROWID;"
+    /* Version 1 recorded every status change with this trigger (dropped
+     * by version 2). */
+    "CREATE TRIGGER actions_moved AFTER UPDATE OF status ON actions BEGIN"
+    " INSERT INTO action_history(action_seq, hseq, status, time)"
+    " VALUES(new.seq, (SELECT coalesce(max(hseq), 0) + 1 FROM action_history"
+    " WHERE action_seq = new.seq), new.status, new.updated); END;"
+    "CREATE TABLE inbox("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " client_id TEXT NOT NULL,"
+    " msg TEXT NOT NULL,"
+    " created INTEGER NOT NULL);"
+    "CREATE INDEX inbox_client ON inbox(client_id, seq);",
+};
+
+/* A database written by schema version 1 keeps its histories: the rows of
+ * action_history come first, the changes after the upgrade follow. */
+static void test_history_across_schema_upgrade(void **state)
+{
+    fx *f = *state;
+    fx_close(f);
+    char side[700];
+    unlink(f->path);
+    snprintf(side, sizeof side, "%s-wal", f->path);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", f->path);
+    unlink(side);
+    assert_int_equal(tw_store_open(f->path, NULL, &f->s), 0);
+    assert_int_equal(tw_store_migrate(f->s, "queue", v1_steps, 1), 0);
+    tw_store_close(f->s);
+    f->s = NULL;
+    /* version 1 rows: queued, then delivered by the trigger */
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db,
+                     "INSERT INTO actions(seq, id, thing_id, agent_id, sender_id, name, op, "
+                     "status, created, updated, expires, queued, first_status) VALUES(1, 'old1', "
+                     "'dtw:ag:t', 'ag', 'alice', 'act', 'invokeaction', 'queued', 1000, 1000, 0, "
+                     "1, 'queued');"
+                     "UPDATE actions SET status='delivered', updated=2000 WHERE seq=1;",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+
+    fx_open(f); /* upgrades to the current version */
+    assert_int_equal(tw_queue_update(f->q, "old1", TW_STATUS_RUNNING, NULL, NULL), 0);
+    assert_int_equal(tw_queue_update(f->q, "old1", TW_STATUS_COMPLETED, NULL, NULL), 0);
+    assert_int_equal(tw_queue_update(f->q, "old1", TW_STATUS_FAILED, NULL, NULL), TW_ECONFLICT);
+    fx_close(f);
+    fx_open(f);
+    json_t *h;
+    assert_int_equal(tw_queue_history(f->q, "old1", &h), 0);
+    const char *want[] = {"queued", "delivered", "running", "completed"};
+    assert_int_equal(json_array_size(h), 4);
+    for (int i = 0; i < 4; i++)
+        assert_string_equal(json_string_value(json_object_get(json_array_get(h, i), "status")),
+                            want[i]);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(h, 1), "time")),
+                        "1970-01-01T00:00:02.000Z");
+    json_decref(h);
+    tw_action *g = get(f, "old1");
+    assert_int_equal(g->status, TW_STATUS_COMPLETED);
+    tw_action_free(g);
+}
+
 static void test_fail_thing(void **state)
 {
     fx *f = *state;
@@ -958,6 +1062,7 @@ int main(void)
         T(test_cancel),
         T(test_record_update_without_waiting),
         T(test_update_after_commit_many_decisions),
+        T(test_history_across_schema_upgrade),
         T(test_fail_thing),
         T(test_list),
         T(test_action_json),
