@@ -8,7 +8,11 @@
  * goes to the router through the socket's ephemeral tw_conn whose bdata is
  * a struct http_call (call.c, reused by the socket's next request): the
  * router's answer arrives through ops->send, possibly from another thread,
- * and resumes the suspended libmicrohttpd connection. A stream (sse.c) is a
+ * and resumes the suspended libmicrohttpd connection. Property reads skip
+ * the messages (affordances.c, the direct read path): the router's chain
+ * checks them through tw_router_admit() and the socket keeps what the next
+ * identical read can reuse (its request message, the value's response,
+ * its verified token). A stream (sse.c) is a
  * long-lived tw_conn whose bdata is a struct http_stream with a bounded
  * output buffer drained by a content reader that coalesces every waiting
  * frame into one write. replay.c keeps the window of recent stream

@@ -1,6 +1,8 @@
 /*
- * route.c - the access handler: request context, body collection within
- * max_body, path splitting and dispatch to the endpoint files.
+ * route.c - the access handler: request context, the request line and
+ * headers within max_header (a 431 problem; libmicrohttpd's own answer is an
+ * HTML page), body collection within max_body, path splitting and dispatch
+ * to the endpoint files.
  *
  * libmicrohttpd is told not to unescape anything (http_unescape_noop): the
  * raw path is split on '/' first and each segment percent-decoded after, so
