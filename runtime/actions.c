@@ -39,6 +39,7 @@ typedef struct tw_live {
     tw_conn *origin; /* the connection that asked (ref), NULL after restart/drain */
     bool from_queue; /* holds a slot of the drain window */
     int64_t created_ms;
+    int64_t seq; /* the action's row, when known (drained), else 0 */
 } tw_live;
 
 static void live_free(tw_live *l)
@@ -160,6 +161,7 @@ static int deliver(tw_runtime *rt, tw_conn *agent, const tw_action *a, tw_conn *
     l->origin = origin ? tw_conn_ref(origin) : NULL;
     l->from_queue = from_queue;
     l->created_ms = tw_now_ms();
+    l->seq = a->seq;
     int err = 0;
     pthread_mutex_lock(&rt->live_lock);
     tw_hmap_put(&rt->live, l->action_id, l, &err);
@@ -187,7 +189,7 @@ static void drain(tw_runtime *rt, const char *agent_id);
 static void delivery_failed(tw_runtime *rt, tw_action *a, int rc)
 {
     json_t *p = tw_problem_from_error(rc, "the agent's connection closed during delivery", NULL);
-    tw_queue_update(rt->queue, a->id, TW_STATUS_FAILED, NULL, p);
+    tw_queue_update_seq(rt->queue, a->id, a->seq, TW_STATUS_FAILED, NULL, p);
     a->status = TW_STATUS_FAILED;
     a->error = p;
     notify_action(rt, NULL, a);
@@ -496,7 +498,7 @@ void tw_actions_agent_answer(tw_mw_call *call)
         tw_action *stored = NULL;
         if (rt->queue && tw_queue_get(rt->queue, action_id, &stored) == 0 &&
             strcmp(stored->agent_id, id->client_id) == 0) {
-            if (tw_queue_update(rt->queue, action_id, st, output, error) == 0) {
+            if (tw_queue_update_seq(rt->queue, action_id, stored->seq, st, output, error) == 0) {
                 stored->status = st;
                 json_decref(stored->output);
                 json_decref(stored->error);
@@ -515,7 +517,7 @@ void tw_actions_agent_answer(tw_mw_call *call)
                                                    "correlationID"));
         return;
     }
-    if (rt->queue) tw_queue_update(rt->queue, action_id, st, output, error);
+    if (rt->queue) tw_queue_update_seq(rt->queue, action_id, snap.seq, st, output, error);
     tw_msg *sm = status_msg(snap.op, snap.twin_id, snap.name, snap.action_id, snap.correlation, st,
                             output, error);
     if (sm) {

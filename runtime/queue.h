@@ -78,6 +78,10 @@ int tw_queue_record(tw_queue *q, const tw_action *a);
  * output and error may be NULL (borrowed). TW_ECONFLICT if it is final. */
 int tw_queue_update(tw_queue *q, const char *action_id, tw_status st, json_t *output,
                     json_t *error);
+/* The same for a caller that knows the row's seq (a fetched action's): the
+ * write finds the row by it, cheaper than by id. seq <= 0: unknown. */
+int tw_queue_update_seq(tw_queue *q, const char *action_id, int64_t seq, tw_status st,
+                        json_t *output, json_t *error);
 
 /*
  * Claims up to max queued rows of agent_id in order, after seq `after`, whose
