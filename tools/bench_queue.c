@@ -10,7 +10,7 @@
  *
  * `drain`: 100,000 queued rows (times --scale) drained the way an agent that
  * reconnects drains its queue: fetch pages in order, move each action on
- * with tw_queue_update (completed, with an output), until empty; the final
+ * with tw_queue_update_seq (completed, with an output), until empty; the final
  * flush is inside the timing. Reports drained actions/s and the CPU time
  * (all threads) per drained action, which a busy machine disturbs less.
  *
@@ -318,7 +318,8 @@ static int run_drain(const tw_bench_args *args)
         }
         if (n == 0) break;
         for (int i = 0; i < n; i++)
-            if (tw_queue_update(q, got[i].id, TW_STATUS_COMPLETED, output, NULL)) errors++;
+            if (tw_queue_update_seq(q, got[i].id, got[i].seq, TW_STATUS_COMPLETED, output, NULL))
+                errors++;
         after = got[n - 1].seq;
         done += n;
         tw_action_list_free(got, n);
