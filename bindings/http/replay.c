@@ -6,8 +6,8 @@
  * SSE id every stream shows for it. A message fanned out to a thousand
  * streams is one item: its envelope is encoded once (tw_msg_encode, shared
  * with every other receiver), its frames are built on first use (the value
- * encoded only then) and every stream copies those bytes into its own
- * buffer. Every event is recorded whether or not a stream exists, so
+ * copied as it arrived, or encoded only then) and every stream copies those
+ * bytes into its own buffer. Every event is recorded whether or not a stream exists, so
  * recording is kept cheap: no encoding of its own, and eviction reads only
  * the ring's and the table's slots. The item is found by the message's
  * address in a small open-addressing table (the ring holds a reference, so
@@ -107,16 +107,20 @@ const char *rp_item_frame(rp_item *it, int variant, size_t *len)
         data = it->env;
         dlen = it->env_len;
     } else {
-        /* The value is encoded only now: recording a message that no
-         * affordance stream shows costs no encoding. */
+        /* The value as it arrived when it was parsed from bytes, else
+         * encoded now: recording a message that no affordance stream shows
+         * costs nothing. */
         event = tw_msg_name(it->m) ? tw_msg_name(it->m) : "value";
-        json_t *v = tw_msg_get(it->m, "value");
-        if (!v) v = tw_msg_get(it->m, "output");
-        dlen = 4;
-        data = "null";
-        if (v) {
-            if (!(val = tw_json_encode(v, &dlen))) return NULL;
-            data = val;
+        static const char *const members[2] = {"value", "output"};
+        data = NULL;
+        for (int i = 0; i < 2 && !data; i++) {
+            if ((data = tw_msg_get_raw(it->m, members[i], &dlen))) break;
+            json_t *v = tw_msg_get(it->m, members[i]);
+            if (v && !(data = val = tw_json_encode(v, &dlen))) return NULL;
+        }
+        if (!data) {
+            data = "null";
+            dlen = 4;
         }
     }
     char head[200];
