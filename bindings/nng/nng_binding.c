@@ -46,8 +46,8 @@
  * within login_timeout_ms, and tells refused client certificates why
  * before closing their connections.
  *
- * Mutual TLS (tls+tcp:// listeners)
- * ---------------------------------
+ * Mutual TLS (tls+tcp:// and wss:// listeners)
+ * --------------------------------------------
  * Listeners ask for a client certificate but do not require one
  * (NNG_TLS_AUTH_MODE_OPTIONAL, the runtime's CA as trust anchor). nng 1.5.2
  * only reports whether a peer verified, not which certificate it showed,
@@ -59,10 +59,11 @@
  * (tw_authn_client_identity); the connection then has that identity with
  * no login message, and an agent's queued actions start draining at once.
  * A certificate that fails either check is refused: a 401 problem, then
- * the connection is closed by the housekeeping thread (peer_cb runs under
- * the stream's lock and cannot write to it). No certificate: the password
- * or token login as before. wss:// streams are websockets over TLS, whose
- * TLS layer nng does not expose: they always log in.
+ * the connection is closed by the housekeeping thread (peer_cb may run
+ * under the stream's lock and cannot write to it). No certificate: the
+ * password or token login as before. (A wss:// stream is a websocket over
+ * TLS whose TLS stream nng keeps to itself; the engine finds it by the
+ * peer's address, see nng_tls.c.)
  */
 #include "nng_int.h"
 #include "nng_tls.h"
@@ -359,6 +360,11 @@ static void retry_cb(void *arg)
     if (nng_aio_result(le->retry_aio) == 0) accept_start(le);
 }
 
+static bool needs_tls(const char *url)
+{
+    return strncmp(url, "tls+tcp://", 10) == 0 || strncmp(url, "wss://", 6) == 0;
+}
+
 static void accept_cb(void *arg)
 {
     nng_listener_ent *le = arg;
@@ -388,7 +394,7 @@ static void accept_cb(void *arg)
         atomic_fetch_add(&nb->nconns, 1);
         slot_set(nb, slot, c);
         /* before the first read: the handshake happens on it */
-        if (bx(nb)->verifier && strncmp(le->url, "tls+tcp://", 10) == 0)
+        if (bx(nb)->verifier && needs_tls(le->url))
             tw_nng_tls_watch(st, peer_cb, nb, ((uint64_t)gen << 32) | slot);
         nconn_begin(c);
     }
@@ -416,11 +422,6 @@ static int check_url(const char *url)
     }
     tw_log_error(MOD, "%s: unsupported scheme (tls+tcp, tcp, ipc, ws, wss)", url);
     return TW_EINVAL;
-}
-
-static bool needs_tls(const char *url)
-{
-    return strncmp(url, "tls+tcp://", 10) == 0 || strncmp(url, "wss://", 6) == 0;
 }
 
 /* Reads a whole PEM file (at most 64 KiB) into a new string. */

@@ -23,10 +23,16 @@
  * must verify against the CAs and match the server name (an IP address is
  * matched against the IP SANs).
  *
- * Watching: a table from the framework's stream pointer (the `tls` handed
- * to conn_init, which is the nng_stream the listener returns) to the engine
- * connection, hashed by pointer, under one mutex. An entry lives from
- * conn_init to conn_fini.
+ * Watching: a table of the server-side engine connections, hashed by the
+ * peer's address (ip, port), under one mutex; an entry lives from conn_init
+ * to conn_fini. A tls+tcp listener hands out the framework's stream itself
+ * (the `tls` given to conn_init), found by pointer. A wss:// listener hands
+ * out a websocket stream on top of an HTTP connection on top of the TLS
+ * stream, which nng keeps to itself; the websocket stream reports the same
+ * peer address, and among live connections that names one TLS stream (an
+ * entry whose connection was closed is skipped; a newer one is found
+ * first). Its handshake is over by then (the upgrade request came over
+ * TLS), so the watch is answered at once, on the watcher's thread.
  */
 #include "nng_tls.h"
 
@@ -58,7 +64,10 @@ struct nng_tls_engine_conn {
     bool server;
     bool hs_done;
     int io_err; /* the nng error behind a GnuTLS push/pull error */
+    nng_sockaddr peer;
+    bool has_peer;
     /* watching (under watch_mtx) */
+    bool closed;
     struct nng_tls_engine_conn *next;
     tw_nng_tls_peer_fn fn;
     void *arg;
@@ -68,18 +77,35 @@ struct nng_tls_engine_conn {
 static pthread_mutex_t watch_mtx = PTHREAD_MUTEX_INITIALIZER;
 static struct nng_tls_engine_conn *watch_tab[WATCH_BUCKETS];
 
-static size_t bucket(const void *p)
+static size_t bucket(const nng_sockaddr *sa)
 {
-    uintptr_t v = (uintptr_t)p;
-    v ^= v >> 17;
+    uint64_t v = 0;
+    if (sa->s_family == NNG_AF_INET) {
+        v = ((uint64_t)sa->s_in.sa_addr << 16) ^ sa->s_in.sa_port;
+    } else if (sa->s_family == NNG_AF_INET6) {
+        for (int i = 0; i < 16; i++)
+            v = v * 31 + sa->s_in6.sa_addr[i];
+        v ^= sa->s_in6.sa_port;
+    }
     v *= 0x9e3779b97f4a7c15ull;
     return (size_t)(v >> 40) % WATCH_BUCKETS;
+}
+
+static bool same_peer(const nng_sockaddr *a, const nng_sockaddr *b)
+{
+    if (a->s_family != b->s_family) return false;
+    if (a->s_family == NNG_AF_INET)
+        return a->s_in.sa_addr == b->s_in.sa_addr && a->s_in.sa_port == b->s_in.sa_port;
+    if (a->s_family == NNG_AF_INET6)
+        return memcmp(a->s_in6.sa_addr, b->s_in6.sa_addr, 16) == 0 &&
+               a->s_in6.sa_port == b->s_in6.sa_port;
+    return false;
 }
 
 static void watch_add(nng_tls_engine_conn *ec)
 {
     pthread_mutex_lock(&watch_mtx);
-    size_t b = bucket(ec->tls);
+    size_t b = bucket(&ec->peer);
     ec->next = watch_tab[b];
     watch_tab[b] = ec;
     pthread_mutex_unlock(&watch_mtx);
@@ -88,7 +114,7 @@ static void watch_add(nng_tls_engine_conn *ec)
 static void watch_remove(nng_tls_engine_conn *ec)
 {
     pthread_mutex_lock(&watch_mtx);
-    for (nng_tls_engine_conn **pp = &watch_tab[bucket(ec->tls)]; *pp; pp = &(*pp)->next)
+    for (nng_tls_engine_conn **pp = &watch_tab[bucket(&ec->peer)]; *pp; pp = &(*pp)->next)
         if (*pp == ec) {
             *pp = ec->next;
             break;
@@ -261,19 +287,27 @@ static int conn_init(nng_tls_engine_conn *ec, void *tls, nng_tls_engine_config *
     gnutls_transport_set_ptr(ec->s, ec);
     gnutls_transport_set_pull_function(ec->s, pull);
     gnutls_transport_set_push_function(ec->s, push);
-    if (ec->server) watch_add(ec);
+    /* (tls_start gave the framework its socket before calling us) */
+    ec->has_peer =
+        ec->server && nng_stream_get_addr((nng_stream *)tls, NNG_OPT_REMADDR, &ec->peer) == 0;
+    if (ec->has_peer) watch_add(ec);
     return 0;
 }
 
 static void conn_fini(nng_tls_engine_conn *ec)
 {
-    if (ec->server && ec->s) watch_remove(ec);
+    if (ec->has_peer) watch_remove(ec);
     if (ec->s) gnutls_deinit(ec->s);
     ec->s = NULL;
 }
 
 static void conn_close(nng_tls_engine_conn *ec)
 {
+    if (ec->has_peer) {
+        pthread_mutex_lock(&watch_mtx);
+        ec->closed = true;
+        pthread_mutex_unlock(&watch_mtx);
+    }
     /* best effort close_notify: the socket goes right after */
     if (ec->s && ec->hs_done) gnutls_bye(ec->s, GNUTLS_SHUT_WR);
 }
@@ -406,10 +440,13 @@ int tw_nng_tls_engine_use(void)
 
 int tw_nng_tls_watch(nng_stream *st, tw_nng_tls_peer_fn fn, void *arg, uint64_t key)
 {
-    nng_tls_engine_conn *ec = NULL;
+    nng_sockaddr sa;
+    if (nng_stream_get_addr(st, NNG_OPT_REMADDR, &sa) != 0) return TW_ENOTFOUND;
+    nng_tls_engine_conn *ec = NULL, *by_addr = NULL;
     pthread_mutex_lock(&watch_mtx);
-    for (ec = watch_tab[bucket(st)]; ec && ec->tls != (void *)st; ec = ec->next)
-        ;
+    for (ec = watch_tab[bucket(&sa)]; ec && ec->tls != (void *)st; ec = ec->next)
+        if (!by_addr && !ec->closed && same_peer(&ec->peer, &sa)) by_addr = ec;
+    if (!ec) ec = by_addr;
     bool done = ec && ec->hs_done;
     if (ec && !done) {
         ec->fn = fn;
@@ -419,8 +456,8 @@ int tw_nng_tls_watch(nng_stream *st, tw_nng_tls_peer_fn fn, void *arg, uint64_t 
     pthread_mutex_unlock(&watch_mtx);
     if (!ec) return TW_ENOTFOUND;
     if (done) {
-        /* cannot happen for a stream nobody read or wrote yet; for safety:
-         * its chain (the handshake is over, the session is not written) */
+        /* wss:// (a tls+tcp stream nobody read or wrote yet has not shaken
+         * hands): its chain, which the finished handshake no longer writes */
         unsigned n = 0;
         const gnutls_datum_t *chain = gnutls_certificate_get_peers(ec->s, &n);
         fn(arg, key, chain, chain ? n : 0);

@@ -42,10 +42,10 @@ typedef void (*tw_nng_tls_peer_fn)(void *arg, uint64_t key, const gnutls_datum_t
 
 /*
  * Calls fn(arg, key, chain, n) once, when the handshake of st (a stream of a
- * tls+tcp listener whose config was made by this engine) completes; at once
- * if it already has. TW_ENOTFOUND when st is not such a stream (another
- * transport, or wss://, whose stream is a websocket over TLS). fn is not
- * called after the stream is freed.
+ * tls+tcp or wss:// listener whose config was made by this engine)
+ * completes; at once, on this thread, if it already has (always for wss://:
+ * the websocket upgrade came over TLS). TW_ENOTFOUND when st is not such a
+ * stream. fn is not called after the stream is freed.
  */
 int tw_nng_tls_watch(nng_stream *st, tw_nng_tls_peer_fn fn, void *arg, uint64_t key);
 

@@ -145,11 +145,21 @@ static bool is_done(void *arg)
 
 /* ---- tests ---------------------------------------------------------------------- */
 
-static void test_agent_with_certificate(void **state)
+#define WSS_URL "wss://127.0.0.1:0/twind"
+
+/* twind on nng_url (NULL: tls+tcp), and a plain tcp:// listener. */
+static int start_twind(twind_proc *d, const char *tag, const char *nng_url)
 {
-    (void)state;
+    memset(d, 0, sizeof *d);
+    if (h_mkdtemp(d->dir, sizeof d->dir, tag)) return -1;
+    snprintf(d->data, sizeof d->data, "%s/data", d->dir);
+    return twind_start(d, nng_url);
+}
+
+static void agent_with_certificate(const char *nng_url)
+{
     twind_proc d;
-    assert_int_equal(twind_new(&d, "nng-mtls"), 0);
+    assert_int_equal(start_twind(&d, "nng-mtls", nng_url), 0);
     tw_client *admin = h_admin(&d); /* a password login, on the same listener */
     assert_non_null(admin);
     assert_int_equal(h_add_client(admin, "mtls-agent", "agent", "agent", "unused-Passw0rd!"), 0);
@@ -276,11 +286,10 @@ static void test_libtwin_agent_with_certificate(void **state)
     twind_stop(&d);
 }
 
-static void test_refused_certificates(void **state)
+static void refused_certificates(const char *nng_url)
 {
-    (void)state;
     twind_proc d;
-    assert_int_equal(twind_new(&d, "nng-mtls-refused"), 0);
+    assert_int_equal(start_twind(&d, "nng-mtls-refused", nng_url), 0);
     tw_client *admin = h_admin(&d);
     assert_non_null(admin);
     char cert[800], key[800];
@@ -345,11 +354,10 @@ static void test_refused_certificates(void **state)
  * transport's probe must end that receive. Without the probe this test
  * hangs (until ctest's timeout).
  */
-static void test_dead_server_seen_over_tls(void **state)
+static void dead_server_seen(const char *nng_url)
 {
-    (void)state;
     twind_proc d;
-    assert_int_equal(twind_new(&d, "nng-tls-dead"), 0);
+    assert_int_equal(start_twind(&d, "nng-tls-dead", nng_url), 0);
     tw_transport *t = cert_link(&d, NULL, NULL); /* no certificate, no login */
     assert_non_null(t);
     json_t *ping =
@@ -400,15 +408,54 @@ static void test_server_verified(void **state)
     twind_stop(&d);
 }
 
+static void test_agent_with_certificate(void **state)
+{
+    (void)state;
+    agent_with_certificate(NULL);
+}
+
+static void test_agent_with_certificate_wss(void **state)
+{
+    (void)state;
+    agent_with_certificate(WSS_URL);
+}
+
+static void test_refused_certificates(void **state)
+{
+    (void)state;
+    refused_certificates(NULL);
+}
+
+static void test_refused_certificates_wss(void **state)
+{
+    (void)state;
+    refused_certificates(WSS_URL);
+}
+
+static void test_dead_server_seen_over_tls(void **state)
+{
+    (void)state;
+    dead_server_seen(NULL);
+}
+
+static void test_dead_server_seen_over_wss(void **state)
+{
+    (void)state;
+    dead_server_seen(WSS_URL);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     (void)twind_restart; /* (harness.h) */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_agent_with_certificate),
+        cmocka_unit_test(test_agent_with_certificate_wss),
         cmocka_unit_test(test_refused_certificates),
+        cmocka_unit_test(test_refused_certificates_wss),
         cmocka_unit_test(test_libtwin_agent_with_certificate),
         cmocka_unit_test(test_dead_server_seen_over_tls),
+        cmocka_unit_test(test_dead_server_seen_over_wss),
         cmocka_unit_test(test_server_verified),
     };
     int failed = cmocka_run_group_tests_name("nng default TLS engine (mbedTLS)", tests, NULL, NULL);
@@ -423,7 +470,9 @@ int main(void)
         return failed + 1;
     const struct CMUnitTest gnutls_tests[] = {
         cmocka_unit_test(test_agent_with_certificate),
+        cmocka_unit_test(test_agent_with_certificate_wss),
         cmocka_unit_test(test_dead_server_seen_over_tls),
+        cmocka_unit_test(test_dead_server_seen_over_wss),
         cmocka_unit_test(test_server_verified),
     };
     return failed +
