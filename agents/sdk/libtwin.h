@@ -103,10 +103,10 @@ typedef struct tw_client_opts {
      * (res->action_id names the action). May be NULL. Callback thread. */
     tw_action_fn on_action_status;
     void *action_status_arg;
-    /* Mutual TLS (tls+tcp:// URLs): a client certificate and its key, PEM
-     * files (`twind --issue-cert ID` writes both). The runtime then knows
-     * the client from the TLS handshake: no password, token or login is
-     * needed (the other credentials may stay NULL). */
+    /* Mutual TLS (tls+tcp:// and wss:// URLs): a client certificate and
+     * its key, PEM files (`twind --issue-cert ID` writes both). The runtime
+     * then knows the client from the TLS handshake: no password, token or
+     * login is needed (the other credentials may stay NULL). */
     const char *cert_file;
     const char *key_file;
 } tw_client_opts;

@@ -11,10 +11,10 @@
  * TLS: the server certificate must chain to ca_file and match the server
  * name (the URL's host unless server_name is given); there is no "insecure"
  * switch. With cert_file (and key_file, or a cert_file holding both) the
- * link presents that client certificate: on tls+tcp:// twind's nng binding
- * then authenticates the connection as the certificate's client during the
- * handshake, and a certificate it refuses gets a 401 problem and the link
- * closed.
+ * link presents that client certificate: on tls+tcp:// and wss:// twind's
+ * nng binding then authenticates the connection as the certificate's client
+ * during the handshake, and a certificate it refuses gets a 401 problem and
+ * the link closed.
  *
  * A dead TLS link that nng 1.5 never reports: its TLS stream keeps a read
  * of the socket going on its own. If that read meets the end of the
