@@ -24,16 +24,18 @@
  *  - Raw SP sockets keep the same per-pipe queues and the same drops.
  *
  * nng's stream API gives the parts that are worth having from nng - its
- * transports (tcp, TLS 1.2/1.3 over mbedTLS, ipc, ws, wss), URL parsing and
- * the aio machinery on nng's own threads - and one nng_stream per peer. Each
- * stream is exactly one tw_conn: addressing is by construction (a message is
- * written to that stream and no other), identity is per stream (the `login`
- * envelope goes through tw_router_handle, whose login handler calls
- * tw_conn_set_identity), and the send queue is ours: a bounded ring with an
- * explicit policy (nng_conn.c: full ring -> TW_EFULL and the connection is
- * closed; nothing dropped without the peer noticing, nothing resent). The
- * price is our own framing, which is trivial (newline-delimited JSON,
- * nng_frame.h) and lets a sender batch many envelopes into one write.
+ * transports (tcp, TLS 1.2/1.3 - here over GnuTLS, see nng_tls.h - ipc, ws,
+ * wss), URL parsing and the aio machinery on nng's own threads - and one
+ * nng_stream per peer. Each stream is exactly one tw_conn: addressing is by
+ * construction (a message is written to that stream and no other),
+ * identity is per stream (the `login` envelope goes through
+ * tw_router_handle, whose login handler calls tw_conn_set_identity; or a
+ * client certificate, see below), and the send queue is ours: a bounded
+ * ring with an explicit policy (nng_conn.c: full ring -> TW_EFULL and the
+ * connection is closed; nothing dropped without the peer noticing, nothing
+ * resent). The price is our own framing, which is trivial
+ * (newline-delimited JSON, nng_frame.h) and lets a sender batch many
+ * envelopes into one write.
  *
  * Connection table: a tw_conn's bdata holds (slot, generation) instead of a
  * pointer, because the router may call send() with a tw_conn whose nng side

@@ -90,7 +90,8 @@ out=$(curl -sS --max-time 10 --cacert "$CA" --cert "$WORK/mallory.pem" --key "$W
 [ "$out" = "client=invalid" ] || fail "a foreign client certificate was not refused: '$out'"
 stop
 
-# the nng binding's TLS (mbedTLS) loads the same PEM files and verifies the chain
+# nng's mbedTLS engine (libtwin's side of the nng binding) loads the same PEM
+# files and verifies the chain
 "$PROBE" nng "$DATA" "$CA" || fail "nng tls+tcp round trip with ca.pem"
 rc=0
 "$PROBE" nng "$DATA" "$OTHER/tls/ca.pem" 2>/dev/null || rc=$?

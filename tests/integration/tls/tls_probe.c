@@ -176,7 +176,7 @@ static char *slurp(const char *path)
     return buf;
 }
 
-/* The same files through mbedTLS, as the nng binding loads them. */
+/* The same files through nng's mbedTLS engine, as libtwin loads them. */
 static int nng_round_trip(const char *data_dir, const char *ca_path)
 {
     tw_tls_files f;
