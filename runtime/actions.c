@@ -17,9 +17,11 @@
  * client's other connections, else to its inbox.
  *
  * Drain: when an agent comes online its queue is delivered in order with at
- * most cfg->drain_window actions in flight; each final answer frees a slot
- * and pulls the next rows, so a queue of a million rows neither floods the
- * agent's connection nor sits in memory.
+ * most cfg->drain_window actions in flight; final answers free slots, and
+ * once a quarter of the window is free the sweeper thread claims the next
+ * rows, so a queue of a million rows neither floods the agent's connection
+ * nor sits in memory, and the agent always has the rest of the window to
+ * work on while a claim is under way.
  */
 #include "log.h"
 #include "router_int.h"
@@ -195,6 +197,16 @@ static void delivery_failed(tw_runtime *rt, tw_action *a, int rc)
     notify_action(rt, NULL, a);
 }
 
+/* Free slots of the drain window that start a refill: a quarter of it (at
+ * least one). With half, the agent ran dry while each claim waited behind
+ * a group commit; a larger batch per claim saves little once the claim is
+ * one statement per page. */
+static int refill_at(const tw_runtime *rt)
+{
+    int q = rt->cfg->drain_window / 4;
+    return q > 0 ? q : 1;
+}
+
 static void drain(tw_runtime *rt, const char *agent_id)
 {
     if (!rt->queue) return;
@@ -219,9 +231,11 @@ static void drain(tw_runtime *rt, const char *agent_id)
     for (;;) {
         int want = rt->cfg->drain_window - d->inflight;
         d->more = false;
-        /* Claiming rows commits (one fsync), so refill in batches: only once
-         * half the window is free, unless nothing is in flight at all. */
-        if (want <= 0 || (want < (rt->cfg->drain_window + 1) / 2 && d->inflight > 0)) break;
+        /* Claiming rows costs a writer job, so refill in batches: once a
+         * quarter of the window is free (refill_at), unless nothing is in
+         * flight at all. Not later: the agent must still have work while
+         * the claim waits for the writer and the batch is sent. */
+        if (want <= 0 || (want < refill_at(rt) && d->inflight > 0)) break;
         /* Reserve the slots before delivering: an answer may come back (and
          * free its slot) before this loop has delivered the rest. */
         d->inflight += want;
@@ -282,7 +296,7 @@ static void window_release(tw_runtime *rt, const char *agent_id)
     bool refill = false;
     if (d && d->inflight > 0) {
         d->inflight--;
-        refill = d->inflight <= rt->cfg->drain_window / 2;
+        refill = rt->cfg->drain_window - d->inflight >= refill_at(rt);
     }
     pthread_mutex_unlock(&rt->drain_lock);
     if (refill) tw_runtime_kick_drain(rt, agent_id);
