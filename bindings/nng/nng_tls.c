@@ -333,19 +333,28 @@ static void handshake_done(nng_tls_engine_conn *ec)
     fn(arg, key, chain, chain ? n : 0);
 }
 
+/* A non-fatal result other than "wait for the socket" (a warning alert):
+ * the call is to be repeated at once, since no I/O will call us again. */
+static bool again_now(int rv)
+{
+    return rv < 0 && rv != GNUTLS_E_AGAIN && rv != GNUTLS_E_INTERRUPTED &&
+           rv != GNUTLS_E_REHANDSHAKE && !gnutls_error_is_fatal(rv);
+}
+
 static int conn_handshake(nng_tls_engine_conn *ec)
 {
     if (ec->hs_done) return 0; /* a second gnutls_handshake would renegotiate */
     ec->io_err = 0;
-    int rv = gnutls_handshake(ec->s);
+    int rv, tries = 0;
+    do
+        rv = gnutls_handshake(ec->s);
+    while (again_now(rv) && ++tries < 16);
     if (rv == 0) {
         handshake_done(ec);
         return 0;
     }
-    if (rv != GNUTLS_E_AGAIN && rv != GNUTLS_E_INTERRUPTED && gnutls_error_is_fatal(rv))
+    if (rv != GNUTLS_E_AGAIN && rv != GNUTLS_E_INTERRUPTED)
         tw_log_debug(MOD, "TLS handshake: %s", gnutls_strerror(rv));
-    if (!gnutls_error_is_fatal(rv) && rv != GNUTLS_E_AGAIN && rv != GNUTLS_E_INTERRUPTED)
-        return NNG_EAGAIN; /* a warning alert: carry on when called again */
     return conn_err(ec, rv);
 }
 
@@ -354,7 +363,12 @@ static int conn_recv(nng_tls_engine_conn *ec, uint8_t *buf, size_t *szp)
     int rv = conn_handshake(ec);
     if (rv != 0) return rv;
     ec->io_err = 0;
-    ssize_t n = gnutls_record_recv(ec->s, buf, *szp);
+    ssize_t n;
+    int tries = 0;
+    do
+        n = gnutls_record_recv(ec->s, buf, *szp);
+    while (again_now((int)n) && ++tries < 16);
+    /* (a peer's renegotiation request, GNUTLS_E_REHANDSHAKE, ends the link) */
     if (n > 0) {
         *szp = (size_t)n;
         return 0;
