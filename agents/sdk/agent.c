@@ -88,79 +88,6 @@ static json_t *value_env(tw_client *c, const char *op, const char *thing, const 
                      "messageID", mid, "timestamp", ts);
 }
 
-/* Appends s[0..n) as a JSON string, quotes included; out has room for
- * 6*n+2 bytes. Short escapes where JSON has them, \u00XX for the other
- * control characters; everything else (UTF-8 included) as it is. */
-static size_t put_json_str(char *out, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    char *o = out;
-    *o++ = '"';
-    const unsigned char *p = (const unsigned char *)s, *end = p + n;
-    while (p < end) {
-        const unsigned char *run = p;
-        while (p < end && *p >= 0x20 && *p != '"' && *p != '\\')
-            p++;
-        memcpy(o, run, (size_t)(p - run));
-        o += p - run;
-        if (p == end) break;
-        unsigned char ch = *p++;
-        *o++ = '\\';
-        switch (ch) {
-        case '"':
-        case '\\':
-            *o++ = (char)ch;
-            break;
-        case '\n':
-            *o++ = 'n';
-            break;
-        case '\r':
-            *o++ = 'r';
-            break;
-        case '\t':
-            *o++ = 't';
-            break;
-        case '\b':
-            *o++ = 'b';
-            break;
-        case '\f':
-            *o++ = 'f';
-            break;
-        default:
-            *o++ = 'u';
-            *o++ = '0';
-            *o++ = '0';
-            *o++ = hex[ch >> 4];
-            *o++ = hex[ch & 15];
-        }
-    }
-    *o++ = '"';
-    return (size_t)(o - out);
-}
-
-static size_t put_lit(char *out, const char *lit, size_t n)
-{
-    memcpy(out, lit, n);
-    return n;
-}
-
-/* A decimal integer; out has room for 21 bytes. */
-static size_t put_int(char *out, json_int_t v)
-{
-    char tmp[24];
-    size_t n = 0;
-    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
-    do {
-        tmp[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    size_t k = 0;
-    if (v < 0) out[k++] = '-';
-    while (n)
-        out[k++] = tmp[--n];
-    return k;
-}
-
 /*
  * The hot path of publishing: the envelope line is written straight into
  * one buffer (on the stack when it fits) without building an envelope
@@ -201,35 +128,35 @@ static int publish_value(tw_client *c, const char *op, const char *thing, const 
         free(venc);
         return TW_ENOMEM;
     }
-    size_t n = put_lit(buf, "{\"type\":\"notification\",\"operation\":\"", 36);
-    n += put_lit(buf + n, op, strlen(op));
-    n += put_lit(buf + n, "\",\"thingID\":", 12);
-    n += put_json_str(buf + n, thing, tl);
-    n += put_lit(buf + n, ",\"name\":", 8);
-    n += put_json_str(buf + n, name, nl);
-    n += put_lit(buf + n, ",\"messageID\":\"", 14);
-    n += put_lit(buf + n, mid, strlen(mid));
-    n += put_lit(buf + n, "\",\"timestamp\":\"", 15);
-    n += put_lit(buf + n, ts, strlen(ts));
-    n += put_lit(buf + n, "\",\"value\":", 10);
+    size_t n = sdk_put_lit(buf, "{\"type\":\"notification\",\"operation\":\"", 36);
+    n += sdk_put_lit(buf + n, op, strlen(op));
+    n += sdk_put_lit(buf + n, "\",\"thingID\":", 12);
+    n += sdk_put_json_str(buf + n, thing, tl);
+    n += sdk_put_lit(buf + n, ",\"name\":", 8);
+    n += sdk_put_json_str(buf + n, name, nl);
+    n += sdk_put_lit(buf + n, ",\"messageID\":\"", 14);
+    n += sdk_put_lit(buf + n, mid, strlen(mid));
+    n += sdk_put_lit(buf + n, "\",\"timestamp\":\"", 15);
+    n += sdk_put_lit(buf + n, ts, strlen(ts));
+    n += sdk_put_lit(buf + n, "\",\"value\":", 10);
     switch (json_typeof(v)) {
     case JSON_INTEGER:
-        n += put_int(buf + n, json_integer_value(v));
+        n += sdk_put_int(buf + n, json_integer_value(v));
         break;
     case JSON_TRUE:
-        n += put_lit(buf + n, "true", 4);
+        n += sdk_put_lit(buf + n, "true", 4);
         break;
     case JSON_FALSE:
-        n += put_lit(buf + n, "false", 5);
+        n += sdk_put_lit(buf + n, "false", 5);
         break;
     case JSON_NULL:
-        n += put_lit(buf + n, "null", 4);
+        n += sdk_put_lit(buf + n, "null", 4);
         break;
     case JSON_STRING:
-        n += put_json_str(buf + n, json_string_value(v), json_string_length(v));
+        n += sdk_put_json_str(buf + n, json_string_value(v), json_string_length(v));
         break;
     default:
-        n += put_lit(buf + n, venc, vmax);
+        n += sdk_put_lit(buf + n, venc, vmax);
     }
     buf[n++] = '}';
     buf[n++] = '\n';
@@ -374,16 +301,28 @@ static int req_answer(tw_req *r, const char *type, tw_status st, json_t *output,
     if (final && atomic_exchange(&r->answered, true)) return TW_ECONFLICT;
     char mid[TW_ID_MAX];
     sdk_new_id(c, mid);
-    json_t *env =
-        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "type", type, "operation",
-                  r->write ? "writeproperty" : "invokeaction", "thingID", r->thing, "name", r->name,
-                  "correlationID", r->action_id, "status", tw_status_name(st));
-    if (env) {
-        json_object_set_new(env, "messageID", json_string(mid));
-        if (output) json_object_set(env, "output", output);
-        if (error) json_object_set(env, "error", error);
+    /* written by hand: an agent draining a queue answers thousands a second */
+    sdk_line l = {0};
+    sdk_line_raw(&l, "{\"type\":\"", 9);
+    sdk_line_raw(&l, type, strlen(type));
+    sdk_line_raw(&l, "\"", 1);
+    sdk_line_member(&l, "operation", r->write ? "writeproperty" : "invokeaction");
+    sdk_line_member(&l, "thingID", r->thing);
+    sdk_line_member(&l, "name", r->name);
+    sdk_line_member(&l, "correlationID", r->action_id);
+    sdk_line_member(&l, "status", tw_status_name(st));
+    sdk_line_member(&l, "messageID", mid);
+    if (output) {
+        sdk_line_raw(&l, ",\"output\":", 10);
+        sdk_line_json(&l, output);
     }
-    int rc = env ? sdk_enqueue(c, env, OUT_ANSWER, NULL) : TW_ENOMEM;
+    if (error) {
+        sdk_line_raw(&l, ",\"error\":", 9);
+        sdk_line_json(&l, error);
+    }
+    size_t len = 0;
+    char *line = sdk_line_end(&l, &len);
+    int rc = line ? sdk_enqueue_line(c, line, len, OUT_ANSWER, NULL) : TW_ENOMEM;
     if (final) {
         pthread_mutex_lock(&c->mtx);
         if (tw_hmap_get(&c->reqs, r->action_id) == r) tw_hmap_del(&c->reqs, r->action_id);

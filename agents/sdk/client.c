@@ -121,6 +121,173 @@ int sdk_append_line(char **buf, size_t *len, size_t *cap, json_t *env)
     return 0;
 }
 
+/* ---- envelopes written by hand ------------------------------------------------- */
+
+/* Appends s[0..n) as a JSON string, quotes included; out has room for
+ * 6*n+2 bytes. Short escapes where JSON has them, \u00XX for the other
+ * control characters; everything else (UTF-8 included) as it is. */
+size_t sdk_put_json_str(char *out, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    char *o = out;
+    *o++ = '"';
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        const unsigned char *run = p;
+        while (p < end && *p >= 0x20 && *p != '"' && *p != '\\')
+            p++;
+        memcpy(o, run, (size_t)(p - run));
+        o += p - run;
+        if (p == end) break;
+        unsigned char ch = *p++;
+        *o++ = '\\';
+        switch (ch) {
+        case '"':
+        case '\\':
+            *o++ = (char)ch;
+            break;
+        case '\n':
+            *o++ = 'n';
+            break;
+        case '\r':
+            *o++ = 'r';
+            break;
+        case '\t':
+            *o++ = 't';
+            break;
+        case '\b':
+            *o++ = 'b';
+            break;
+        case '\f':
+            *o++ = 'f';
+            break;
+        default:
+            *o++ = 'u';
+            *o++ = '0';
+            *o++ = '0';
+            *o++ = hex[ch >> 4];
+            *o++ = hex[ch & 15];
+        }
+    }
+    *o++ = '"';
+    return (size_t)(o - out);
+}
+
+size_t sdk_put_lit(char *out, const char *lit, size_t n)
+{
+    memcpy(out, lit, n);
+    return n;
+}
+
+/* A decimal integer; out has room for 21 bytes. */
+size_t sdk_put_int(char *out, json_int_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    size_t k = 0;
+    if (v < 0) out[k++] = '-';
+    while (n)
+        out[k++] = tmp[--n];
+    return k;
+}
+
+static void line_room(sdk_line *l, size_t n)
+{
+    if (l->failed || l->cap - l->len >= n) return;
+    size_t nc = l->cap ? l->cap : 256;
+    while (nc - l->len < n)
+        nc *= 2;
+    char *nb = realloc(l->buf, nc);
+    if (!nb) {
+        l->failed = true;
+        return;
+    }
+    l->buf = nb;
+    l->cap = nc;
+}
+
+void sdk_line_raw(sdk_line *l, const char *s, size_t n)
+{
+    line_room(l, n);
+    if (!l->failed) l->len += sdk_put_lit(l->buf + l->len, s, n);
+}
+
+void sdk_line_str(sdk_line *l, const char *s, size_t n)
+{
+    line_room(l, 6 * n + 2);
+    if (!l->failed) l->len += sdk_put_json_str(l->buf + l->len, s, n);
+}
+
+void sdk_line_json(sdk_line *l, json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_STRING:
+        sdk_line_str(l, json_string_value(v), json_string_length(v));
+        return;
+    case JSON_INTEGER:
+        line_room(l, 24);
+        if (!l->failed) l->len += sdk_put_int(l->buf + l->len, json_integer_value(v));
+        return;
+    case JSON_TRUE:
+        sdk_line_raw(l, "true", 4);
+        return;
+    case JSON_FALSE:
+        sdk_line_raw(l, "false", 5);
+        return;
+    case JSON_NULL:
+        sdk_line_raw(l, "null", 4);
+        return;
+    default: {
+        size_t n = 0;
+        char *enc = tw_json_encode(v, &n);
+        if (!enc) {
+            l->failed = true;
+            return;
+        }
+        sdk_line_raw(l, enc, n);
+        free(enc);
+    }
+    }
+}
+
+void sdk_line_member(sdk_line *l, const char *key, const char *s)
+{
+    sdk_line_raw(l, ",\"", 2);
+    sdk_line_raw(l, key, strlen(key));
+    sdk_line_raw(l, "\":", 2);
+    sdk_line_str(l, s, strlen(s));
+}
+
+void sdk_line_request(tw_client *c, sdk_line *l, const char *op, const char *thing,
+                      const char *name, char corr[TW_ID_MAX])
+{
+    sdk_new_id(c, corr);
+    sdk_line_raw(l, "{\"type\":\"request\",\"operation\":\"", 31);
+    sdk_line_raw(l, op, strlen(op));
+    sdk_line_raw(l, "\"", 1);
+    if (thing) sdk_line_member(l, "thingID", thing);
+    if (name) sdk_line_member(l, "name", name);
+    sdk_line_member(l, "correlationID", corr);
+    sdk_line_member(l, "messageID", corr);
+}
+
+char *sdk_line_end(sdk_line *l, size_t *len)
+{
+    sdk_line_raw(l, "}\n", 2);
+    if (l->failed) {
+        free(l->buf);
+        l->buf = NULL;
+        return NULL;
+    }
+    *len = l->len;
+    return l->buf;
+}
+
 /* The TW_E* code of a response's status and problem. */
 static int rc_of(tw_status st, json_t *err)
 {
@@ -689,15 +856,17 @@ static int pending_add(tw_client *c, pending *p)
     return err ? (c->closing ? TW_ECLOSED : TW_ENOMEM) : 0;
 }
 
-/* Sends and waits; on return p is out of the table and owned by the caller. */
-static int wait_pending(tw_client *c, pending *p, json_t *env, int timeout_ms)
+/* Sends the line (ownership taken) and waits; on return p is out of the
+ * table and owned by the caller. */
+static int wait_pending(tw_client *c, pending *p, char *line, size_t len, int timeout_ms)
 {
+    if (!line) return TW_ENOMEM;
     int rc = pending_add(c, p);
     if (rc) {
-        json_decref(env);
+        free(line);
         return rc;
     }
-    rc = sdk_enqueue(c, env, OUT_REQUEST, p->corr);
+    rc = sdk_enqueue_line(c, line, len, OUT_REQUEST, p->corr);
     pthread_mutex_lock(&c->mtx);
     if (rc) {
         if (!p->done) tw_hmap_del(&c->pend, p->corr);
@@ -721,12 +890,15 @@ static int wait_pending(tw_client *c, pending *p, json_t *env, int timeout_ms)
 int sdk_call(tw_client *c, json_t *env, const char *corr, int timeout_ms, json_t **response)
 {
     if (response) *response = NULL;
-    pending *p = pending_new(c, corr, PEND_PLAIN, true);
+    size_t len = 0;
+    char *line = env ? encode(env, &len) : NULL;
+    json_decref(env);
+    pending *p = line ? pending_new(c, corr, PEND_PLAIN, true) : NULL;
     if (!p) {
-        json_decref(env);
+        free(line);
         return TW_ENOMEM;
     }
-    int rc = wait_pending(c, p, env, timeout_ms);
+    int rc = wait_pending(c, p, line, len, timeout_ms);
     if (response) {
         *response = p->response;
         p->response = NULL;
@@ -735,15 +907,15 @@ int sdk_call(tw_client *c, json_t *env, const char *corr, int timeout_ms, json_t
     return rc;
 }
 
-int sdk_call_action(tw_client *c, json_t *env, const char *corr, int timeout_ms,
+int sdk_call_action(tw_client *c, char *line, size_t len, const char *corr, int timeout_ms,
                     tw_action_result *res)
 {
-    pending *p = pending_new(c, corr, PEND_ACTION, true);
+    pending *p = line ? pending_new(c, corr, PEND_ACTION, true) : NULL;
     if (!p) {
-        json_decref(env);
+        free(line);
         return TW_ENOMEM;
     }
-    int rc = wait_pending(c, p, env, timeout_ms);
+    int rc = wait_pending(c, p, line, len, timeout_ms);
     if (res) {
         *res = p->last;
         memset(&p->last, 0, sizeof p->last);
@@ -752,12 +924,12 @@ int sdk_call_action(tw_client *c, json_t *env, const char *corr, int timeout_ms,
     return rc;
 }
 
-int sdk_call_action_async(tw_client *c, json_t *env, const char *corr, int timeout_ms,
+int sdk_call_action_async(tw_client *c, char *line, size_t len, const char *corr, int timeout_ms,
                           tw_action_fn fn, void *arg)
 {
-    pending *p = pending_new(c, corr, PEND_ACTION, false);
+    pending *p = line ? pending_new(c, corr, PEND_ACTION, false) : NULL;
     if (!p) {
-        json_decref(env);
+        free(line);
         return TW_ENOMEM;
     }
     p->fn = fn;
@@ -766,10 +938,10 @@ int sdk_call_action_async(tw_client *c, json_t *env, const char *corr, int timeo
     int rc = pending_add(c, p);
     if (rc) {
         pending_free(p);
-        json_decref(env);
+        free(line);
         return rc;
     }
-    rc = sdk_enqueue(c, env, OUT_REQUEST, corr);
+    rc = sdk_enqueue_line(c, line, len, OUT_REQUEST, corr);
     if (rc) {
         pthread_mutex_lock(&c->mtx);
         if (tw_hmap_get(&c->pend, corr) == p) {

@@ -316,12 +316,18 @@ void sdk_consumer_free(tw_client *c)
 
 /* ---- actions -------------------------------------------------------------------------- */
 
-static json_t *action_env(tw_client *c, const char *op, const char *twin_id, const char *name,
-                          json_t *input, char corr[TW_ID_MAX])
+/* An action request written by hand: no JSON tree for the envelope, the
+ * input encoded once. */
+static char *action_line(tw_client *c, const char *op, const char *twin_id, const char *name,
+                         json_t *input, char corr[TW_ID_MAX], size_t *len)
 {
-    json_t *env = sdk_request(c, op, twin_id, name, corr);
-    if (env && input) json_object_set(env, "input", input);
-    return env;
+    sdk_line l = {0};
+    sdk_line_request(c, &l, op, twin_id, name, corr);
+    if (input) {
+        sdk_line_raw(&l, ",\"input\":", 9);
+        sdk_line_json(&l, input);
+    }
+    return sdk_line_end(&l, len);
 }
 
 int tw_consumer_invoke(tw_client *c, const char *twin_id, const char *name, json_t *input,
@@ -330,11 +336,11 @@ int tw_consumer_invoke(tw_client *c, const char *twin_id, const char *name, json
     if (res) memset(res, 0, sizeof *res);
     if (!twin_id || !name) return TW_EINVAL;
     char corr[TW_ID_MAX];
-    json_t *env = action_env(c, "invokeaction", twin_id, name, input, corr);
-    if (!env) return TW_ENOMEM;
+    size_t len = 0;
+    char *line = action_line(c, "invokeaction", twin_id, name, input, corr, &len);
     tw_action_result r;
     memset(&r, 0, sizeof r);
-    int rc = sdk_call_action(c, env, corr, timeout_ms, &r);
+    int rc = sdk_call_action(c, line, len, corr, timeout_ms, &r);
     if (res)
         *res = r;
     else
@@ -347,9 +353,9 @@ int tw_consumer_invoke_async(tw_client *c, const char *twin_id, const char *name
 {
     if (!twin_id || !name || !fn) return TW_EINVAL;
     char corr[TW_ID_MAX];
-    json_t *env = action_env(c, "invokeaction", twin_id, name, input, corr);
-    if (!env) return TW_ENOMEM;
-    return sdk_call_action_async(c, env, corr, timeout_ms, fn, arg);
+    size_t len = 0;
+    char *line = action_line(c, "invokeaction", twin_id, name, input, corr, &len);
+    return sdk_call_action_async(c, line, len, corr, timeout_ms, fn, arg);
 }
 
 int tw_consumer_write_property(tw_client *c, const char *twin_id, const char *name, json_t *value,
@@ -358,11 +364,11 @@ int tw_consumer_write_property(tw_client *c, const char *twin_id, const char *na
     if (res) memset(res, 0, sizeof *res);
     if (!twin_id || !name || !value) return TW_EINVAL;
     char corr[TW_ID_MAX];
-    json_t *env = action_env(c, "writeproperty", twin_id, name, value, corr);
-    if (!env) return TW_ENOMEM;
+    size_t len = 0;
+    char *line = action_line(c, "writeproperty", twin_id, name, value, corr, &len);
     tw_action_result r;
     memset(&r, 0, sizeof r);
-    int rc = sdk_call_action(c, env, corr, timeout_ms, &r);
+    int rc = sdk_call_action(c, line, len, corr, timeout_ms, &r);
     if (res)
         *res = r;
     else

@@ -173,9 +173,11 @@ int sdk_enqueue_value(tw_client *c, const char *line, size_t len);
 /* Sends a request and waits for its response (plain) or its final action
  * status (action). env stolen. */
 int sdk_call(tw_client *c, json_t *env, const char *corr, int timeout_ms, json_t **response);
-int sdk_call_action(tw_client *c, json_t *env, const char *corr, int timeout_ms,
+/* The action calls take the request as an encoded line (ownership taken;
+ * NULL means an allocation failed). */
+int sdk_call_action(tw_client *c, char *line, size_t len, const char *corr, int timeout_ms,
                     tw_action_result *res);
-int sdk_call_action_async(tw_client *c, json_t *env, const char *corr, int timeout_ms,
+int sdk_call_action_async(tw_client *c, char *line, size_t len, const char *corr, int timeout_ms,
                           tw_action_fn fn, void *arg);
 /* The TW_E* code of a failed response (from its problem's status). */
 int sdk_response_rc(json_t *resp);
@@ -186,6 +188,33 @@ void sdk_push_job_locked(tw_client *c, job *j); /* mtx held */
 int sdk_agent_resync(tw_client *c, char **buf, size_t *len, size_t *cap);
 int sdk_consumer_resync(tw_client *c, char **buf, size_t *len, size_t *cap);
 int sdk_append_line(char **buf, size_t *len, size_t *cap, json_t *env);
+
+/* Envelope lines written by hand (the hot paths: values, action requests,
+ * answers): no JSON tree, one buffer. A failed allocation is remembered
+ * and reported by sdk_line_end. */
+typedef struct sdk_line {
+    char *buf;
+    size_t len, cap;
+    bool failed;
+} sdk_line;
+/* s[0..n) as a JSON string (out has room for 6*n+2); raw bytes; a
+ * decimal integer (room for 21). Each returns the bytes written. */
+size_t sdk_put_json_str(char *out, const char *s, size_t n);
+size_t sdk_put_lit(char *out, const char *lit, size_t n);
+size_t sdk_put_int(char *out, json_int_t v);
+void sdk_line_raw(sdk_line *l, const char *s, size_t n);
+void sdk_line_str(sdk_line *l, const char *s, size_t n);
+/* Any JSON value: scalars by hand, the rest through the runtime's encoder. */
+void sdk_line_json(sdk_line *l, json_t *v);
+/* ,"key":"s" */
+void sdk_line_member(sdk_line *l, const char *key, const char *s);
+/* {"type":"request","operation":op[,"thingID"][,"name"],"correlationID",
+ * "messageID" - without the closing brace; corr gets the new id. */
+void sdk_line_request(tw_client *c, sdk_line *l, const char *op, const char *thing,
+                      const char *name, char corr[TW_ID_MAX]);
+/* Closes the object and the line: the buffer (the caller owns it) and its
+ * length, or NULL if an allocation failed. */
+char *sdk_line_end(sdk_line *l, size_t *len);
 
 /* agent.c: an incoming request or cancel for the agent */
 void sdk_agent_request(tw_client *c, tw_msg *m);

@@ -9,8 +9,9 @@
  * send queue and must still leave in order with none lost; values are
  * written by hand, so strings that need escapes (quotes, backslashes,
  * control characters, non-ASCII) and every JSON type must come out meaning
- * exactly what went in; the view callbacks and the classic ones see the
- * same notification.
+ * exactly what went in; action requests and agent answers, also written by
+ * hand, carry their input and output exactly; the view callbacks and the
+ * classic ones see the same notification.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -38,7 +39,7 @@ typedef struct fake {
     pthread_mutex_t mtx; /* guards writes to st and the record below */
     pthread_cond_t cond;
     json_t *published; /* notifications the client sent, in order */
-    bool done;
+    atomic_bool stop;
 } fake;
 
 static void fake_write(fake *f, const char *buf, size_t len)
@@ -79,6 +80,13 @@ static void fake_answer(fake *f, json_t *req)
     if (op && strcmp(op, "login") == 0)
         json_object_set_new(r, "output",
                             json_pack("{s:s, s:s}", "token", "session", "clientID", "wire"));
+    if (op && strcmp(op, "invokeaction") == 0) { /* an echo, which also says what it got */
+        json_t *in = json_object_get(req, "input");
+        if (in) json_object_set(r, "output", in);
+        json_object_set(r, "actionID", json_object_get(req, "correlationID"));
+        json_object_set(r, "thingID", json_object_get(req, "thingID"));
+        json_object_set(r, "name", json_object_get(req, "name"));
+    }
     fake_send_json(f, r);
     json_decref(r);
 }
@@ -121,11 +129,17 @@ static void *fake_main(void *arg)
         memmove(buf, buf + off, len - off);
         len -= off;
         off = 0;
+        /* a receive started after nng_stream_close() may never complete
+         * (nng 1.5), so the reader polls a stop flag instead of relying on
+         * the close to wake it */
         nng_iov iov = {buf + len, cap - len};
         nng_aio_set_iov(aio, 1, &iov);
+        nng_aio_set_timeout(aio, 100);
         nng_stream_recv(f->st, aio);
         nng_aio_wait(aio);
-        if (nng_aio_result(aio)) break;
+        int rv = nng_aio_result(aio);
+        if (rv == NNG_ETIMEDOUT && !atomic_load(&f->stop)) continue;
+        if (rv) break;
         len += nng_aio_count(aio);
     }
     free(buf);
@@ -149,6 +163,7 @@ static void fake_start(fake *f)
 
 static void fake_stop(fake *f)
 {
+    atomic_store(&f->stop, true);
     if (f->st) nng_stream_close(f->st);
     nng_stream_listener_close(f->l);
     pthread_join(f->thr, NULL);
@@ -263,6 +278,82 @@ static void test_values_roundtrip(void **state)
     fake_stop(&f);
 }
 
+/* Inputs of every kind reach the runtime exactly (the fake echoes them as
+ * the output, which also checks the response is read back exactly). */
+static void test_invoke_roundtrip(void **state)
+{
+    (void)state;
+    fake f;
+    fake_start(&f);
+    tw_client *c = client_up(&f, false);
+    json_t *inputs =
+        json_pack("[s, {s:s, s:[i, f, b, n]}, I, o]", "say \"hi\"\n\\ caf\xc3\xa9", "k\"ey",
+                  "v\tal", "list", -7, 0.1, 1, (json_int_t)INT64_MIN, json_array());
+    assert_non_null(inputs);
+    for (size_t i = 0; i < json_array_size(inputs); i++) {
+        tw_action_result res;
+        json_t *in = json_array_get(inputs, i);
+        assert_int_equal(tw_consumer_invoke(c, "dtw:a:t \"1\"", "ec\\ho", in, 30000, &res), 0);
+        assert_int_equal(res.status, TW_STATUS_COMPLETED);
+        assert_true(json_equal(res.output, in));
+        tw_action_result_clear(&res);
+    }
+    /* no input: none sent, none echoed */
+    tw_action_result res;
+    assert_int_equal(tw_consumer_invoke(c, "dtw:a:t", "echo", NULL, 30000, &res), 0);
+    assert_null(res.output);
+    tw_action_result_clear(&res);
+    json_decref(inputs);
+    tw_client_close(c);
+    fake_stop(&f);
+}
+
+/* An agent's answers (progress, then completion) as the runtime gets them. */
+static void answer_cb(void *arg, tw_client *c, tw_req *r)
+{
+    (void)arg;
+    (void)c;
+    json_t *p = json_pack("{s:s}", "step", "half \"way\"");
+    tw_req_progress(r, p);
+    json_decref(p);
+    json_t *out = json_pack("{s:O, s:s}", "in", tw_req_input(r), "note", "tab\there\x01");
+    tw_req_complete(r, out);
+    json_decref(out);
+}
+
+static void test_agent_answers(void **state)
+{
+    (void)state;
+    fake f;
+    fake_start(&f);
+    tw_client *c = client_up(&f, false);
+    assert_int_equal(tw_agent_on_action(c, "t\"q", "act", answer_cb, NULL), 0);
+    json_t *in = json_pack("{s:s}", "x", "\\y\"");
+    json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:O}", "type", "request", "operation",
+                            "invokeaction", "thingID", "t\"q", "name", "act", "correlationID",
+                            "a-1", "senderID", "someone", "input", in);
+    fake_send_json(&f, req);
+    assert_int_equal(fake_wait_published(&f, 2), 2);
+    json_t *prog = json_array_get(f.published, 0), *done = json_array_get(f.published, 1);
+    assert_string_equal(json_string_value(json_object_get(prog, "type")), "notification");
+    assert_string_equal(json_string_value(json_object_get(prog, "status")), "running");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(prog, "output"), "step")),
+                        "half \"way\"");
+    assert_string_equal(json_string_value(json_object_get(done, "type")), "response");
+    assert_string_equal(json_string_value(json_object_get(done, "operation")), "invokeaction");
+    assert_string_equal(json_string_value(json_object_get(done, "thingID")), "t\"q");
+    assert_string_equal(json_string_value(json_object_get(done, "name")), "act");
+    assert_string_equal(json_string_value(json_object_get(done, "correlationID")), "a-1");
+    assert_string_equal(json_string_value(json_object_get(done, "status")), "completed");
+    json_t *want = json_pack("{s:O, s:s}", "in", in, "note", "tab\there\x01");
+    assert_true(json_equal(json_object_get(done, "output"), want));
+    json_decref(want);
+    json_decref(req);
+    json_decref(in);
+    tw_client_close(c);
+    fake_stop(&f);
+}
+
 /* ---- receiving ------------------------------------------------------------------------ */
 
 typedef struct seen {
@@ -373,10 +464,9 @@ static void test_receive_inline(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_batched_publish_order),
-        cmocka_unit_test(test_values_roundtrip),
-        cmocka_unit_test(test_receive_callback_thread),
-        cmocka_unit_test(test_receive_inline),
+        cmocka_unit_test(test_batched_publish_order),   cmocka_unit_test(test_values_roundtrip),
+        cmocka_unit_test(test_invoke_roundtrip),        cmocka_unit_test(test_agent_answers),
+        cmocka_unit_test(test_receive_callback_thread), cmocka_unit_test(test_receive_inline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
