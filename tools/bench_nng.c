@@ -4,7 +4,8 @@
  * on loopback, with the rate limit lifted. Each figure comes with a
  * reference measured in the same run on the same machine: the same traffic
  * over a bare nng stream between two threads of this process (same
- * framing, JSON parsed on receipt), i.e. what the transport alone costs.
+ * framing, envelopes written by hand and read with tw_msg_parse as libtwin
+ * does), i.e. what the transport and the codec alone cost.
  *
  *   nng_events  one agent -> runtime -> one consumer, events/s (flow
  *               controlled: the agent stays at most --window events ahead
@@ -33,6 +34,7 @@
 #include "bench.h"
 
 #include "agents/sdk/libtwin.h"
+#include "runtime/msg.h"
 
 #include <fcntl.h>
 #include <limits.h>
@@ -296,11 +298,12 @@ static int ref_write(nng_stream *s, nng_aio *aio, const char *buf, size_t len)
     return 0;
 }
 
-/* A line reader over a stream: returns lines parsed with jansson. It keeps
- * an offset to the first unread byte and compacts the buffer only when it
- * must read more, as libtwin's transport does: moving the rest of a 256 KiB
- * batch after every line would cost more than the parse and make the
- * reference unfairly slow. */
+/* A line reader over a stream: returns lines parsed with tw_msg_parse, the
+ * parser libtwin and twind use, so the reference costs what the transport
+ * and the codec cost, nothing else. It keeps an offset to the first unread
+ * byte and compacts the buffer only when it must read more, as libtwin's
+ * transport does: moving the rest of a 256 KiB batch after every line would
+ * cost more than the parse and make the reference unfairly slow. */
 typedef struct ref_reader {
     nng_stream *s;
     nng_aio *aio;
@@ -308,15 +311,16 @@ typedef struct ref_reader {
     size_t len, cap, off;
 } ref_reader;
 
-static json_t *ref_next(ref_reader *r)
+static tw_msg *ref_next(ref_reader *r)
 {
     for (;;) {
         char *nl = memchr(r->buf + r->off, '\n', r->len - r->off);
         if (nl) {
             char *line = r->buf + r->off;
-            json_t *j = json_loadb(line, (size_t)(nl - line), 0, NULL);
+            tw_msg *m = NULL;
+            tw_msg_parse(line, (size_t)(nl - line), NULL, &m, NULL);
             r->off = (size_t)(nl - r->buf) + 1;
-            return j ? j : json_null();
+            return m ? m : tw_msg_new(TW_TYPE_NONE, TW_OP_NONE, NULL, NULL);
         }
         if (r->off) {
             memmove(r->buf, r->buf + r->off, r->len - r->off);
@@ -344,15 +348,25 @@ static void *ref_events_reader(void *arg)
     ref_reader r = {x->p->b, NULL, malloc(1 << 20), 0, 1 << 20, 0};
     nng_aio_alloc(&r.aio, NULL, NULL);
     for (long i = 0; i < x->n; i++) {
-        json_t *j = ref_next(&r);
-        if (!j) break;
+        tw_msg *m = ref_next(&r);
+        if (!m) break;
         if (i == 0) x->t0 = tw_mono_us();
-        json_decref(j);
+        tw_msg_unref(m);
     }
     x->t1 = tw_mono_us();
     nng_aio_free(r.aio);
     free(r.buf);
     return NULL;
+}
+
+/* An envelope with an integer member last, written by hand as libtwin does:
+ * head (a constant), the integer, "}\n". */
+static size_t ref_line(char *out, const char *head, long v)
+{
+    size_t n = strlen(head);
+    memcpy(out, head, n);
+    n += (size_t)sprintf(out + n, "%ld}\n", v);
+    return n;
 }
 
 /* events over a bare stream: the sender batches encoded envelopes. */
@@ -368,13 +382,10 @@ static double ref_events(long n)
     char *batch = malloc(1 << 18);
     size_t blen = 0;
     for (long i = 0; i < n; i++) {
-        json_t *env =
-            json_pack("{s:s, s:s, s:s, s:s, s:I}", "type", "notification", "operation",
-                      "subscribeevent", "thingID", "dtw:ba:b", "name", "e", "value", (json_int_t)i);
-        size_t len = json_dumpb(env, batch + blen, (1 << 18) - blen - 1, JSON_COMPACT);
-        json_decref(env);
-        blen += len;
-        batch[blen++] = '\n';
+        blen += ref_line(batch + blen,
+                         "{\"type\":\"notification\",\"operation\":\"subscribeevent\","
+                         "\"thingID\":\"dtw:ba:b\",\"name\":\"e\",\"value\":",
+                         i);
         if (blen > (1 << 18) - 512 || i == n - 1) {
             ref_write(p.a, aio, batch, blen);
             blen = 0;
@@ -400,15 +411,17 @@ static void *ref_echo_server(void *arg)
     nng_aio *aio;
     nng_aio_alloc(&r.aio, NULL, NULL);
     nng_aio_alloc(&aio, NULL, NULL);
-    json_t *j;
-    while ((j = ref_next(&r)) != NULL) {
-        char *s = json_dumps(j, JSON_COMPACT);
-        json_decref(j);
-        size_t len = strlen(s);
-        s = realloc(s, len + 2);
-        s[len] = '\n';
-        ref_write(p->b, aio, s, len + 1);
-        free(s);
+    tw_msg *m;
+    char out[4096];
+    while ((m = ref_next(&r)) != NULL) { /* echoes the envelope, encoded as twind does */
+        size_t len = 0;
+        const char *s = tw_msg_encode(m, &len);
+        if (s && len < sizeof out) {
+            memcpy(out, s, len);
+            out[len] = '\n';
+            ref_write(p->b, aio, out, len + 1);
+        }
+        tw_msg_unref(m);
     }
     nng_aio_free(aio);
     nng_aio_free(r.aio);
@@ -431,18 +444,14 @@ static void ref_rtt(long n, double *p50, double *p99)
     int64_t *lat = calloc((size_t)n, sizeof *lat);
     for (long i = 0; i < n; i++) {
         int64_t t0 = tw_mono_us();
-        json_t *env =
-            json_pack("{s:s, s:s, s:s, s:s, s:I}", "type", "request", "operation", "invokeaction",
-                      "thingID", "dtw:ba:b", "name", "echo", "input", (json_int_t)i);
-        char *s = json_dumps(env, JSON_COMPACT);
-        json_decref(env);
-        size_t len = strlen(s);
-        s = realloc(s, len + 2);
-        s[len] = '\n';
-        ref_write(p.a, aio, s, len + 1);
-        free(s);
-        json_t *j = ref_next(&r);
-        json_decref(j);
+        char s[256];
+        size_t len = ref_line(s,
+                              "{\"type\":\"request\",\"operation\":\"invokeaction\","
+                              "\"thingID\":\"dtw:ba:b\",\"name\":\"echo\",\"input\":",
+                              i);
+        ref_write(p.a, aio, s, len);
+        tw_msg *m = ref_next(&r);
+        if (m) tw_msg_unref(m);
         lat[i] = tw_mono_us() - t0;
     }
     qsort(lat, (size_t)n, sizeof *lat, cmp_i64);

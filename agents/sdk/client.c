@@ -14,9 +14,21 @@
  * so the runtime replays what this client missed.
  *
  * Batching: publishers append encoded envelopes to a bounded ring and return.
- * The writer takes everything queued (up to TW_NNG_BATCH_MAX bytes) in one
- * go, so while one write is in flight the next batch builds up; a lone
- * envelope leaves at once.
+ * Events and property values are written by hand (no JSON tree) and copied
+ * into the run of values at the ring's tail, one buffer of up to 64 KiB, so
+ * a fast publisher costs a memcpy per envelope, not an allocation. The
+ * writer takes everything queued (up to TW_NNG_BATCH_MAX bytes) in one go,
+ * so while one write is in flight the next batch builds up; a lone envelope
+ * leaves at once. The bound (send_queue) counts envelopes, not ring items.
+ *
+ * Round trips: a request or answer that finds the ring empty and no write in
+ * flight is written by the calling thread itself, not handed to the writer.
+ * Incoming envelopes are read with tw_msg_parse (header fields without a
+ * tree, payloads decoded on demand). On the way back a synchronous caller
+ * waits on its own condition, which the I/O thread signals: with the nng
+ * transport a response costs two wake-ups in this process (nng's poller
+ * thread wakes the I/O thread, the I/O thread wakes the caller), and one
+ * with dispatch_inline and an asynchronous call.
  *
  * Pending calls are keyed by correlationID. Plain requests complete with
  * their response; actions (invokeaction, writeproperty) see every status
