@@ -15,8 +15,8 @@
  *
  * Batching: publishers append encoded envelopes to a bounded ring and return.
  * Events and property values are written by hand (no JSON tree) and copied
- * into the run of values at the ring's tail, one buffer of up to 64 KiB, so
- * a fast publisher costs a memcpy per envelope, not an allocation. The
+ * into the run of values at the ring's tail, one buffer growing to 64 KiB,
+ * so a fast publisher costs a memcpy per envelope, not an allocation. The
  * writer takes everything queued (up to TW_NNG_BATCH_MAX bytes) in one go,
  * so while one write is in flight the next batch builds up; a lone envelope
  * leaves at once. The bound (send_queue) counts envelopes, not ring items.
@@ -579,8 +579,9 @@ static bool queue_full(const tw_client *c)
     return c->qn == c->qcap || c->qenv >= (size_t)c->o.send_queue;
 }
 
-/* A run of values grows to this size before a new one starts: large enough
- * that the writer sends few buffers, small enough to stay cache-friendly. */
+/* A run of values grows (doubling from 256 bytes) to this size before a new
+ * one starts: large enough that the writer sends few buffers, small enough to
+ * stay cache-friendly. */
 #define VALUE_RUN (64u * 1024u)
 
 int sdk_enqueue_value(tw_client *c, const char *line, size_t len)
@@ -606,9 +607,22 @@ int sdk_enqueue_value(tw_client *c, const char *line, size_t len)
         return rc;
     }
     out_item *tail = c->qn ? &c->q[(c->qhead + c->qn - 1) % c->qcap] : NULL;
+    if (tail && tail->kind == OUT_VALUE && tail->len + len <= VALUE_RUN &&
+        tail->cap - tail->len < len) {
+        /* the run grows by doubling: memory stays within twice the bytes queued
+         * even when values alternate with requests and every run is short */
+        size_t nc = tail->cap * 2;
+        while (nc - tail->len < len)
+            nc *= 2;
+        char *nb = realloc(tail->buf, nc);
+        if (nb) {
+            tail->buf = nb;
+            tail->cap = nc;
+        }
+    }
     if (!tail || tail->kind != OUT_VALUE || tail->cap - tail->len < len) {
         /* a new run (the ring has room: queue_full said so) */
-        size_t cap = len > VALUE_RUN ? len : VALUE_RUN;
+        size_t cap = len > 256 ? len : 256;
         char *buf = malloc(cap);
         if (!buf) {
             atomic_fetch_add(&c->st_dropped, 1);
