@@ -520,6 +520,9 @@ static int revoke_client(tw_authn *a, const char *client_id)
     int rc = tw_store_exec(a->store, revoke_job, &rc_);
     for (int i = 0; a->rt && i < n; i++)
         tw_conns_close_session(a->rt, ids[i]);
+    /* and the connections a client certificate authenticated (nng), which
+     * have a session of their own that no token names */
+    if (a->rt) tw_conns_close_client(a->rt, client_id, "x509-");
     free(ids);
     return n < 0 ? n : rc;
 }

@@ -440,6 +440,30 @@ int tw_conns_close_session(tw_runtime *rt, const char *session_id)
     return (int)sc.n;
 }
 
+int tw_conns_close_client(tw_runtime *rt, const char *client_id, const char *prefix)
+{
+    session_scan sc = {NULL, NULL, 0, 0};
+    tw_registry *r = &rt->reg;
+    size_t plen = strlen(prefix);
+    pthread_rwlock_rdlock(&r->lock);
+    tw_connvec *cv = tw_hmap_get(&r->by_client, client_id);
+    for (size_t i = 0; cv && i < cv->n; i++)
+        if (strncmp(cv->v[i]->id.session_id, prefix, plen) == 0 &&
+            vec_push((void ***)&sc.v, &sc.n, &sc.cap, cv->v[i]) == 0)
+            tw_conn_ref(cv->v[i]);
+    pthread_rwlock_unlock(&r->lock);
+    for (size_t i = 0; i < sc.n; i++) {
+        tw_conn *c = sc.v[i];
+        if (c->b->ops->close_conn)
+            c->b->ops->close_conn(c->b, c);
+        else
+            tw_conn_close(c);
+        tw_conn_unref(c);
+    }
+    free(sc.v);
+    return (int)sc.n;
+}
+
 int tw_conns_count(tw_runtime *rt, const char *binding_name)
 {
     if (!binding_name) return atomic_load(&rt->reg.nconns);

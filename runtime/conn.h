@@ -68,6 +68,9 @@ int tw_conns_fanout(tw_runtime *rt, tw_sub_kind kind, const char *thing, const c
                     tw_msg *m);
 /* Asks the bindings to close every connection of a session (logout). */
 int tw_conns_close_session(tw_runtime *rt, const char *session_id);
+/* The same for every connection of client_id whose session id starts with
+ * prefix ("x509-": those a client certificate authenticated). */
+int tw_conns_close_client(tw_runtime *rt, const char *client_id, const char *prefix);
 /* Open connections, all bindings or one (name NULL: all). */
 int tw_conns_count(tw_runtime *rt, const char *binding_name);
 

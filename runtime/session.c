@@ -28,9 +28,12 @@ static json_t *rate_problem(int retry)
 
 static json_t *token_output(const char *token, int64_t expires_ms, const tw_identity *id)
 {
-    char ts[TW_TIME_LEN];
-    tw_time_format(expires_ms, ts);
-    json_t *out = json_pack("{s:s,s:s}", "expires", ts, "clientID", id->client_id);
+    json_t *out = json_pack("{s:s}", "clientID", id->client_id);
+    if (expires_ms > 0) { /* (a certificate's connection has no expiry) */
+        char ts[TW_TIME_LEN];
+        tw_time_format(expires_ms, ts);
+        json_object_set_new(out, "expires", json_string(ts));
+    }
     if (token) json_object_set_new(out, "token", json_string(token));
     json_object_set_new(out, "role", json_string(tw_role_name(id->role)));
     return out;
@@ -52,6 +55,16 @@ static void login(tw_mw_call *call, tw_authn *an)
     } else if (token) {
         rc = tw_authn_verify(an, token, &id);
         expires = id.expires_ms;
+    } else if (tw_conn_identity(call->conn)) {
+        /* a client certificate authenticated the connection at its TLS
+         * handshake: a login without credentials names the client and
+         * resumes the inbox ("since"), nothing else */
+        id = *tw_conn_identity(call->conn);
+        tw_router_reply_output(call, token_output(NULL, 0, &id));
+        json_t *since0 = json_object_get(in, "since");
+        if (json_is_integer(since0))
+            tw_router_replay_inbox(call->rt, call->conn, json_integer_value(since0));
+        return;
     } else {
         tw_router_reply_error(call, tw_problem_new(400, "invalid", "invalid input",
                                                    "login needs input {login, password} or "

@@ -328,13 +328,19 @@ static void refused_certificates(const char *nng_url)
     assert_non_null(j);
     assert_string_equal(json_string_value(json_object_get(j, "status")), "completed");
     json_decref(j);
-    link_free(t);
     json_t *in = json_pack("{s:s}", "clientID", "mtls-gone");
     tw_action_result r;
     assert_int_equal(tw_consumer_invoke(admin, "dtw:twind:authn", "removeClient", in, 10000, &r),
                      0);
     tw_action_result_clear(&r);
     json_decref(in);
+    /* the live link of the removed client ends */
+    for (;;) {
+        j = recv_json(t);
+        if (!j) break;
+        json_decref(j);
+    }
+    link_free(t);
     expect_refused(&d, cert, key);
 
     /* and the password login is unaffected */
