@@ -13,7 +13,8 @@
  * re-created, which re-issues the server certificate too. Files are
  * replaced atomically (write, fsync, rename).
  *
- * The HTTP binding (GnuTLS via libmicrohttpd) and the nng binding (mbedTLS)
+ * The HTTP binding (GnuTLS via libmicrohttpd) and the nng binding (GnuTLS
+ * too, through the TLS engine it registers with nng: bindings/nng/nng_tls.c)
  * load server.pem/server.key; clients are given ca.pem to trust.
  *
  * Optional mutual TLS: tw_tls_issue_client() signs a client certificate
