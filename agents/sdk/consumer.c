@@ -242,19 +242,43 @@ void sdk_consumer_notify(tw_client *c, tw_msg *m)
         k = SUB_PROPERTY;
     else
         return;
+    /* Inline dispatch with nothing queued or running: the callbacks run
+     * right here, without a job each (run_mtx keeps them one at a time and
+     * an empty queue keeps them in order). */
+    bool direct = c->o.dispatch_inline && pthread_equal(pthread_self(), c->io_thr) &&
+                  pthread_mutex_trylock(&c->run_mtx) == 0;
+    job now[8];
+    size_t nnow = 0;
     pthread_mutex_lock(&c->mtx);
+    if (direct) {
+        size_t matches = 0;
+        for (size_t i = 0; i < c->nsubs; i++)
+            matches += sub_match(&c->subs[i], k, thing, name);
+        if (c->jhead || matches > sizeof now / sizeof now[0]) {
+            direct = false;
+            pthread_mutex_unlock(&c->run_mtx);
+        }
+    }
     for (size_t i = 0; i < c->nsubs; i++) {
         if (!sub_match(&c->subs[i], k, thing, name)) continue;
-        job *j = calloc(1, sizeof *j);
+        job *j = direct ? &now[nnow++] : calloc(1, sizeof *j);
         if (!j) break;
+        memset(j, 0, sizeof *j);
         j->kind = JOB_NOTIFY;
         j->nfn = c->subs[i].fn;
         j->vfn = c->subs[i].nfn;
         j->arg = c->subs[i].arg;
-        j->msg = tw_msg_ref(m);
-        sdk_push_job_locked(c, j);
+        j->msg = m;
+        if (!direct) {
+            j->msg = tw_msg_ref(m);
+            sdk_push_job_locked(c, j);
+        }
     }
     pthread_mutex_unlock(&c->mtx);
+    if (!direct) return;
+    for (size_t i = 0; i < nnow; i++)
+        sdk_consumer_run_notify(c, &now[i]);
+    pthread_mutex_unlock(&c->run_mtx);
 }
 
 /* The view a tw_notification_fn gets: the parsed message itself. */
