@@ -319,6 +319,14 @@ json_t *tw_notification_value(const tw_notification *n)
     return v ? v : json_null(); /* the null singleton needs no reference */
 }
 
+const char *tw_notification_value_text(const tw_notification *n, size_t *len)
+{
+    size_t l = 0;
+    const char *t = tw_msg_get_raw(n->m, "value", &l);
+    if (len) *len = t ? l : 0;
+    return t;
+}
+
 const char *tw_notification_timestamp(const tw_notification *n)
 {
     return json_string_value(tw_msg_get(n->m, "timestamp"));

@@ -232,8 +232,9 @@ int tw_consumer_unsubscribe(tw_client *c, int sub_id);
  * The same subscriptions for high-rate consumers: the callback gets a view
  * of the notification instead of its envelope as a JSON tree. libtwin reads
  * the header fields without building a tree and decodes the value only
- * when tw_notification_value() asks for it, so a callback that only counts
- * or reads the header costs no JSON decoding of the value. The view and
+ * when tw_notification_value() asks for it, so a callback that only counts,
+ * reads the header or forwards the raw text costs no JSON decoding of the
+ * value. The view and
  * everything it hands out are borrowed for the duration of the callback.
  * tw_consumer_unsubscribe() ends them like the others.
  */
@@ -248,6 +249,10 @@ const char *tw_notification_name(const tw_notification *n);
 bool tw_notification_is_property(const tw_notification *n);
 /* The value, decoded on the first call (json null when the envelope has none). */
 json_t *tw_notification_value(const tw_notification *n);
+/* The value's JSON text as it arrived (compact), without decoding it; NULL
+ * when it is not at hand that way (use tw_notification_value). Not
+ * NUL-terminated: *len bytes. */
+const char *tw_notification_value_text(const tw_notification *n, size_t *len);
 /* The "timestamp" member (RFC 3339), or NULL. */
 const char *tw_notification_timestamp(const tw_notification *n);
 /* The whole envelope, built on the first call (NULL on allocation failure). */

@@ -360,7 +360,7 @@ typedef struct seen {
     atomic_int n;
     char thing[64], name[64], ts[64];
     bool property;
-    json_t *value, *env;
+    json_t *value, *env, *text_value;
 } seen;
 
 static void view_cb(void *arg, tw_client *c, const tw_notification *n)
@@ -374,6 +374,10 @@ static void view_cb(void *arg, tw_client *c, const tw_notification *n)
     s->property = tw_notification_is_property(n);
     json_decref(s->value);
     s->value = json_deep_copy(tw_notification_value(n));
+    size_t tl = 0;
+    const char *text = tw_notification_value_text(n, &tl);
+    json_decref(s->text_value);
+    s->text_value = text ? json_loadb(text, tl, JSON_DECODE_ANY, NULL) : NULL;
     json_decref(s->env);
     s->env = json_deep_copy(tw_notification_envelope(n));
     atomic_fetch_add(&s->n, 1);
@@ -424,6 +428,8 @@ static void run_receive(bool inline_cb)
     assert_string_equal(ev.ts, "2026-01-02T03:04:05.678Z");
     assert_false(ev.property);
     assert_true(json_equal(ev.value, value));
+    /* the raw text, where the parser kept it, means the same value */
+    if (ev.text_value) assert_true(json_equal(ev.text_value, value));
     assert_true(json_equal(ev.env, note));
     assert_string_equal(cl.thing, "dtw:a:t");
     assert_true(json_equal(cl.value, value));
@@ -446,6 +452,7 @@ static void run_receive(bool inline_cb)
     for (int i = 0; i < 3; i++) {
         json_decref(all[i]->value);
         json_decref(all[i]->env);
+        json_decref(all[i]->text_value);
     }
 }
 
