@@ -21,9 +21,11 @@
  * stay raw bytes. tw_msg_get() decodes one member on first use (a
  * compare-and-swap publishes it, so concurrent readers are safe);
  * tw_msg_set() on a lazy message hides the raw member and keeps the new
- * value in a small `extra` object; tw_msg_encode() writes the raw members
- * that are still visible followed by the extra ones, so an event is
- * forwarded with one memcpy of its value. tw_msg_json() and tw_msg_copy()
+ * value in a small `extra` object, or, for tw_msg_set_str() (the router
+ * stamps senderID and the twin's thingID on every message), in a list of
+ * plain strings that costs one allocation each; tw_msg_encode() writes the
+ * raw members that are still visible followed by the set ones, so an event
+ * is forwarded with one memcpy of its value. tw_msg_json() and tw_msg_copy()
  * build the full tree on demand (once, under the lock), after which the
  * message behaves as a tree-backed one. Text outside the scanner's narrow
  * form (json_scan.h) takes the tree path from the start, with the same
@@ -53,6 +55,16 @@ typedef struct lz_member {
     json_t *_Atomic dec; /* decoded on first tw_msg_get */
 } lz_member;
 
+/* A string field set on a lazy message (key and value in one block). */
+typedef struct lz_str {
+    struct lz_str *next;
+    json_t *_Atomic dec; /* as a Jansson string, made on first tw_msg_get */
+    bool gone;           /* set again, or deleted */
+    const char *val;
+    size_t val_len;
+    char key[];
+} lz_str;
+
 struct tw_msg {
     _Atomic int refs;
     json_t *_Atomic obj; /* the tree; for a lazy message only once built */
@@ -61,6 +73,8 @@ struct tw_msg {
     lz_member *mem;
     size_t nmem;
     json_t *extra; /* fields set after parsing, before a tree was built */
+    lz_str *sx;    /* string fields set likewise (oldest first) */
+    lz_str **sx_tail;
     tw_msg_type type;
     tw_op op;
     tw_status status;
@@ -198,6 +212,13 @@ bool tw_utf8_valid(const char *s, size_t len)
         unsigned char c = *p;
         if (c < 0x80) {
             p++;
+            /* runs of ASCII, eight bytes at a time */
+            while (end - p >= 8) {
+                uint64_t w;
+                memcpy(&w, p, 8);
+                if (w & 0x8080808080808080ULL) break;
+                p += 8;
+            }
             continue;
         }
         int n;
@@ -491,6 +512,38 @@ static lz_member *lz_find(const tw_msg *m, const char *key)
     return NULL;
 }
 
+static lz_str *sx_find(const tw_msg *m, const char *key)
+{
+    for (lz_str *x = m->sx; x; x = x->next)
+        if (!x->gone && strcmp(x->key, key) == 0) return x;
+    return NULL;
+}
+
+/* The string field as a Jansson value, made once. */
+static json_t *sx_value(lz_str *x)
+{
+    json_t *d = atomic_load_explicit(&x->dec, memory_order_acquire);
+    if (d) return d;
+    if (!(d = json_stringn_nocheck(x->val, x->val_len))) return NULL;
+    json_t *expect = NULL;
+    if (!atomic_compare_exchange_strong_explicit(&x->dec, &expect, d, memory_order_acq_rel,
+                                                 memory_order_acquire)) {
+        json_decref(d);
+        return expect;
+    }
+    return d;
+}
+
+/* Hides every earlier value of field in a lazy message. */
+static void lz_forget(tw_msg *m, const char *field)
+{
+    lz_member *mb = lz_find(m, field);
+    if (mb) mb->gone = true; /* its raw text no longer says what the message holds */
+    lz_str *x = sx_find(m, field);
+    if (x) x->gone = true;
+    if (m->extra) json_object_del(m->extra, field);
+}
+
 /* The member decoded, once; concurrent first callers race on a CAS. */
 static json_t *lz_value(lz_member *mb)
 {
@@ -533,6 +586,8 @@ static const char *get_str(const tw_msg *m, const char *k)
     if (o || !m->mem) return str_field(o, k);
     json_t *x = m->extra ? json_object_get(m->extra, k) : NULL;
     if (x) return json_is_string(x) ? json_string_value(x) : NULL;
+    lz_str *sx = sx_find(m, k);
+    if (sx) return sx->val;
     lz_member *mb = lz_find(m, k);
     if (!mb || mb->type != JSON_STRING) return NULL;
     return mb->str ? mb->str : json_string_value(lz_value(mb));
@@ -551,6 +606,14 @@ static json_t *materialize(const tw_msg *mc)
             if (m->mem[i].gone) continue;
             json_t *v = lz_value(&m->mem[i]);
             if (!v || json_object_set(o, m->mem[i].key, v)) {
+                json_decref(o);
+                o = NULL;
+            }
+        }
+        for (lz_str *x = m->sx; x && o; x = x->next) {
+            if (x->gone) continue;
+            json_t *v = sx_value(x);
+            if (!v || json_object_set(o, x->key, v)) {
                 json_decref(o);
                 o = NULL;
             }
@@ -700,6 +763,8 @@ static char *encode_lazy(const tw_msg *m, size_t *len)
     }
     for (size_t j = 0; j < m->nmem; j++)
         if (!m->mem[j].gone) cap += strlen(m->mem[j].key) + 4 + m->mem[j].val_len;
+    for (const lz_str *x = m->sx; x; x = x->next)
+        if (!x->gone) cap += strlen(x->key) + 6 + x->val_len;
     char *b = failed ? NULL : malloc(cap);
     if (b) {
         size_t o = 0;
@@ -716,6 +781,19 @@ static char *encode_lazy(const tw_msg *m, size_t *len)
             b[o++] = ':';
             memcpy(b + o, mb->val, mb->val_len);
             o += mb->val_len;
+        }
+        for (const lz_str *x = m->sx; x; x = x->next) {
+            if (x->gone) continue; /* (keys and values are plain: tw_msg_set_str checked) */
+            if (o > 1) b[o++] = ',';
+            b[o++] = '"';
+            size_t kl = strlen(x->key);
+            memcpy(b + o, x->key, kl);
+            o += kl;
+            memcpy(b + o, "\":\"", 3);
+            o += 3;
+            memcpy(b + o, x->val, x->val_len);
+            o += x->val_len;
+            b[o++] = '"';
         }
         i = 0;
         json_object_foreach(m->extra, k, v)
@@ -940,6 +1018,11 @@ void tw_msg_unref(tw_msg *m)
     for (size_t i = 0; i < m->nmem; i++)
         json_decref(atomic_load_explicit(&m->mem[i].dec, memory_order_relaxed));
     json_decref(m->extra);
+    for (lz_str *x = m->sx, *next; x; x = next) {
+        next = x->next;
+        json_decref(atomic_load_explicit(&x->dec, memory_order_relaxed));
+        free(x);
+    }
     free(atomic_load(&m->enc));
     pthread_mutex_destroy(&m->enc_lock);
     free(m); /* a lazy message's members and text are in the same block */
@@ -990,6 +1073,8 @@ json_t *tw_msg_get(const tw_msg *m, const char *field)
     if (o || !m->mem) return json_object_get(o, field);
     json_t *x = m->extra ? json_object_get(m->extra, field) : NULL;
     if (x) return x;
+    lz_str *sx = sx_find(m, field);
+    if (sx) return sx_value(sx);
     lz_member *mb = lz_find(m, field);
     return mb ? lz_value(mb) : NULL;
 }
@@ -1025,7 +1110,7 @@ int tw_msg_set(tw_msg *m, const char *field, json_t *value)
         json_decref(value);
         return TW_EINVAL;
     }
-    lz_member *mb = m->mem ? lz_find(m, field) : NULL;
+    if (m->mem) lz_forget(m, field);
     json_t *o = atomic_load_explicit(&m->obj, memory_order_relaxed);
     if (o) {
         if (json_object_set_new(o, field, value)) return TW_ENOMEM;
@@ -1036,14 +1121,33 @@ int tw_msg_set(tw_msg *m, const char *field, json_t *value)
         }
         if (json_object_set_new(m->extra, field, value)) return TW_ENOMEM;
     }
-    if (mb) mb->gone = true; /* its raw text no longer says what the message holds */
     cache_field(m, field);
     return 0;
 }
 
 int tw_msg_set_str(tw_msg *m, const char *field, const char *value)
 {
-    return tw_msg_set(m, field, json_string(value));
+    if (!value) return TW_EINVAL;
+    size_t kl = strlen(field), vl = strlen(value);
+    if (!m->mem || atomic_load_explicit(&m->obj, memory_order_relaxed) ||
+        !plain_string(field, kl) || !plain_string(value, vl) || !tw_utf8_valid(value, vl))
+        return tw_msg_set(m, field, json_string(value));
+    if (frozen(m)) return TW_EINVAL;
+    lz_str *x = malloc(sizeof *x + kl + 1 + vl + 1);
+    if (!x) return TW_ENOMEM;
+    lz_forget(m, field);
+    memcpy(x->key, field, kl + 1);
+    x->val = x->key + kl + 1;
+    memcpy((char *)x->val, value, vl + 1);
+    x->val_len = vl;
+    x->gone = false;
+    x->next = NULL;
+    atomic_init(&x->dec, NULL);
+    if (!m->sx) m->sx_tail = &m->sx;
+    *m->sx_tail = x;
+    m->sx_tail = &x->next;
+    cache_field(m, field);
+    return 0;
 }
 
 int tw_msg_set_status(tw_msg *m, tw_status st)
@@ -1056,9 +1160,7 @@ int tw_msg_del(tw_msg *m, const char *field)
     if (frozen(m)) return TW_EINVAL;
     json_t *o = atomic_load_explicit(&m->obj, memory_order_relaxed);
     if (o) json_object_del(o, field);
-    if (m->extra) json_object_del(m->extra, field);
-    lz_member *mb = m->mem ? lz_find(m, field) : NULL;
-    if (mb) mb->gone = true;
+    if (m->mem) lz_forget(m, field);
     cache_field(m, field);
     return 0;
 }

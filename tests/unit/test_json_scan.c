@@ -122,6 +122,24 @@ static void test_scanner_shapes(void **state)
     assert_true(mem[0].val_escaped);
 }
 
+/* The UTF-8 check skips ASCII eight bytes at a time: what follows a run
+ * must still be checked wherever it falls. */
+static void test_utf8_after_ascii_runs(void **state)
+{
+    (void)state;
+    assert_true(tw_utf8_valid("abcdefghij\xc3\xa9klmnopqrs", 21));
+    for (size_t pre = 0; pre < 20; pre++) {
+        char buf[32];
+        memset(buf, 'a', pre);
+        memcpy(buf + pre, "\xed\xa0\x80", 3); /* a surrogate */
+        assert_false(tw_utf8_valid(buf, pre + 3));
+        buf[pre] = (char)0xff;
+        assert_false(tw_utf8_valid(buf, pre + 1));
+        memcpy(buf + pre, "\xf0\x9f\x98\x80zz", 6);
+        assert_true(tw_utf8_valid(buf, pre + 6));
+    }
+}
+
 static tw_msg *parse_ok(const char *s)
 {
     tw_msg *m = NULL;
@@ -222,6 +240,36 @@ static void test_lazy_extras_need_escaping(void **state)
     tw_msg_unref(m);
 }
 
+/* String fields set on a lazy message: read back, replaced, deleted, encoded
+ * (plain ones directly, others escaped), and carried into the tree. */
+static void test_lazy_string_fields(void **state)
+{
+    (void)state;
+    tw_msg *m = parse_ok(event_text);
+    assert_int_equal(tw_msg_set_str(m, "senderID", "first"), 0);
+    assert_int_equal(tw_msg_set_str(m, "senderID", "agent-\xc3\xa9"), 0);
+    assert_string_equal(tw_msg_sender(m), "agent-\xc3\xa9");
+    assert_int_equal(tw_msg_set_str(m, "name", "e2"), 0);
+    assert_int_equal(tw_msg_del(m, "name"), 0);
+    assert_null(tw_msg_name(m));
+    assert_null(tw_msg_get(m, "name"));
+    assert_int_equal(tw_msg_set_str(m, "thingID", "tab\there"), 0); /* needs escaping */
+    assert_string_equal(tw_msg_thing(m), "tab\there");
+    json_t *s1 = tw_msg_get(m, "senderID");
+    assert_string_equal(json_string_value(s1), "agent-\xc3\xa9");
+    assert_ptr_equal(tw_msg_get(m, "senderID"), s1);
+    size_t len;
+    const char *enc = tw_msg_encode(m, &len);
+    json_t *got = json_loadb(enc, len, JSON_REJECT_DUPLICATES, NULL);
+    assert_non_null(got);
+    assert_string_equal(json_string_value(json_object_get(got, "senderID")), "agent-\xc3\xa9");
+    assert_string_equal(json_string_value(json_object_get(got, "thingID")), "tab\there");
+    assert_null(json_object_get(got, "name"));
+    assert_true(json_equal(got, tw_msg_json(m)));
+    json_decref(got);
+    tw_msg_unref(m);
+}
+
 static void test_lazy_set_after_tree(void **state)
 {
     (void)state;
@@ -301,9 +349,11 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_scanner_agrees_with_jansson),
         cmocka_unit_test(test_scanner_shapes),
+        cmocka_unit_test(test_utf8_after_ascii_runs),
         cmocka_unit_test(test_lazy_reads_and_raw),
         cmocka_unit_test(test_lazy_set_del_encode),
         cmocka_unit_test(test_lazy_set_after_tree),
+        cmocka_unit_test(test_lazy_string_fields),
         cmocka_unit_test(test_lazy_extras_need_escaping),
         cmocka_unit_test(test_lazy_and_tree_paths_agree),
         cmocka_unit_test(test_lazy_concurrent_first_reads),
