@@ -1225,7 +1225,9 @@ int tw_client_new(const tw_client_opts *opts, tw_client **out)
     if (!opts || !opts->url || !out) return TW_EINVAL;
     const tw_transport_ops *tops = tw_transport_for(opts->url);
     if (!tops) return TW_EUNSUPPORTED;
-    if (!opts->token && !opts->token_file && !(opts->client_id && opts->password)) return TW_EINVAL;
+    if (!opts->token && !opts->token_file && !(opts->client_id && opts->password) &&
+        !opts->cert_file)
+        return TW_EINVAL;
     if (sodium_init() < 0) return TW_ECRYPTO;
     tw_client *c = calloc(1, sizeof *c);
     if (!c) return TW_ENOMEM;
@@ -1238,6 +1240,8 @@ int tw_client_new(const tw_client_opts *opts, tw_client **out)
     c->o.password = c->password = dupz(opts->password);
     c->o.token = c->token = dupz(opts->token);
     c->o.token_file = c->token_file = dupz(opts->token_file);
+    c->o.cert_file = c->cert_file = dupz(opts->cert_file);
+    c->o.key_file = c->key_file = dupz(opts->key_file);
     if (c->o.connect_timeout_ms <= 0) c->o.connect_timeout_ms = 5000;
     if (c->o.request_timeout_ms <= 0) c->o.request_timeout_ms = 10000;
     if (c->o.reconnect_min_ms <= 0) c->o.reconnect_min_ms = 100;
@@ -1352,6 +1356,8 @@ void tw_client_close(tw_client *c)
     free(c->password);
     free(c->token);
     free(c->token_file);
+    free(c->cert_file);
+    free(c->key_file);
     free(c);
 }
 

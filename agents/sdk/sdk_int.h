@@ -105,6 +105,7 @@ struct tw_client {
     /* options, copied */
     tw_client_opts o;
     char *url, *ca_file, *server_name, *client_id, *password, *token, *token_file;
+    char *cert_file, *key_file; /* mutual TLS */
     const tw_transport_ops *tops;
 
     pthread_mutex_t mtx;
