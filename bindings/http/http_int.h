@@ -115,9 +115,11 @@ typedef struct tw_http {
 
     /* Records every event and property notification into the replay
      * window, whether or not a stream is subscribed at that moment, so a
-     * client that reconnects finds what it missed. */
+     * client that reconnects finds what it missed. Subscribed from the
+     * first stream on (recording set then; see http_recorder_start). */
     tw_conn *recorder;
     http_bdata recorder_bd;
+    atomic_bool recording;
 
     /* Subscriptions of /sse streams that ended, by session id, so a client
      * resuming with Last-Event-ID gets them back (and the events it missed
@@ -332,6 +334,10 @@ uint64_t http_replay_last_locked(http_replay *rp); /* inside http_replay_locked(
 /* Runs fn under the window lock (used to start a stream atomically with its
  * replay). */
 void http_replay_locked(http_replay *rp, void (*fn)(void *), void *arg);
+
+/* server.c: subscribes the replay recorder, once, when the first stream
+ * opens. 0 or TW_ENOMEM. */
+int http_recorder_start(tw_http *h);
 
 /* ---- sse.c: streams ---- */
 typedef enum {

@@ -489,13 +489,29 @@ static int ops_start(tw_binding *b)
     if (!rc) http_dir_attach(h);
     if (!rc) {
         /* The recorder: unauthenticated, never a target of anything but
-         * the fan-out it subscribes to directly. */
+         * the fan-out it subscribes to directly. It starts recording when
+         * the first stream opens (http_recorder_start). */
         h->recorder_bd.tag = BDATA_RECORDER;
         h->recorder = tw_conn_new(h->rt, h->b, &h->recorder_bd, "replay-window");
-        if (!h->recorder || tw_conn_subscribe(h->recorder, TW_SUB_EVENT, "*", "*") ||
-            tw_conn_subscribe(h->recorder, TW_SUB_PROPERTY, "*", "*"))
-            rc = TW_ENOMEM;
+        if (!h->recorder) rc = TW_ENOMEM;
     }
+    return rc;
+}
+
+int http_recorder_start(tw_http *h)
+{
+    /* Until a stream has been opened, no client can hold an id of this
+     * window to resume from, so there is nothing to record for: a runtime
+     * whose consumers all use nng pays nothing for the window. */
+    if (atomic_load_explicit(&h->recording, memory_order_acquire)) return 0;
+    pthread_mutex_lock(&h->mu);
+    int rc = 0;
+    if (!atomic_load_explicit(&h->recording, memory_order_relaxed) && h->recorder) {
+        rc = tw_conn_subscribe(h->recorder, TW_SUB_EVENT, "*", "*");
+        if (!rc) rc = tw_conn_subscribe(h->recorder, TW_SUB_PROPERTY, "*", "*");
+        if (!rc) atomic_store_explicit(&h->recording, true, memory_order_release);
+    }
+    pthread_mutex_unlock(&h->mu);
     return rc;
 }
 

@@ -377,6 +377,7 @@ bool http_last_event_id(http_req *r, uint64_t *out)
 enum MHD_Result http_sse_open(http_req *r, sse_mode mode, sse_setup_fn setup)
 {
     tw_http *h = r->h;
+    if (http_recorder_start(h)) return http_reply_code(r, TW_ENOMEM, NULL);
     http_stream *s = calloc(1, sizeof *s);
     if (!s) return http_reply_code(r, TW_ENOMEM, NULL);
     s->bd.tag = BDATA_STREAM;
