@@ -27,7 +27,9 @@
  * raw members that are still visible followed by the set ones, so an event
  * is forwarded with one memcpy of its value. tw_msg_json() and tw_msg_copy()
  * build the full tree on demand (once, under the lock), after which the
- * message behaves as a tree-backed one. Text outside the scanner's narrow
+ * message behaves as a tree-backed one. tw_msg_new() builds messages the
+ * same way (its fields as plain strings, no tree), so a response or an
+ * action request costs a few allocations, not a Jansson object. Text outside the scanner's narrow
  * form (json_scan.h) takes the tree path from the start, with the same
  * results and errors as before.
  */
@@ -73,6 +75,7 @@ struct tw_msg {
     lz_member *mem;
     size_t nmem;
     json_t *extra; /* fields set after parsing, before a tree was built */
+    bool lazy;     /* members/sx/extra hold the message until a tree is built */
     lz_str *sx;    /* string fields set likewise (oldest first) */
     lz_str **sx_tail;
     tw_msg_type type;
@@ -504,6 +507,8 @@ int tw_msg_validate(json_t *obj, json_t **problem)
 
 /* ---- lazy members ------------------------------------------------------ */
 
+static bool plain_string(const char *s, size_t n);
+
 static lz_member *lz_find(const tw_msg *m, const char *key)
 {
     for (size_t i = 0; i < m->nmem; i++)
@@ -532,6 +537,27 @@ static json_t *sx_value(lz_str *x)
         return expect;
     }
     return d;
+}
+
+static void lz_forget(tw_msg *m, const char *field);
+
+/* Sets a plain string field on a lazy message (no tree built yet). */
+static int sx_add(tw_msg *m, const char *field, size_t kl, const char *value, size_t vl)
+{
+    lz_str *x = malloc(sizeof *x + kl + 1 + vl + 1);
+    if (!x) return TW_ENOMEM;
+    lz_forget(m, field);
+    memcpy(x->key, field, kl + 1);
+    x->val = x->key + kl + 1;
+    memcpy((char *)x->val, value, vl + 1);
+    x->val_len = vl;
+    x->gone = false;
+    x->next = NULL;
+    atomic_init(&x->dec, NULL);
+    if (!m->sx) m->sx_tail = &m->sx;
+    *m->sx_tail = x;
+    m->sx_tail = &x->next;
+    return 0;
 }
 
 /* Hides every earlier value of field in a lazy message. */
@@ -583,7 +609,7 @@ static json_t *lz_value(lz_member *mb)
 static const char *get_str(const tw_msg *m, const char *k)
 {
     json_t *o = atomic_load_explicit(&m->obj, memory_order_acquire);
-    if (o || !m->mem) return str_field(o, k);
+    if (o || !m->lazy) return str_field(o, k);
     json_t *x = m->extra ? json_object_get(m->extra, k) : NULL;
     if (x) return json_is_string(x) ? json_string_value(x) : NULL;
     lz_str *sx = sx_find(m, k);
@@ -598,7 +624,7 @@ static json_t *materialize(const tw_msg *mc)
 {
     tw_msg *m = (tw_msg *)mc; /* building the tree is a cache, not a change */
     json_t *o = atomic_load_explicit(&m->obj, memory_order_acquire);
-    if (o || !m->mem) return o;
+    if (o || !m->lazy) return o;
     pthread_mutex_lock(&m->enc_lock);
     o = atomic_load_explicit(&m->obj, memory_order_relaxed);
     if (!o && (o = json_object()) != NULL) {
@@ -673,6 +699,7 @@ static int parse_lazy(const char *buf, size_t len, int max_depth, tw_msg **out, 
     if (!blk) return reject(problem, TW_ENOMEM, NULL, NULL);
     tw_msg *m = (tw_msg *)(void *)blk;
     memset(m, 0, sizeof *m);
+    m->lazy = true;
     m->mem = (lz_member *)(void *)(blk + sizeof *m);
     m->nmem = n;
     m->raw = (char *)(m->mem + n);
@@ -969,8 +996,38 @@ static void stamp_new(json_t *o)
     json_object_set_new(o, "created", json_string(ts));
 }
 
+/* A string that a lazy message can carry as it is. */
+static bool plain_utf8(const char *s)
+{
+    size_t n = strlen(s);
+    return plain_string(s, n) && tw_utf8_valid(s, n);
+}
+
 tw_msg *tw_msg_new(tw_msg_type type, tw_op op, const char *thing_id, const char *name)
 {
+    if ((!thing_id || plain_utf8(thing_id)) && (!name || plain_utf8(name))) {
+        /* built lazily too: the fields as plain strings, no tree */
+        tw_msg *m = calloc(1, sizeof *m);
+        if (!m) return NULL;
+        atomic_init(&m->refs, 1);
+        atomic_init(&m->obj, NULL);
+        pthread_mutex_init(&m->enc_lock, NULL);
+        atomic_init(&m->enc, NULL);
+        m->lazy = true;
+        char id[TW_ID_MAX], ts[TW_TIME_LEN];
+        tw_id_new("m-", id);
+        tw_time_format(tw_now_ms(), ts);
+        const char *tn = tw_msg_type_name(type), *on = tw_op_name(op);
+        if (sx_add(m, "type", 4, tn, strlen(tn)) || sx_add(m, "operation", 9, on, strlen(on)) ||
+            (thing_id && sx_add(m, "thingID", 7, thing_id, strlen(thing_id))) ||
+            (name && sx_add(m, "name", 4, name, strlen(name))) ||
+            sx_add(m, "messageID", 9, id, strlen(id)) || sx_add(m, "created", 7, ts, strlen(ts))) {
+            tw_msg_unref(m);
+            return NULL;
+        }
+        cache_fields(m);
+        return m;
+    }
     json_t *o = json_object();
     if (!o) return NULL;
     json_object_set_new(o, "type", json_string(tw_msg_type_name(type)));
@@ -1070,7 +1127,7 @@ tw_status tw_msg_status(const tw_msg *m)
 json_t *tw_msg_get(const tw_msg *m, const char *field)
 {
     json_t *o = atomic_load_explicit(&m->obj, memory_order_acquire);
-    if (o || !m->mem) return json_object_get(o, field);
+    if (o || !m->lazy) return json_object_get(o, field);
     json_t *x = m->extra ? json_object_get(m->extra, field) : NULL;
     if (x) return x;
     lz_str *sx = sx_find(m, field);
@@ -1081,7 +1138,7 @@ json_t *tw_msg_get(const tw_msg *m, const char *field)
 
 const char *tw_msg_get_raw(const tw_msg *m, const char *field, size_t *len)
 {
-    const lz_member *mb = m->mem ? lz_find(m, field) : NULL;
+    const lz_member *mb = m->lazy ? lz_find(m, field) : NULL;
     if (!mb) return NULL;
     if (len) *len = mb->val_len;
     return mb->val;
@@ -1110,7 +1167,7 @@ int tw_msg_set(tw_msg *m, const char *field, json_t *value)
         json_decref(value);
         return TW_EINVAL;
     }
-    if (m->mem) lz_forget(m, field);
+    if (m->lazy) lz_forget(m, field);
     json_t *o = atomic_load_explicit(&m->obj, memory_order_relaxed);
     if (o) {
         if (json_object_set_new(o, field, value)) return TW_ENOMEM;
@@ -1129,30 +1186,18 @@ int tw_msg_set_str(tw_msg *m, const char *field, const char *value)
 {
     if (!value) return TW_EINVAL;
     size_t kl = strlen(field), vl = strlen(value);
-    if (!m->mem || atomic_load_explicit(&m->obj, memory_order_relaxed) ||
+    if (!m->lazy || atomic_load_explicit(&m->obj, memory_order_relaxed) ||
         !plain_string(field, kl) || !plain_string(value, vl) || !tw_utf8_valid(value, vl))
         return tw_msg_set(m, field, json_string(value));
     if (frozen(m)) return TW_EINVAL;
-    lz_str *x = malloc(sizeof *x + kl + 1 + vl + 1);
-    if (!x) return TW_ENOMEM;
-    lz_forget(m, field);
-    memcpy(x->key, field, kl + 1);
-    x->val = x->key + kl + 1;
-    memcpy((char *)x->val, value, vl + 1);
-    x->val_len = vl;
-    x->gone = false;
-    x->next = NULL;
-    atomic_init(&x->dec, NULL);
-    if (!m->sx) m->sx_tail = &m->sx;
-    *m->sx_tail = x;
-    m->sx_tail = &x->next;
-    cache_field(m, field);
-    return 0;
+    int rc = sx_add(m, field, kl, value, vl);
+    if (!rc) cache_field(m, field);
+    return rc;
 }
 
 int tw_msg_set_status(tw_msg *m, tw_status st)
 {
-    return tw_msg_set(m, "status", json_string(tw_status_name(st)));
+    return tw_msg_set_str(m, "status", tw_status_name(st));
 }
 
 int tw_msg_del(tw_msg *m, const char *field)
@@ -1160,7 +1205,7 @@ int tw_msg_del(tw_msg *m, const char *field)
     if (frozen(m)) return TW_EINVAL;
     json_t *o = atomic_load_explicit(&m->obj, memory_order_relaxed);
     if (o) json_object_del(o, field);
-    if (m->mem) lz_forget(m, field);
+    if (m->lazy) lz_forget(m, field);
     cache_field(m, field);
     return 0;
 }

@@ -270,6 +270,38 @@ static void test_lazy_string_fields(void **state)
     tw_msg_unref(m);
 }
 
+/* Built messages carry their fields as plain strings until a tree is
+ * needed; names that need escaping still come out right. */
+static void test_built_messages(void **state)
+{
+    (void)state;
+    const char *things[] = {"dtw:a:t1", "with \"quote\"", "caf\xc3\xa9"};
+    for (size_t i = 0; i < 3; i++) {
+        tw_msg *m = tw_msg_new(TW_TYPE_RESPONSE, TW_OP_INVOKEACTION, things[i], "go");
+        assert_non_null(m);
+        assert_int_equal(tw_msg_get_type(m), TW_TYPE_RESPONSE);
+        assert_string_equal(tw_msg_thing(m), things[i]);
+        assert_non_null(tw_msg_id(m));
+        assert_int_equal(tw_msg_set_status(m, TW_STATUS_COMPLETED), 0);
+        assert_int_equal(tw_msg_status(m), TW_STATUS_COMPLETED);
+        assert_int_equal(tw_msg_set_str(m, "correlationID", "c1"), 0);
+        assert_int_equal(tw_msg_set(m, "output", json_pack("[i,s]", 1, "x\n")), 0);
+        assert_string_equal(json_string_value(tw_msg_get(m, "type")), "response");
+        assert_non_null(tw_msg_get(m, "created"));
+        size_t len;
+        const char *enc = tw_msg_encode(m, &len);
+        tw_msg *back = NULL;
+        json_t *p = NULL;
+        assert_int_equal(tw_msg_parse(enc, len, NULL, &back, &p), 0);
+        assert_string_equal(tw_msg_thing(back), things[i]);
+        assert_string_equal(tw_msg_correlation(back), "c1");
+        assert_int_equal(tw_msg_status(back), TW_STATUS_COMPLETED);
+        assert_true(json_equal(tw_msg_json(back), tw_msg_json(m)));
+        tw_msg_unref(back);
+        tw_msg_unref(m);
+    }
+}
+
 static void test_lazy_set_after_tree(void **state)
 {
     (void)state;
@@ -353,6 +385,7 @@ int main(void)
         cmocka_unit_test(test_lazy_reads_and_raw),
         cmocka_unit_test(test_lazy_set_del_encode),
         cmocka_unit_test(test_lazy_set_after_tree),
+        cmocka_unit_test(test_built_messages),
         cmocka_unit_test(test_lazy_string_fields),
         cmocka_unit_test(test_lazy_extras_need_escaping),
         cmocka_unit_test(test_lazy_and_tree_paths_agree),
