@@ -579,9 +579,15 @@ static json_t *lz_value(lz_member *mb)
     case JSON_STRING:
         d = mb->str ? json_string_nocheck(mb->str) : NULL;
         break;
-    case JSON_INTEGER:
-        d = json_integer(strtoll(mb->val, NULL, 10));
-        break;
+    case JSON_INTEGER: {
+        /* the raw text is not terminated: the next member's value follows
+         * it directly (an integer has at most 19 bytes here, json_scan.c) */
+        char tmp[24];
+        size_t n = mb->val_len < sizeof tmp ? mb->val_len : sizeof tmp - 1;
+        memcpy(tmp, mb->val, n);
+        tmp[n] = '\0';
+        d = json_integer(strtoll(tmp, NULL, 10));
+    } break;
     case JSON_TRUE:
         d = json_true();
         break;

@@ -181,6 +181,21 @@ static void test_lazy_reads_and_raw(void **state)
     tw_msg_unref(m);
 }
 
+/* Raw values lie back to back in the message: an integer must be read
+ * within its own bytes (regression: "value":12,"inboxSeq":34 read 1234). */
+static void test_lazy_adjacent_integers(void **state)
+{
+    (void)state;
+    tw_msg *m = parse_ok("{\"type\":\"notification\",\"operation\":\"subscribeevent\","
+                         "\"thingID\":\"t\",\"name\":\"n\",\"value\":12,\"inboxSeq\":34,"
+                         "\"x\":-999999999999999999,\"y\":5}");
+    assert_int_equal(json_integer_value(tw_msg_get(m, "value")), 12);
+    assert_int_equal(json_integer_value(tw_msg_get(m, "inboxSeq")), 34);
+    assert_true(json_integer_value(tw_msg_get(m, "x")) == -999999999999999999LL);
+    assert_int_equal(json_integer_value(tw_msg_get(m, "y")), 5);
+    tw_msg_unref(m);
+}
+
 static void test_lazy_set_del_encode(void **state)
 {
     (void)state;
@@ -383,6 +398,7 @@ int main(void)
         cmocka_unit_test(test_scanner_shapes),
         cmocka_unit_test(test_utf8_after_ascii_runs),
         cmocka_unit_test(test_lazy_reads_and_raw),
+        cmocka_unit_test(test_lazy_adjacent_integers),
         cmocka_unit_test(test_lazy_set_del_encode),
         cmocka_unit_test(test_lazy_set_after_tree),
         cmocka_unit_test(test_built_messages),
