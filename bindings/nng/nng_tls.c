@@ -29,10 +29,14 @@
  * (the `tls` given to conn_init), found by pointer. A wss:// listener hands
  * out a websocket stream on top of an HTTP connection on top of the TLS
  * stream, which nng keeps to itself; the websocket stream reports the same
- * peer address, and among live connections that names one TLS stream (an
- * entry whose connection was closed is skipped; a newer one is found
- * first). Its handshake is over by then (the upgrade request came over
- * TLS), so the watch is answered at once, on the watcher's thread.
+ * peer and local addresses, and among live connections that 4-tuple names
+ * one TLS stream (an entry whose connection was closed is skipped). The
+ * local address matters: the same peer ip:port may hold a second TCP
+ * connection to another listener (a shared source port), which must never
+ * lend its certificate. The wss handshake is over by then (the upgrade
+ * request came over TLS), so the watch is answered at once, on the
+ * watcher's thread, with a copy of the chain taken under the lock (the
+ * connection may end at any moment after it).
  */
 #include "nng_tls.h"
 
@@ -64,8 +68,8 @@ struct nng_tls_engine_conn {
     bool server;
     bool hs_done;
     int io_err; /* the nng error behind a GnuTLS push/pull error */
-    nng_sockaddr peer;
-    bool has_peer;
+    nng_sockaddr peer, local;
+    bool has_peer, has_local;
     /* watching (under watch_mtx) */
     bool closed;
     struct nng_tls_engine_conn *next;
@@ -290,6 +294,8 @@ static int conn_init(nng_tls_engine_conn *ec, void *tls, nng_tls_engine_config *
     /* (tls_start gave the framework its socket before calling us) */
     ec->has_peer =
         ec->server && nng_stream_get_addr((nng_stream *)tls, NNG_OPT_REMADDR, &ec->peer) == 0;
+    ec->has_local =
+        ec->server && nng_stream_get_addr((nng_stream *)tls, NNG_OPT_LOCADDR, &ec->local) == 0;
     if (ec->has_peer) watch_add(ec);
     return 0;
 }
@@ -452,29 +458,72 @@ int tw_nng_tls_engine_use(void)
     return use_rc;
 }
 
+/* A copy of a peer chain (at most CHAIN_MAX certificates). */
+#define CHAIN_MAX 8
+typedef struct chain_copy {
+    gnutls_datum_t d[CHAIN_MAX];
+    unsigned n;
+} chain_copy;
+
+static void chain_copy_free(chain_copy *c)
+{
+    for (unsigned i = 0; i < c->n; i++)
+        free(c->d[i].data);
+    c->n = 0;
+}
+
+/* watch_mtx held. */
+static int chain_copy_of(nng_tls_engine_conn *ec, chain_copy *c)
+{
+    unsigned n = 0;
+    const gnutls_datum_t *chain = ec->s ? gnutls_certificate_get_peers(ec->s, &n) : NULL;
+    c->n = 0;
+    for (unsigned i = 0; chain && i < n && i < CHAIN_MAX; i++) {
+        c->d[i].data = malloc(chain[i].size ? chain[i].size : 1);
+        if (!c->d[i].data) {
+            chain_copy_free(c);
+            return TW_ENOMEM;
+        }
+        memcpy(c->d[i].data, chain[i].data, chain[i].size);
+        c->d[i].size = chain[i].size;
+        c->n++;
+    }
+    return 0;
+}
+
 int tw_nng_tls_watch(nng_stream *st, tw_nng_tls_peer_fn fn, void *arg, uint64_t key)
 {
-    nng_sockaddr sa;
+    nng_sockaddr sa, la;
     if (nng_stream_get_addr(st, NNG_OPT_REMADDR, &sa) != 0) return TW_ENOTFOUND;
+    bool has_la = nng_stream_get_addr(st, NNG_OPT_LOCADDR, &la) == 0;
     nng_tls_engine_conn *ec = NULL, *by_addr = NULL;
+    int matches = 0;
     pthread_mutex_lock(&watch_mtx);
     for (ec = watch_tab[bucket(&sa)]; ec && ec->tls != (void *)st; ec = ec->next)
-        if (!by_addr && !ec->closed && same_peer(&ec->peer, &sa)) by_addr = ec;
-    if (!ec) ec = by_addr;
+        if (!ec->closed && same_peer(&ec->peer, &sa) && has_la && ec->has_local &&
+            same_peer(&ec->local, &la)) {
+            by_addr = ec;
+            matches++;
+        }
+    if (!ec) ec = matches == 1 ? by_addr : NULL; /* never a guess between two */
     bool done = ec && ec->hs_done;
+    chain_copy cc = {.n = 0};
+    int rc = 0;
     if (ec && !done) {
         ec->fn = fn;
         ec->arg = arg;
         ec->key = key;
+    } else if (ec) {
+        /* wss:// (a tls+tcp stream nobody read or wrote yet has not shaken
+         * hands): its chain, copied while the connection surely lives */
+        rc = chain_copy_of(ec, &cc);
     }
     pthread_mutex_unlock(&watch_mtx);
     if (!ec) return TW_ENOTFOUND;
+    if (rc) return rc;
     if (done) {
-        /* wss:// (a tls+tcp stream nobody read or wrote yet has not shaken
-         * hands): its chain, which the finished handshake no longer writes */
-        unsigned n = 0;
-        const gnutls_datum_t *chain = gnutls_certificate_get_peers(ec->s, &n);
-        fn(arg, key, chain, chain ? n : 0);
+        fn(arg, key, cc.n ? cc.d : NULL, cc.n);
+        chain_copy_free(&cc);
     }
     return 0;
 }
