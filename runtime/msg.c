@@ -625,6 +625,34 @@ static const char *get_str(const tw_msg *m, const char *k)
     return mb->str ? mb->str : json_string_value(lz_value(mb));
 }
 
+/* A new tree of a lazy message's fields (no lock: the caller holds
+ * enc_lock). NULL on allocation failure. */
+static json_t *build_tree(tw_msg *m)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; i < m->nmem && o; i++) {
+        if (m->mem[i].gone) continue;
+        json_t *v = lz_value(&m->mem[i]);
+        if (!v || json_object_set(o, m->mem[i].key, v)) {
+            json_decref(o);
+            o = NULL;
+        }
+    }
+    for (lz_str *x = m->sx; x && o; x = x->next) {
+        if (x->gone) continue;
+        json_t *v = sx_value(x);
+        if (!v || json_object_set(o, x->key, v)) {
+            json_decref(o);
+            o = NULL;
+        }
+    }
+    if (o && m->extra && json_object_update(o, m->extra)) {
+        json_decref(o);
+        o = NULL;
+    }
+    return o;
+}
+
 /* The full tree of a lazy message, built once. */
 static json_t *materialize(const tw_msg *mc)
 {
@@ -633,29 +661,7 @@ static json_t *materialize(const tw_msg *mc)
     if (o || !m->lazy) return o;
     pthread_mutex_lock(&m->enc_lock);
     o = atomic_load_explicit(&m->obj, memory_order_relaxed);
-    if (!o && (o = json_object()) != NULL) {
-        for (size_t i = 0; i < m->nmem && o; i++) {
-            if (m->mem[i].gone) continue;
-            json_t *v = lz_value(&m->mem[i]);
-            if (!v || json_object_set(o, m->mem[i].key, v)) {
-                json_decref(o);
-                o = NULL;
-            }
-        }
-        for (lz_str *x = m->sx; x && o; x = x->next) {
-            if (x->gone) continue;
-            json_t *v = sx_value(x);
-            if (!v || json_object_set(o, x->key, v)) {
-                json_decref(o);
-                o = NULL;
-            }
-        }
-        if (o && m->extra && json_object_update(o, m->extra)) {
-            json_decref(o);
-            o = NULL;
-        }
-        if (o) atomic_store_explicit(&m->obj, o, memory_order_release);
-    }
+    if (!o && (o = build_tree(m)) != NULL) atomic_store_explicit(&m->obj, o, memory_order_release);
     pthread_mutex_unlock(&m->enc_lock);
     return o;
 }
@@ -1226,6 +1232,13 @@ const char *tw_msg_encode(tw_msg *m, size_t *len)
             size_t n = 0;
             json_t *o = atomic_load_explicit(&m->obj, memory_order_relaxed);
             enc = o ? tw_json_encode(o, &n) : encode_lazy(m, &n);
+            if (!enc && !o) {
+                /* a set key that needs escaping, or very many set fields:
+                 * through a tree, which is not kept */
+                json_t *t = build_tree(m);
+                enc = t ? tw_json_encode(t, &n) : NULL;
+                json_decref(t);
+            }
             if (enc) {
                 m->enc_len = n;
                 atomic_store_explicit(&m->enc, enc, memory_order_release);

@@ -101,8 +101,9 @@ static int publish_value(tw_client *c, const char *op, const char *thing, const 
 {
     json_t *v = value ? value : json_null();
     size_t tl = strlen(thing), nl = strlen(name);
-    if (tl >= TW_THING_ID_MAX || nl > 255) return TW_EINVAL;
-    char *venc = NULL; /* containers and reals: encoded apart */
+    if (tl >= TW_THING_ID_MAX || nl > 255 || !tw_utf8_valid(thing, tl) || !tw_utf8_valid(name, nl))
+        return TW_EINVAL; /* (the runtime would refuse the line, and the link with it) */
+    char *venc = NULL;    /* containers and reals: encoded apart */
     size_t vmax;
     switch (json_typeof(v)) {
     case JSON_INTEGER:

@@ -231,6 +231,10 @@ void sdk_line_raw(sdk_line *l, const char *s, size_t n)
 
 void sdk_line_str(sdk_line *l, const char *s, size_t n)
 {
+    if (!tw_utf8_valid(s, n)) { /* the runtime would refuse the whole line */
+        l->failed = true;
+        return;
+    }
     line_room(l, 6 * n + 2);
     if (!l->failed) l->len += sdk_put_json_str(l->buf + l->len, s, n);
 }

@@ -348,6 +348,14 @@ void sdk_consumer_free(tw_client *c)
 
 /* ---- actions -------------------------------------------------------------------------- */
 
+/* Ids and names must be UTF-8 (the runtime refuses the line otherwise,
+ * without a correlationID to fail the call early). */
+static bool ids_ok(const char *twin_id, const char *name)
+{
+    return twin_id && name && tw_utf8_valid(twin_id, strlen(twin_id)) &&
+           tw_utf8_valid(name, strlen(name));
+}
+
 /* An action request written by hand: no JSON tree for the envelope, the
  * input encoded once. */
 static char *action_line(tw_client *c, const char *op, const char *twin_id, const char *name,
@@ -366,7 +374,7 @@ int tw_consumer_invoke(tw_client *c, const char *twin_id, const char *name, json
                        int timeout_ms, tw_action_result *res)
 {
     if (res) memset(res, 0, sizeof *res);
-    if (!twin_id || !name) return TW_EINVAL;
+    if (!ids_ok(twin_id, name)) return TW_EINVAL;
     char corr[TW_ID_MAX];
     size_t len = 0;
     char *line = action_line(c, "invokeaction", twin_id, name, input, corr, &len);
@@ -383,7 +391,7 @@ int tw_consumer_invoke(tw_client *c, const char *twin_id, const char *name, json
 int tw_consumer_invoke_async(tw_client *c, const char *twin_id, const char *name, json_t *input,
                              int timeout_ms, tw_action_fn fn, void *arg)
 {
-    if (!twin_id || !name || !fn) return TW_EINVAL;
+    if (!ids_ok(twin_id, name) || !fn) return TW_EINVAL;
     char corr[TW_ID_MAX];
     size_t len = 0;
     char *line = action_line(c, "invokeaction", twin_id, name, input, corr, &len);
@@ -394,7 +402,7 @@ int tw_consumer_write_property(tw_client *c, const char *twin_id, const char *na
                                int timeout_ms, tw_action_result *res)
 {
     if (res) memset(res, 0, sizeof *res);
-    if (!twin_id || !name || !value) return TW_EINVAL;
+    if (!ids_ok(twin_id, name) || !value) return TW_EINVAL;
     char corr[TW_ID_MAX];
     size_t len = 0;
     char *line = action_line(c, "writeproperty", twin_id, name, value, corr, &len);

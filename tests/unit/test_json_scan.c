@@ -196,6 +196,68 @@ static void test_lazy_adjacent_integers(void **state)
     tw_msg_unref(m);
 }
 
+/* Differential: random envelopes whose members are drawn from tricky
+ * values; every field read lazily (before any tree exists) and the tree
+ * built afterwards must equal what Jansson reads from the same text. */
+static void test_lazy_differential(void **state)
+{
+    (void)state;
+    static const char *vals[] = {
+        "0",
+        "-0",
+        "12",
+        "-7",
+        "3.5",
+        "1e3",
+        "-2.5E-3",
+        "true",
+        "false",
+        "null",
+        "\"s\"",
+        "\"a\\\"b\"",
+        "\"\\u00e9\"",
+        "[1,2]",
+        "{\"k\":1}",
+        "[]",
+        "{}",
+        "123456789012345678",
+        "\"x y\"",
+        "[\"\\n\"]",
+        "-999999999999999999",
+        "\"\\ud83d\\ude00\"",
+        "1.5e300",
+        "[{\"a\":[null]}]",
+    };
+    const size_t nv = sizeof vals / sizeof vals[0];
+    unsigned seed = 12345;
+    int lazy_checked = 0;
+    for (int iter = 0; iter < 5000; iter++) {
+        char buf[2048];
+        int n = snprintf(buf, sizeof buf,
+                         "{\"type\":\"notification\",\"operation\":\"subscribeevent\","
+                         "\"thingID\":\"t\",\"name\":\"n\"");
+        int extra = (int)(rand_r(&seed) % 6);
+        for (int i = 0; i < extra; i++)
+            n += snprintf(buf + n, sizeof buf - (size_t)n, ",\"f%d\":%s", i,
+                          vals[rand_r(&seed) % nv]);
+        n += snprintf(buf + n, sizeof buf - (size_t)n, "}");
+        tw_msg *m = parse_ok(buf);
+        json_t *ref = json_loadb(buf, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
+        assert_non_null(ref);
+        for (int i = 0; i < extra; i++) {
+            char f[8];
+            snprintf(f, sizeof f, "f%d", i);
+            if (!json_equal(tw_msg_get(m, f), json_object_get(ref, f)))
+                fail_msg("field %s differs in %s", f, buf);
+            lazy_checked++;
+        }
+        if (!json_equal(tw_msg_json(m), ref)) fail_msg("tree differs for %s", buf);
+        json_decref(ref);
+        tw_msg_unref(m);
+    }
+    assert_true(lazy_checked > 1000);
+}
+
 static void test_lazy_set_del_encode(void **state)
 {
     (void)state;
@@ -317,6 +379,30 @@ static void test_built_messages(void **state)
     }
 }
 
+/* Keys that need escaping and many set fields still encode (through a
+ * tree built for the purpose). */
+static void test_lazy_odd_keys_and_many_fields(void **state)
+{
+    (void)state;
+    tw_msg *m = parse_ok(event_text);
+    assert_int_equal(tw_msg_set(m, "we\"ird", json_integer(1)), 0);
+    for (int i = 0; i < 40; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k%d", i);
+        assert_int_equal(tw_msg_set(m, k, json_integer(i)), 0);
+    }
+    size_t len;
+    const char *enc = tw_msg_encode(m, &len);
+    assert_non_null(enc);
+    json_t *got = json_loadb(enc, len, JSON_REJECT_DUPLICATES, NULL);
+    assert_non_null(got);
+    assert_int_equal(json_integer_value(json_object_get(got, "we\"ird")), 1);
+    assert_int_equal(json_integer_value(json_object_get(got, "k39")), 39);
+    assert_string_equal(json_string_value(json_object_get(got, "thingID")), "t1");
+    json_decref(got);
+    tw_msg_unref(m);
+}
+
 static void test_lazy_set_after_tree(void **state)
 {
     (void)state;
@@ -399,8 +485,10 @@ int main(void)
         cmocka_unit_test(test_utf8_after_ascii_runs),
         cmocka_unit_test(test_lazy_reads_and_raw),
         cmocka_unit_test(test_lazy_adjacent_integers),
+        cmocka_unit_test(test_lazy_differential),
         cmocka_unit_test(test_lazy_set_del_encode),
         cmocka_unit_test(test_lazy_set_after_tree),
+        cmocka_unit_test(test_lazy_odd_keys_and_many_fields),
         cmocka_unit_test(test_built_messages),
         cmocka_unit_test(test_lazy_string_fields),
         cmocka_unit_test(test_lazy_extras_need_escaping),

@@ -298,6 +298,10 @@ static void test_invoke_roundtrip(void **state)
         assert_true(json_equal(res.output, in));
         tw_action_result_clear(&res);
     }
+    /* ids and names that are not UTF-8 are refused at once, not sent */
+    assert_int_equal(tw_consumer_invoke(c, "dtw:a:\xff", "echo", NULL, 30000, NULL), TW_EINVAL);
+    assert_int_equal(tw_consumer_invoke(c, "dtw:a:t", "ec\xc3", NULL, 30000, NULL), TW_EINVAL);
+    assert_int_equal(tw_agent_publish_event(c, "t", "\xed\xa0\x80", NULL), TW_EINVAL);
     /* no input: none sent, none echoed */
     tw_action_result res;
     assert_int_equal(tw_consumer_invoke(c, "dtw:a:t", "echo", NULL, 30000, &res), 0);
