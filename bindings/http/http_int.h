@@ -390,6 +390,9 @@ struct http_stream {
 typedef int (*sse_setup_fn)(http_req *r, http_stream *s, json_t **problem);
 enum MHD_Result http_sse_open(http_req *r, sse_mode mode, sse_setup_fn setup);
 int http_sse_send(tw_http *h, http_stream *s, tw_msg *m);
+/* The value of an `event:` field for a name: at most 120 bytes, control
+ * characters (a CR or LF would end the field) replaced by '_'. */
+void http_sse_event_name(const char *in, char out[121]);
 /* Appends a preformatted frame (directory notifications). */
 int http_sse_push_raw(http_stream *s, uint64_t id, const char *event, const char *data,
                       size_t dlen);

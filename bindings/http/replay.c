@@ -123,8 +123,9 @@ const char *rp_item_frame(rp_item *it, int variant, size_t *len)
             dlen = 4;
         }
     }
-    char head[200];
-    int hn = snprintf(head, sizeof head, "id: %" PRIu64 "\nevent: %.120s\ndata: ", it->seq, event);
+    char head[200], ev[121];
+    http_sse_event_name(event, ev);
+    int hn = snprintf(head, sizeof head, "id: %" PRIu64 "\nevent: %s\ndata: ", it->seq, ev);
     size_t n = (size_t)hn + dlen + 2;
     f = malloc(n + 1);
     if (!f) {

@@ -154,15 +154,25 @@ static int append_locked(http_stream *s, const char *const *parts, const size_t 
     return 0;
 }
 
+void http_sse_event_name(const char *in, char out[121])
+{
+    /* a name is one line: a CR or LF in it would start SSE fields of its own */
+    size_t i = 0;
+    for (; in && in[i] && i < 120; i++)
+        out[i] = (unsigned char)in[i] < 0x20 ? '_' : in[i];
+    out[i] = '\0';
+}
+
 static int append_frame(http_stream *s, uint64_t id, const char *event, const char *data,
                         size_t dlen)
 {
-    char head[200];
+    char head[200], ev[121];
     int hn;
+    http_sse_event_name(event, ev);
     if (id)
-        hn = snprintf(head, sizeof head, "id: %" PRIu64 "\nevent: %.120s\ndata: ", id, event);
+        hn = snprintf(head, sizeof head, "id: %" PRIu64 "\nevent: %s\ndata: ", id, ev);
     else
-        hn = snprintf(head, sizeof head, "event: %.120s\ndata: ", event);
+        hn = snprintf(head, sizeof head, "event: %s\ndata: ", ev);
     const char *parts[3] = {head, data, "\n\n"};
     size_t lens[3] = {(size_t)hn, dlen, 2};
     int rc = append_locked(s, parts, lens, 3);

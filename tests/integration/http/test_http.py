@@ -642,6 +642,22 @@ class Streams(unittest.TestCase):
         self.assertGreater(ids[0], int(last))
         r.close()
 
+    def test_event_name_with_newline_stays_one_field(self):
+        # a TD may name an event anything; a CR/LF in it must not start SSE
+        # fields of its own in the frame
+        td = {"@context": "https://www.w3.org/2022/wot/td/v1.1", "id": "odd-names",
+              "title": "Odd", "events": {"a\nid: 999\nb": {"data": {"type": "integer"}}}}
+        twin = AGENT.publish_td(td)
+        s = SSE(TW, "/things/%s/events" % q(twin), ADMIN.token)
+        self.assertTrue(s.wait_status())
+        AGENT.event("odd-names", "a\nid: 999\nb", 7)
+        self.assertTrue(s.wait(lambda x: len(x.events) >= 1))
+        ev = s.events[0]
+        self.assertEqual(ev["event"], "a_id: 999_b")
+        self.assertNotEqual(ev["id"], "999")
+        self.assertEqual(ev["json"], 7)
+        s.close()
+
     def test_slow_consumer_beside_fast(self):
         fast = SSE(TW, tpath("events", "tick"), ADMIN.token)
         slow = SSE(TW, tpath("events", "tick"), ADMIN.token, rcvbuf=4096)
