@@ -302,15 +302,21 @@ static int max_depth_of(const char *buf, size_t len)
 /* ---- validation -------------------------------------------------------- */
 
 /* Fields whose type the envelope fixes; the FI_ indices name them. */
+#define TF(n, t)                                                                                   \
+    {                                                                                              \
+        n, sizeof n - 1, t                                                                         \
+    }
 static const struct {
     const char *name;
+    size_t len;
     json_type type;
 } typed_fields[] = {
-    {"type", JSON_STRING},     {"operation", JSON_STRING},     {"thingID", JSON_STRING},
-    {"name", JSON_STRING},     {"correlationID", JSON_STRING}, {"messageID", JSON_STRING},
-    {"senderID", JSON_STRING}, {"created", JSON_STRING},       {"timestamp", JSON_STRING},
-    {"expires", JSON_STRING},  {"status", JSON_STRING},        {"error", JSON_OBJECT},
+    TF("type", JSON_STRING),     TF("operation", JSON_STRING),     TF("thingID", JSON_STRING),
+    TF("name", JSON_STRING),     TF("correlationID", JSON_STRING), TF("messageID", JSON_STRING),
+    TF("senderID", JSON_STRING), TF("created", JSON_STRING),       TF("timestamp", JSON_STRING),
+    TF("expires", JSON_STRING),  TF("status", JSON_STRING),        TF("error", JSON_OBJECT),
 };
+#undef TF
 enum {
     FI_TYPE,
     FI_OPERATION,
@@ -364,9 +370,7 @@ static int typed_index(const char *key, size_t len)
         return -1;
     }
     for (int i = from; i <= to; i++)
-        if (typed_fields[i].name[0] == key[0] && strncmp(typed_fields[i].name, key, len) == 0 &&
-            typed_fields[i].name[len] == '\0')
-            return i;
+        if (typed_fields[i].len == len && memcmp(typed_fields[i].name, key, len) == 0) return i;
     return -1;
 }
 /* Which request operations address a Thing, and which an affordance. */
@@ -520,7 +524,7 @@ static lz_member *lz_find(const tw_msg *m, const char *key)
 static lz_str *sx_find(const tw_msg *m, const char *key)
 {
     for (lz_str *x = m->sx; x; x = x->next)
-        if (!x->gone && strcmp(x->key, key) == 0) return x;
+        if (x->key[0] == key[0] && !x->gone && strcmp(x->key, key) == 0) return x;
     return NULL;
 }
 
@@ -542,7 +546,8 @@ static json_t *sx_value(lz_str *x)
 static void lz_forget(tw_msg *m, const char *field);
 
 /* Sets a plain string field on a lazy message (no tree built yet). */
-static int sx_add(tw_msg *m, const char *field, size_t kl, const char *value, size_t vl)
+static int sx_add(tw_msg *m, const char *field, size_t kl, const char *value, size_t vl,
+                  const char **stored)
 {
     lz_str *x = malloc(sizeof *x + kl + 1 + vl + 1);
     if (!x) return TW_ENOMEM;
@@ -557,6 +562,7 @@ static int sx_add(tw_msg *m, const char *field, size_t kl, const char *value, si
     if (!m->sx) m->sx_tail = &m->sx;
     *m->sx_tail = x;
     m->sx_tail = &x->next;
+    if (stored) *stored = x->val;
     return 0;
 }
 
@@ -1030,10 +1036,12 @@ tw_msg *tw_msg_new(tw_msg_type type, tw_op op, const char *thing_id, const char 
         tw_id_new("m-", id);
         tw_time_format(tw_now_ms(), ts);
         const char *tn = tw_msg_type_name(type), *on = tw_op_name(op);
-        if (sx_add(m, "type", 4, tn, strlen(tn)) || sx_add(m, "operation", 9, on, strlen(on)) ||
-            (thing_id && sx_add(m, "thingID", 7, thing_id, strlen(thing_id))) ||
-            (name && sx_add(m, "name", 4, name, strlen(name))) ||
-            sx_add(m, "messageID", 9, id, strlen(id)) || sx_add(m, "created", 7, ts, strlen(ts))) {
+        if (sx_add(m, "type", 4, tn, strlen(tn), NULL) ||
+            sx_add(m, "operation", 9, on, strlen(on), NULL) ||
+            (thing_id && sx_add(m, "thingID", 7, thing_id, strlen(thing_id), NULL)) ||
+            (name && sx_add(m, "name", 4, name, strlen(name), NULL)) ||
+            sx_add(m, "messageID", 9, id, strlen(id), NULL) ||
+            sx_add(m, "created", 7, ts, strlen(ts), NULL)) {
             tw_msg_unref(m);
             return NULL;
         }
@@ -1202,9 +1210,22 @@ int tw_msg_set_str(tw_msg *m, const char *field, const char *value)
         !plain_string(field, kl) || !plain_string(value, vl) || !tw_utf8_valid(value, vl))
         return tw_msg_set(m, field, json_string(value));
     if (frozen(m)) return TW_EINVAL;
-    int rc = sx_add(m, field, kl, value, vl);
-    if (!rc) cache_field(m, field);
-    return rc;
+    const char *v = NULL;
+    int rc = sx_add(m, field, kl, value, vl, &v);
+    if (rc) return rc;
+    /* the cached pointers of the fields the router reads, straight from the
+     * new value (no lookup) */
+    if (strcmp(field, "thingID") == 0)
+        m->thing = v;
+    else if (strcmp(field, "senderID") == 0)
+        m->sender = v;
+    else if (strcmp(field, "name") == 0)
+        m->name = v;
+    else if (strcmp(field, "correlationID") == 0)
+        m->correlation = v;
+    else
+        cache_field(m, field);
+    return 0;
 }
 
 int tw_msg_set_status(tw_msg *m, tw_status st)
