@@ -407,61 +407,59 @@ int tw_conns_fanout(tw_runtime *rt, tw_sub_kind kind, const char *thing, const c
     return rc ? rc : sent;
 }
 
+/* Connections picked under the registry lock, closed after it. */
 typedef struct {
-    const char *sid;
     tw_conn **v;
     size_t n, cap;
-} session_scan;
+} close_list;
 
-int tw_conns_close_session(tw_runtime *rt, const char *session_id)
+/* Adds the connections of cv whose session id starts with the n bytes of
+ * sid (n = strlen(sid) + 1: equal to it). Registry lock held. */
+static void close_pick(close_list *cl, const tw_connvec *cv, const char *sid, size_t n)
 {
-    session_scan sc = {session_id, NULL, 0, 0};
-    tw_registry *r = &rt->reg;
-    pthread_rwlock_rdlock(&r->lock);
-    size_t pos = 0;
-    void *v;
-    while (tw_hmap_next(&r->by_client, &pos, NULL, &v)) {
-        tw_connvec *cv = v;
-        for (size_t i = 0; i < cv->n; i++)
-            if (strcmp(cv->v[i]->id.session_id, session_id) == 0 &&
-                vec_push((void ***)&sc.v, &sc.n, &sc.cap, cv->v[i]) == 0)
-                tw_conn_ref(cv->v[i]);
-    }
-    pthread_rwlock_unlock(&r->lock);
-    for (size_t i = 0; i < sc.n; i++) {
-        tw_conn *c = sc.v[i];
+    for (size_t i = 0; cv && i < cv->n; i++)
+        if (strncmp(cv->v[i]->id.session_id, sid, n) == 0 &&
+            vec_push((void ***)&cl->v, &cl->n, &cl->cap, cv->v[i]) == 0)
+            tw_conn_ref(cv->v[i]);
+}
+
+/* Asks each binding to close its connection (lock released). */
+static int close_all(close_list *cl)
+{
+    for (size_t i = 0; i < cl->n; i++) {
+        tw_conn *c = cl->v[i];
         if (c->b->ops->close_conn)
             c->b->ops->close_conn(c->b, c);
         else
             tw_conn_close(c);
         tw_conn_unref(c);
     }
-    free(sc.v);
-    return (int)sc.n;
+    free(cl->v);
+    return (int)cl->n;
+}
+
+int tw_conns_close_session(tw_runtime *rt, const char *session_id)
+{
+    close_list cl = {NULL, 0, 0};
+    tw_registry *r = &rt->reg;
+    size_t n = strlen(session_id) + 1;
+    pthread_rwlock_rdlock(&r->lock);
+    size_t pos = 0;
+    void *v;
+    while (tw_hmap_next(&r->by_client, &pos, NULL, &v))
+        close_pick(&cl, v, session_id, n);
+    pthread_rwlock_unlock(&r->lock);
+    return close_all(&cl);
 }
 
 int tw_conns_close_client(tw_runtime *rt, const char *client_id, const char *prefix)
 {
-    session_scan sc = {NULL, NULL, 0, 0};
+    close_list cl = {NULL, 0, 0};
     tw_registry *r = &rt->reg;
-    size_t plen = strlen(prefix);
     pthread_rwlock_rdlock(&r->lock);
-    tw_connvec *cv = tw_hmap_get(&r->by_client, client_id);
-    for (size_t i = 0; cv && i < cv->n; i++)
-        if (strncmp(cv->v[i]->id.session_id, prefix, plen) == 0 &&
-            vec_push((void ***)&sc.v, &sc.n, &sc.cap, cv->v[i]) == 0)
-            tw_conn_ref(cv->v[i]);
+    close_pick(&cl, tw_hmap_get(&r->by_client, client_id), prefix, strlen(prefix));
     pthread_rwlock_unlock(&r->lock);
-    for (size_t i = 0; i < sc.n; i++) {
-        tw_conn *c = sc.v[i];
-        if (c->b->ops->close_conn)
-            c->b->ops->close_conn(c->b, c);
-        else
-            tw_conn_close(c);
-        tw_conn_unref(c);
-    }
-    free(sc.v);
-    return (int)sc.n;
+    return close_all(&cl);
 }
 
 int tw_conns_count(tw_runtime *rt, const char *binding_name)
