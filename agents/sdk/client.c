@@ -588,23 +588,27 @@ static bool queue_full(const tw_client *c)
  * stay cache-friendly. */
 #define VALUE_RUN (64u * 1024u)
 
-int sdk_enqueue_value(tw_client *c, const char *line, size_t len)
+/* Waits (mtx held) until the send queue has room: 0, or TW_ECLOSED,
+ * TW_EOFFLINE (unless offline_ok: answers wait for the reconnect) or
+ * TW_EFULL after send_block_ms. */
+static int wait_for_room(tw_client *c, bool offline_ok)
 {
-    int rc = 0;
     bool timed_out = false;
-    pthread_mutex_lock(&c->mtx);
     for (;;) {
-        if (c->closing)
-            rc = TW_ECLOSED;
-        else if (c->state != TW_CLIENT_CONNECTED)
-            rc = TW_EOFFLINE;
-        else if (queue_full(c) && timed_out)
-            rc = TW_EFULL;
-        if (rc || !queue_full(c)) break;
+        if (c->closing) return TW_ECLOSED;
+        if (c->state != TW_CLIENT_CONNECTED && !offline_ok) return TW_EOFFLINE;
+        if (!queue_full(c)) return 0;
+        if (timed_out) return TW_EFULL;
         struct timespec ts;
         abstime(&ts, c->o.send_block_ms);
         if (pthread_cond_timedwait(&c->space_cond, &c->mtx, &ts) == ETIMEDOUT) timed_out = true;
     }
+}
+
+int sdk_enqueue_value(tw_client *c, const char *line, size_t len)
+{
+    pthread_mutex_lock(&c->mtx);
+    int rc = wait_for_room(c, false);
     if (rc) {
         atomic_fetch_add(&c->st_dropped, 1);
         pthread_mutex_unlock(&c->mtx);
@@ -679,19 +683,7 @@ int sdk_enqueue_line(tw_client *c, char *buf, size_t len, out_kind kind, const c
         pthread_mutex_unlock(&c->mtx);
         return 0; /* a failed write ends the link; pending calls learn it there */
     }
-    bool timed_out = false;
-    for (;;) {
-        if (c->closing)
-            rc = TW_ECLOSED;
-        else if (c->state != TW_CLIENT_CONNECTED && kind != OUT_ANSWER)
-            rc = TW_EOFFLINE;
-        else if (queue_full(c) && timed_out)
-            rc = TW_EFULL;
-        if (rc || !queue_full(c)) break;
-        struct timespec ts;
-        abstime(&ts, c->o.send_block_ms);
-        if (pthread_cond_timedwait(&c->space_cond, &c->mtx, &ts) == ETIMEDOUT) timed_out = true;
-    }
+    rc = wait_for_room(c, kind == OUT_ANSWER);
     if (!rc) {
         out_item *it = &c->q[(c->qhead + c->qn) % c->qcap];
         it->buf = buf;
