@@ -108,35 +108,31 @@ static bool is_int_value(const json_t *j)
     return d == (double)(long long)d;
 }
 
-/* Checks obj[key] is a string if present. */
-static void opt_string(vctx *v, const json_t *obj, const char *key)
+/* Checks obj[key], if present, has one of the JSON types in the mask
+ * (bits 1 << json_type); what names them in the problem. */
+static void opt_typed(vctx *v, const json_t *obj, const char *key, unsigned types, const char *what)
 {
     json_t *m = json_object_get(obj, key);
-    if (m && !json_is_string(m)) {
+    if (m && !(types & 1u << json_typeof(m))) {
         size_t o = push(v, key);
-        problem(v, NULL, "must be a string, not %s", type_name(m));
+        problem(v, NULL, "must be %s, not %s", what, type_name(m));
         pop(v, o);
     }
+}
+
+static void opt_string(vctx *v, const json_t *obj, const char *key)
+{
+    opt_typed(v, obj, key, 1u << JSON_STRING, "a string");
 }
 
 static void opt_bool(vctx *v, const json_t *obj, const char *key)
 {
-    json_t *m = json_object_get(obj, key);
-    if (m && !json_is_boolean(m)) {
-        size_t o = push(v, key);
-        problem(v, NULL, "must be a boolean, not %s", type_name(m));
-        pop(v, o);
-    }
+    opt_typed(v, obj, key, 1u << JSON_TRUE | 1u << JSON_FALSE, "a boolean");
 }
 
 static void opt_number(vctx *v, const json_t *obj, const char *key)
 {
-    json_t *m = json_object_get(obj, key);
-    if (m && !json_is_number(m)) {
-        size_t o = push(v, key);
-        problem(v, NULL, "must be a number, not %s", type_name(m));
-        pop(v, o);
-    }
+    opt_typed(v, obj, key, 1u << JSON_INTEGER | 1u << JSON_REAL, "a number");
 }
 
 static void opt_nonneg_int(vctx *v, const json_t *obj, const char *key)

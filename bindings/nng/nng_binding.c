@@ -245,7 +245,7 @@ static void peer_cb(void *arg, uint64_t key, const gnutls_datum_t *chain, unsign
 static void handle_refusals(nng_bind *nb)
 {
     nng_bindx *x = bx(nb);
-    refusal todo[MAX_REFUSALS];
+    refusal due[MAX_REFUSALS];
     int64_t now = tw_mono_us() / 1000;
     pthread_mutex_lock(&nb->hk_mtx);
     int n = 0, kept = 0;
@@ -255,7 +255,7 @@ static void handle_refusals(nng_bind *nb)
             x->refused[kept++] = *r; /* not yet */
             continue;
         }
-        todo[n++] = *r;
+        due[n++] = *r;
         if (!r->told_ms) {
             x->refused[kept] = *r;
             x->refused[kept++].told_ms = now;
@@ -264,17 +264,17 @@ static void handle_refusals(nng_bind *nb)
     x->nrefused = kept;
     pthread_mutex_unlock(&nb->hk_mtx);
     for (int i = 0; i < n; i++) {
-        nconn *c = lookup_key(nb, todo[i].key);
+        nconn *c = lookup_key(nb, due[i].key);
         if (!c) continue;
-        if (todo[i].told_ms) {
+        if (due[i].told_ms) {
             nconn_close(c, "client certificate refused");
         } else {
             tw_msg *m = tw_msg_new(TW_TYPE_RESPONSE, TW_OP_NONE, NULL, NULL);
             if (m) {
                 tw_msg_set_status(m, TW_STATUS_FAILED);
                 tw_msg_set(m, "error",
-                           tw_problem_new(todo[i].status, "unauthenticated", "not authenticated",
-                                          todo[i].detail, NULL));
+                           tw_problem_new(due[i].status, "unauthenticated", "not authenticated",
+                                          due[i].detail, NULL));
                 nconn_send(c, m, false);
                 tw_msg_unref(m);
             }

@@ -22,6 +22,7 @@
  * the rows still queued, in order.
  */
 #include "runtime/queue.h"
+#include "tests/unit/tw_test.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -216,15 +217,8 @@ static int verify(const char *dir, long counts[4])
 
 static int parent_main(unsigned seed)
 {
-    const char *base = getenv("TW_TEST_TMP");
-    if (!base || !*base) base = "/tmp";
-    mkdir(base, 0700);
     char dir[512];
-    snprintf(dir, sizeof dir, "%s/crash_drain.XXXXXX", base);
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    tw_test_tmpdir(dir, "crash_drain"); /* kept afterwards, for a post-mortem */
     char ready[600];
     snprintf(ready, sizeof ready, "%s/ready", dir);
     pid_t pid = fork();

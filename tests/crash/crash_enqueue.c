@@ -22,6 +22,7 @@
  * pushes after the old ones. Exit status 0 only if all of that holds.
  */
 #include "runtime/queue.h"
+#include "tests/unit/tw_test.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -354,15 +355,8 @@ static int verify(const char *dir, long *acked_out, int64_t *rows_out)
 
 static int parent_main(unsigned seed)
 {
-    const char *base = getenv("TW_TEST_TMP");
-    if (!base || !*base) base = "/tmp";
-    mkdir(base, 0700);
     char dir[512];
-    snprintf(dir, sizeof dir, "%s/crash_enqueue.XXXXXX", base);
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    tw_test_tmpdir(dir, "crash_enqueue"); /* kept afterwards, for a post-mortem */
     char logpath[600];
     snprintf(logpath, sizeof logpath, "%s/acked.log", dir);
 

@@ -235,9 +235,8 @@ static void on_toggle(void *arg, tw_client *c, tw_req *r)
 
 /*
  * The same agent through the whole of libtwin: tw_client_opts with
- * cert_file/key_file and no password. Skipped while tw_client_new() still
- * requires a password or token (the client core, agents/sdk/client.c, has
- * to accept a certificate as the credential).
+ * cert_file/key_file and no password: the certificate alone is the
+ * credential.
  */
 static void test_libtwin_agent_with_certificate(void **state)
 {
