@@ -32,6 +32,7 @@
  * --no-reference (skip the bare-stream figures, e.g. under a profiler).
  */
 #include "bench.h"
+#include "bench_ref.h"
 
 #include "agents/sdk/libtwin.h"
 #include "runtime/msg.h"
@@ -518,8 +519,10 @@ static int run_events(const tw_bench_args *a)
     tw_bench_report("nng_events", "delivered", (double)got, "events");
     tw_bench_report("nng_events", "sent_per_write", st.batches ? (double)st.sent / st.batches : 0,
                     "envelopes");
-    if (!nb_flag(a, "--no-reference"))
+    if (!nb_flag(a, "--no-reference")) {
         tw_bench_report("nng_events", "reference_bare_stream_per_s", ref_events(n), "1/s");
+        tw_ref_report_events("nng_events", a->workdir, n, window);
+    }
     rc = got == n ? 0 : -1;
 out:
     nb_env_down(&e);
@@ -613,6 +616,7 @@ static int run_rtt(const tw_bench_args *a)
         ref_rtt(n, &r50, &r99);
         tw_bench_report("nng_rtt", "reference_bare_stream_p50", r50, "us");
         tw_bench_report("nng_rtt", "reference_bare_stream_p99", r99, "us");
+        tw_ref_report_rtt("nng_rtt", a->workdir, n);
     }
     rc = 0;
 out_in:

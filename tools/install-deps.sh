@@ -3,7 +3,9 @@
 # and test, when they are missing. Needs root (apt-get); says so otherwise.
 #
 #   tools/install-deps.sh            build + run + test packages
-#   tools/install-deps.sh --bench    also the benchmark tools (wrk)
+#   tools/install-deps.sh --bench    also the benchmark tools: wrk, and the
+#                                    NATS and MQTT brokers and client libraries
+#                                    twin-bench measures its nng references with
 set -euo pipefail
 
 pkgs=(
@@ -13,7 +15,7 @@ pkgs=(
   libgpiod-dev libasound2-dev
   curl openssl gnutls-bin python3 sqlite3 procps
 )
-[[ "${1:-}" == "--bench" ]] && pkgs+=(wrk)
+[[ "${1:-}" == "--bench" ]] && pkgs+=(wrk nats-server mosquitto libnats-dev libmosquitto-dev)
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 
