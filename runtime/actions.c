@@ -29,6 +29,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* An answer that arrived before its action's row was recorded. */
+typedef struct held_answer {
+    tw_status st;
+    json_t *output, *error; /* references */
+} held_answer;
+
 /* An action handed to an agent and not yet finally answered. */
 typedef struct tw_live {
     char action_id[TW_ID_MAX];
@@ -42,12 +48,31 @@ typedef struct tw_live {
     bool from_queue; /* holds a slot of the drain window */
     int64_t created_ms;
     int64_t seq; /* the action's row, when known (drained), else 0 */
+    /* Delivered live, its row not recorded and `delivered` not sent yet:
+     * the agent's answers wait here, in order, and the invoking thread
+     * passes them on once it has done both (settle()). An agent can answer
+     * before the invoking thread gets there (on the binding's own sockets
+     * it often does); passed on at once, its `completed` would be written
+     * before the row exists, and reach the sender before `delivered`. */
+    bool unsettled;
+    held_answer *held;
+    size_t nheld, capheld;
 } tw_live;
+
+static void held_free(held_answer *h, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        json_decref(h[i].output);
+        json_decref(h[i].error);
+    }
+    free(h);
+}
 
 static void live_free(tw_live *l)
 {
     if (!l) return;
     if (l->origin) tw_conn_unref(l->origin);
+    held_free(l->held, l->nheld);
     free(l->name);
     free(l->correlation);
     free(l);
@@ -164,6 +189,7 @@ static int deliver(tw_runtime *rt, tw_conn *agent, const tw_action *a, tw_conn *
     l->from_queue = from_queue;
     l->created_ms = tw_now_ms();
     l->seq = a->seq;
+    l->unsettled = !from_queue; /* a drained action's row exists */
     int err = 0;
     pthread_mutex_lock(&rt->live_lock);
     tw_hmap_put(&rt->live, l->action_id, l, &err);
@@ -185,6 +211,46 @@ static int deliver(tw_runtime *rt, tw_conn *agent, const tw_action *a, tw_conn *
 }
 
 static void drain(tw_runtime *rt, const char *agent_id);
+
+/*
+ * The invoking thread, after recording a live action's row and answering
+ * `delivered`: passes on the answers the agent sent meanwhile (tw_live's
+ * unsettled), in order, up to a final one; the next ones go their usual
+ * way (tw_actions_agent_answer).
+ */
+static void settle(tw_runtime *rt, const tw_action *a, tw_conn *origin)
+{
+    held_answer *held = NULL;
+    size_t n = 0, nall = 0;
+    tw_live *owned = NULL;
+    pthread_mutex_lock(&rt->live_lock);
+    tw_live *l = tw_hmap_get(&rt->live, a->id);
+    if (l) {
+        l->unsettled = false;
+        held = l->held;
+        n = nall = l->nheld;
+        l->held = NULL;
+        l->nheld = l->capheld = 0;
+        for (size_t i = 0; i < n && !owned; i++)
+            if (tw_status_final(held[i].st)) {
+                owned = tw_hmap_del(&rt->live, a->id);
+                n = i + 1;
+            }
+    }
+    pthread_mutex_unlock(&rt->live_lock);
+    for (size_t i = 0; i < n; i++) {
+        if (rt->queue)
+            tw_queue_update_seq(rt->queue, a->id, 0, held[i].st, held[i].output, held[i].error);
+        tw_msg *sm = status_msg(a->op, a->thing_id, a->name, a->id, a->correlation_id, held[i].st,
+                                held[i].output, held[i].error);
+        if (sm) {
+            to_sender(rt, origin, a->sender_id, sm);
+            tw_msg_unref(sm);
+        }
+    }
+    held_free(held, nall); /* (answers after a final one are dropped) */
+    live_free(owned);
+}
 
 /* A queued action whose delivery failed after it was claimed: it is not
  * retried (that could run it twice), it fails and its sender is told. */
@@ -420,6 +486,7 @@ void tw_actions_request(tw_mw_call *call)
                                    TW_STATUS_DELIVERED, NULL, NULL);
             call->status = 201;
             tw_router_reply(call, r);
+            settle(rt, &a, call->conn);
             return;
         }
         /* The connection went away under us: fall through to the offline path. */
@@ -463,6 +530,17 @@ void tw_actions_request(tw_mw_call *call)
 
 /* ---- answers from agents ----------------------------------------------------- */
 
+static bool grow_held(tw_live *l)
+{
+    size_t nc = l->capheld ? l->capheld * 2 : 4;
+    if (nc > 1024) return false; /* an agent chattering before settle(): go on unordered */
+    held_answer *nh = realloc(l->held, nc * sizeof *nh);
+    if (!nh) return false;
+    l->held = nh;
+    l->capheld = nc;
+    return true;
+}
+
 void tw_actions_agent_answer(tw_mw_call *call)
 {
     tw_runtime *rt = call->rt;
@@ -493,6 +571,14 @@ void tw_actions_agent_answer(tw_mw_call *call)
     pthread_mutex_lock(&rt->live_lock);
     tw_live *l = tw_hmap_get(&rt->live, action_id);
     bool found = l != NULL, mine = l && strcmp(l->agent_id, id->client_id) == 0;
+    if (mine && l->unsettled) { /* the invoking thread passes it on (settle) */
+        if (l->nheld < l->capheld || grow_held(l)) {
+            l->held[l->nheld++] = (held_answer){st, output ? json_incref(output) : NULL,
+                                                error ? json_incref(error) : NULL};
+            pthread_mutex_unlock(&rt->live_lock);
+            return;
+        }
+    }
     if (mine) {
         if (tw_status_final(st)) {
             tw_hmap_del(&rt->live, action_id);

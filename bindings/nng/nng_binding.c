@@ -81,12 +81,14 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MOD "nng"
 
 #define DEFAULT_SEND_QUEUE 16384
 #define DEFAULT_MAX_CONNS 10000
 #define DEFAULT_LOGIN_TIMEOUT_MS 10000
+#define DEFAULT_IO_THREADS 2
 #define MAX_REFUSALS 256
 
 /* A connection whose client certificate was refused: the housekeeping
@@ -117,7 +119,7 @@ static nng_bindx *bx(nng_bind *nb)
 
 /* ---- connection table ------------------------------------------------- */
 
-static int slot_alloc(nng_bind *nb, uint32_t *slot, uint32_t *gen)
+int nng_slot_alloc(nng_bind *nb, uint32_t *slot, uint32_t *gen)
 {
     int rc = TW_EFULL;
     pthread_rwlock_wrlock(&nb->slots_lock);
@@ -130,14 +132,14 @@ static int slot_alloc(nng_bind *nb, uint32_t *slot, uint32_t *gen)
     return rc;
 }
 
-static void slot_set(nng_bind *nb, uint32_t slot, nconn *c)
+void nng_slot_set(nng_bind *nb, uint32_t slot, nconn *c)
 {
     pthread_rwlock_wrlock(&nb->slots_lock);
     nb->slots[slot].c = c;
     pthread_rwlock_unlock(&nb->slots_lock);
 }
 
-static void slot_free(nng_bind *nb, uint32_t slot)
+void nng_slot_free(nng_bind *nb, uint32_t slot)
 {
     pthread_rwlock_wrlock(&nb->slots_lock);
     nb->slots[slot].c = NULL;
@@ -385,16 +387,16 @@ static void accept_cb(void *arg)
     nng_stream *st = nng_aio_get_output(le->accept_aio, 0);
     uint32_t slot, gen;
     nconn *c = NULL;
-    if (slot_alloc(nb, &slot, &gen) != 0) {
+    if (nng_slot_alloc(nb, &slot, &gen) != 0) {
         tw_log_warn(MOD, "refusing a connection on %s: %d connections open", le->bound,
                     nb->max_conns);
         nng_stream_free(st);
-    } else if (nconn_start(nb, st, slot, gen, &c) != 0) {
-        slot_free(nb, slot);
+    } else if (nconn_start(nb, st, -1, NULL, slot, gen, &c) != 0) {
+        nng_slot_free(nb, slot);
         nng_stream_free(st);
     } else {
         atomic_fetch_add(&nb->nconns, 1);
-        slot_set(nb, slot, c);
+        nng_slot_set(nb, slot, c);
         /* before the first read: the handshake happens on it */
         if (bx(nb)->verifier && needs_tls(le->url))
             tw_nng_tls_watch(st, peer_cb, nb, ((uint64_t)gen << 32) | slot);
@@ -485,8 +487,26 @@ static int tls_load(nng_bind *nb)
     return 0;
 }
 
+void nng_listener_set_bound(nng_listener_ent *le, int port)
+{
+    snprintf(le->bound, sizeof le->bound, "%s", le->url);
+    if (port <= 0) return;
+    /* replace the port of the URL by the bound one */
+    const char *hs = strstr(le->url, "://") + 3;
+    const char *colon = hs[0] == '[' ? strstr(hs, "]:") : strchr(hs, ':');
+    if (colon && hs[0] == '[') colon++;
+    if (colon) {
+        const char *rest = colon + 1;
+        while (*rest >= '0' && *rest <= '9')
+            rest++;
+        snprintf(le->bound, sizeof le->bound, "%.*s:%d%s", (int)(colon - le->url), le->url, port,
+                 rest);
+    }
+}
+
 static int listener_open(nng_bind *nb, nng_listener_ent *le)
 {
+    if (nb->dx && nng_direct_url(le->url)) return nng_direct_listen(nb->dx, le);
     int rv = nng_stream_listener_alloc(&le->l, le->url);
     if (rv != 0) {
         tw_log_error(MOD, "%s: %s", le->url, nng_strerror(rv));
@@ -511,21 +531,9 @@ static int listener_open(nng_bind *nb, nng_listener_ent *le)
         tw_log_error(MOD, "cannot listen on %s: %s", le->url, nng_strerror(rv));
         return TW_EIO;
     }
-    snprintf(le->bound, sizeof le->bound, "%s", le->url);
     int port = 0;
-    if (nng_stream_listener_get_int(le->l, NNG_OPT_TCP_BOUND_PORT, &port) == 0 && port > 0) {
-        /* replace the port of the URL by the bound one */
-        const char *hs = strstr(le->url, "://") + 3;
-        const char *colon = hs[0] == '[' ? strstr(hs, "]:") : strchr(hs, ':');
-        if (colon && hs[0] == '[') colon++;
-        if (colon) {
-            const char *rest = colon + 1;
-            while (*rest >= '0' && *rest <= '9')
-                rest++;
-            snprintf(le->bound, sizeof le->bound, "%.*s:%d%s", (int)(colon - le->url), le->url,
-                     port, rest);
-        }
-    }
+    if (nng_stream_listener_get_int(le->l, NNG_OPT_TCP_BOUND_PORT, &port) != 0) port = 0;
+    nng_listener_set_bound(le, port);
     tw_log_info(MOD, "listening on %s", le->bound);
     if (nng_aio_alloc(&le->accept_aio, accept_cb, le) != 0 ||
         nng_aio_alloc(&le->retry_aio, retry_cb, le) != 0)
@@ -558,6 +566,14 @@ static int op_start(tw_binding *b)
     nb->hk_stop = false;
     if (pthread_create(&nb->hk, NULL, hk_main, nb) != 0) return TW_ENOMEM;
     nb->hk_started = true;
+    bool any_direct = false;
+    for (int i = 0; i < nb->nls; i++)
+        any_direct |= nb->direct && nng_direct_url(nb->ls[i].url);
+    if (any_direct && !nb->dx) {
+        int rc = nng_direct_new(nb, nb->io_threads, &nb->dx);
+        if (rc == 0) rc = nng_direct_start(nb->dx);
+        if (rc != 0) return rc;
+    }
     for (int i = 0; i < nb->nls; i++) {
         int rc = listener_open(nb, &nb->ls[i]);
         if (rc != 0) return rc;
@@ -576,6 +592,7 @@ static void op_stop(tw_binding *b)
         if (le->accept_aio) nng_aio_stop(le->accept_aio);
         if (le->retry_aio) nng_aio_stop(le->retry_aio);
     }
+    if (nb->dx) nng_direct_close_listeners(nb->dx);
     /* close every connection, then wait for their callbacks to finish */
     for (;;) {
         nconn *c = NULL;
@@ -595,6 +612,7 @@ static void op_stop(tw_binding *b)
     }
     if (atomic_load(&nb->nlive) > 0)
         tw_log_warn(MOD, "%d connections still busy at stop", atomic_load(&nb->nlive));
+    if (nb->dx) nng_direct_stop(nb->dx);
     if (nb->hk_started) {
         pthread_mutex_lock(&nb->hk_mtx);
         nb->hk_stop = true;
@@ -688,8 +706,10 @@ static void op_destroy(tw_binding *b)
     nng_bind *nb = b->impl;
     if (!nb) return;
     reap_all(nb);
+    nng_direct_free(nb->dx);
     for (int i = 0; i < nb->nls; i++) {
         nng_listener_ent *le = &nb->ls[i];
+        if (le->fd >= 0) close(le->fd);
         if (le->accept_aio) nng_aio_free(le->accept_aio);
         if (le->retry_aio) nng_aio_free(le->retry_aio);
         if (le->l) nng_stream_listener_free(le->l);
@@ -741,11 +761,17 @@ int tw_nng_binding_new(tw_runtime *rt, json_t *section, tw_binding **out)
         tw_log_error(MOD, "config nng: an object is expected");
         return TW_EINVAL;
     }
-    int64_t sq, mc, lt;
+    int64_t sq, mc, lt, iot;
     if (get_int(section, "send_queue", DEFAULT_SEND_QUEUE, 16, 1 << 24, &sq) ||
         get_int(section, "max_conns", DEFAULT_MAX_CONNS, 1, 1 << 20, &mc) ||
-        get_int(section, "login_timeout_ms", DEFAULT_LOGIN_TIMEOUT_MS, 100, 3600000, &lt))
+        get_int(section, "login_timeout_ms", DEFAULT_LOGIN_TIMEOUT_MS, 100, 3600000, &lt) ||
+        get_int(section, "io_threads", DEFAULT_IO_THREADS, 1, 64, &iot))
         return TW_EINVAL;
+    json_t *direct = section ? json_object_get(section, "direct") : NULL;
+    if (direct && !json_is_boolean(direct)) {
+        tw_log_error(MOD, "config nng.direct: true or false is expected");
+        return TW_EINVAL;
+    }
     json_t *listen = section ? json_object_get(section, "listen") : NULL;
     if (listen && json_is_string(listen)) {
         /* a single URL is accepted as well as an array */
@@ -766,6 +792,8 @@ int tw_nng_binding_new(tw_runtime *rt, json_t *section, tw_binding **out)
     nb->send_queue = (size_t)sq;
     nb->max_conns = (int)mc;
     nb->login_timeout_ms = lt;
+    nb->io_threads = (int)iot;
+    nb->direct = !direct || json_is_true(direct);
     const tw_config *cfg = tw_runtime_config(rt);
     nb->lim.max_bytes = cfg && cfg->max_body ? cfg->max_body : TW_MSG_MAX_BYTES_DEFAULT;
     nb->lim.max_depth = cfg && cfg->max_depth ? cfg->max_depth : TW_MSG_MAX_DEPTH_DEFAULT;
@@ -801,6 +829,7 @@ int tw_nng_binding_new(tw_runtime *rt, json_t *section, tw_binding **out)
         snprintf(nb->ls[i].url, sizeof nb->ls[i].url, "%s", url);
         snprintf(nb->ls[i].bound, sizeof nb->ls[i].bound, "%s", url);
         nb->ls[i].nb = nb;
+        nb->ls[i].fd = -1;
         nb->nls++;
     }
     if ((rc = tw_runtime_add_binding(rt, &nng_ops, nb, &nb->b)) != 0) goto fail;

@@ -15,6 +15,10 @@
  *   "max_conns":        open connections at most, default 10000
  *   "login_timeout_ms": an unauthenticated connection is closed after this,
  *                       default 10000
+ *   "direct":           tcp:// and ipc:// on the binding's own sockets and
+ *                       poller threads (nng_direct.c), default true; false
+ *                       puts them on nng streams like the other schemes
+ *   "io_threads":       poller threads for those sockets, default 2
  * TLS listeners use <data_dir>/tls/server.pem and server.key (created by
  * twind's main). On tls+tcp:// a client certificate signed by
  * <data_dir>/tls/ca.pem (twind --issue-cert) authenticates the connection

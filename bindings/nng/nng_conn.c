@@ -32,9 +32,13 @@
 #include "nng_int.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #define MOD "nng"
 
@@ -66,9 +70,10 @@ void nconn_unref(nconn *c)
 void nconn_free(nconn *c)
 {
     atomic_fetch_sub(&c->nb->nlive, 1);
-    nng_aio_free(c->rx_aio);
-    nng_aio_free(c->tx_aio);
+    if (c->rx_aio) nng_aio_free(c->rx_aio);
+    if (c->tx_aio) nng_aio_free(c->tx_aio);
     if (c->st) nng_stream_free(c->st);
+    if (c->fd >= 0) close(c->fd);
     for (size_t i = 0; i < c->qn; i++)
         tw_msg_unref(c->q[(c->qhead + i) % c->qcap]);
     if (c->conn) tw_conn_unref(c->conn);
@@ -103,26 +108,33 @@ static void format_addr(const nng_sockaddr *sa, char *out, size_t n)
     }
 }
 
-int nconn_start(nng_bind *nb, nng_stream *st, uint32_t slot, uint32_t gen, nconn **out)
+int nconn_start(nng_bind *nb, nng_stream *st, int fd, const char *remote, uint32_t slot,
+                uint32_t gen, nconn **out)
 {
     nconn *c = calloc(1, sizeof *c);
     if (!c) return TW_ENOMEM;
+    c->pe_kind = TW_NNG_PE_CONN;
     atomic_init(&c->refs, 1); /* the slot's */
     c->nb = nb;
     c->slot = slot;
     c->gen = gen;
     c->st = st;
+    c->fd = st ? -1 : fd;
+    c->ep = -1;
     c->opened_ms = tw_now_ms();
     pthread_mutex_init(&c->mtx, NULL);
     c->qcap = nb->send_queue;
     c->q = calloc(c->qcap, sizeof *c->q);
     c->rcap = TW_NNG_RECV_CHUNK;
     c->rbuf = malloc(c->rcap);
-    if (!c->q || !c->rbuf || nng_aio_alloc(&c->rx_aio, rx_cb, c) != 0 ||
-        nng_aio_alloc(&c->tx_aio, tx_cb, c) != 0)
+    if (!c->q || !c->rbuf ||
+        (st &&
+         (nng_aio_alloc(&c->rx_aio, rx_cb, c) != 0 || nng_aio_alloc(&c->tx_aio, tx_cb, c) != 0)))
         goto fail;
     nng_sockaddr sa;
-    if (nng_stream_get_addr(st, NNG_OPT_REMADDR, &sa) == 0)
+    if (!st)
+        snprintf(c->remote, sizeof c->remote, "%s", remote ? remote : "socket");
+    else if (nng_stream_get_addr(st, NNG_OPT_REMADDR, &sa) == 0)
         format_addr(&sa, c->remote, sizeof c->remote);
     else
         snprintf(c->remote, sizeof c->remote, "nng");
@@ -137,7 +149,8 @@ int nconn_start(nng_bind *nb, nng_stream *st, uint32_t slot, uint32_t gen, nconn
     *out = c;
     return 0;
 fail:
-    c->st = NULL; /* the caller still owns the stream on failure */
+    c->st = NULL; /* the caller still owns the stream or socket on failure */
+    c->fd = -1;
     if (c->rx_aio) nng_aio_free(c->rx_aio);
     if (c->tx_aio) nng_aio_free(c->tx_aio);
     c->rx_aio = c->tx_aio = NULL;
@@ -148,9 +161,27 @@ fail:
     return TW_ENOMEM;
 }
 
+static void update_interest_locked(nconn *c);
+
 void nconn_begin(nconn *c)
 {
-    rx_start(c);
+    if (c->st) {
+        rx_start(c);
+        return;
+    }
+    /* the registration's reference: dropped by the poller that sees the
+     * connection closing (nconn_on_event) */
+    nconn_ref(c);
+    pthread_mutex_lock(&c->mtx);
+    c->ev_mask = EPOLLIN;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    int rv = epoll_ctl(c->ep, EPOLL_CTL_ADD, c->fd, &ev);
+    pthread_mutex_unlock(&c->mtx);
+    if (rv != 0) {
+        c->deregistered = true;
+        nconn_close(c, strerror(errno));
+        nconn_unref(c);
+    }
 }
 
 void nconn_close(nconn *c, const char *why)
@@ -170,8 +201,11 @@ void nconn_close(nconn *c, const char *why)
         tw_log_info(MOD, "closing connection %llu (%s): %s",
                     (unsigned long long)tw_conn_serial(c->conn), c->remote, why);
     tw_conn_close(c->conn);
-    nng_stream_close(c->st);    /* aborts the aios in flight: their callbacks unref */
-    nng_slot_release(c->nb, c); /* drops the slot's reference */
+    if (c->st)
+        nng_stream_close(c->st); /* aborts the aios in flight: their callbacks unref */
+    else
+        shutdown(c->fd, SHUT_RDWR); /* its poller sees the hang-up and lets go */
+    nng_slot_release(c->nb, c);     /* drops the slot's reference */
 }
 
 /* ---- sending ---------------------------------------------------------- */
@@ -248,7 +282,7 @@ static bool defer_flush(nconn *c)
     return true;
 }
 
-static void tx_issue(nconn *c);
+static void tx_go(nconn *c);
 
 /* Writes what the connections on this thread's flush list have queued. */
 static void flush_deferred(void)
@@ -265,7 +299,7 @@ static void flush_deferred(void)
             nconn_ref(c);
         }
         pthread_mutex_unlock(&c->mtx);
-        if (start) tx_issue(c);
+        if (start) tx_go(c);
         nconn_unref(c);
     }
     fl->n = 0;
@@ -281,6 +315,62 @@ static void tx_issue(nconn *c)
     nng_iov iov = {.iov_buf = c->wbuf + c->woff, .iov_len = c->wlen - c->woff};
     nng_aio_set_iov(c->tx_aio, 1, &iov);
     nng_stream_send(c->st, c->tx_aio);
+}
+
+/*
+ * A direct socket: writes the batch from woff on the calling thread, and
+ * the batches queued meanwhile, until the queue is empty or the socket's
+ * buffer is full. The caller owns the write in progress (c->writing) and
+ * its reference. On a full buffer the poller goes on when the socket is
+ * writable (tx_blocked, EPOLLOUT); the write and its reference stay.
+ */
+static void tx_write(nconn *c)
+{
+    for (;;) {
+        while (c->woff < c->wlen) {
+            ssize_t n =
+                send(c->fd, c->wbuf + c->woff, c->wlen - c->woff, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n > 0) {
+                c->woff += (size_t)n;
+                continue;
+            }
+            int err = n < 0 ? errno : EPIPE;
+            if (err == EINTR) continue;
+            pthread_mutex_lock(&c->mtx);
+            if ((err == EAGAIN || err == EWOULDBLOCK) && !c->closing) {
+                c->tx_blocked = true;
+                update_interest_locked(c);
+                pthread_mutex_unlock(&c->mtx);
+                return;
+            }
+            c->writing = false;
+            pthread_mutex_unlock(&c->mtx);
+            nconn_close(c, err == EPIPE || err == ECONNRESET ? NULL : strerror(err));
+            nconn_unref(c);
+            return;
+        }
+        pthread_mutex_lock(&c->mtx);
+        bool more = !c->closing && batch_build(c);
+        bool flushed_close = false;
+        if (!more) {
+            c->writing = false;
+            flushed_close = c->close_when_flushed;
+        }
+        pthread_mutex_unlock(&c->mtx);
+        if (!more) {
+            if (flushed_close) nconn_close(c, "envelope too large");
+            nconn_unref(c);
+            return;
+        }
+    }
+}
+
+static void tx_go(nconn *c)
+{
+    if (c->st)
+        tx_issue(c);
+    else
+        tx_write(c);
 }
 
 int nconn_send(nconn *c, tw_msg *m, bool bounded)
@@ -328,7 +418,7 @@ int nconn_send(nconn *c, tw_msg *m, bool bounded)
         nconn_ref(c); /* the send in flight */
     }
     pthread_mutex_unlock(&c->mtx);
-    if (start) tx_issue(c);
+    if (start) tx_go(c);
     return 0;
 }
 
@@ -407,35 +497,40 @@ static void handle_line(nconn *c, const char *line, size_t len)
     tw_msg_unref(m);
 }
 
+/* Room for the next receive: at least half a chunk. False: out of memory
+ * (the connection is closed). */
+static bool rx_room(nconn *c)
+{
+    if (c->rcap - c->rlen >= TW_NNG_RECV_CHUNK / 2) return true;
+    size_t nc = c->rcap * 2;
+    char *nb = realloc(c->rbuf, nc);
+    if (!nb) {
+        nconn_close(c, "out of memory");
+        return false;
+    }
+    c->rbuf = nb;
+    c->rcap = nc;
+    return true;
+}
+
 static void rx_start(nconn *c)
 {
-    if (c->rcap - c->rlen < TW_NNG_RECV_CHUNK / 2) {
-        size_t nc = c->rcap * 2;
-        char *nb = realloc(c->rbuf, nc);
-        if (!nb) {
-            nconn_close(c, "out of memory");
-            return;
-        }
-        c->rbuf = nb;
-        c->rcap = nc;
-    }
+    if (!rx_room(c)) return;
     nng_iov iov = {.iov_buf = c->rbuf + c->rlen, .iov_len = c->rcap - c->rlen};
     nng_aio_set_iov(c->rx_aio, 1, &iov);
     nconn_ref(c); /* the receive in flight */
     nng_stream_recv(c->st, c->rx_aio);
 }
 
-static void rx_cb(void *arg)
+/*
+ * n more bytes are in rbuf: routes every complete line. Returns whether to
+ * go on reading (false: the connection is closing, or waits to close once
+ * a 413 problem has left).
+ */
+static bool rx_got(nconn *c, size_t n)
 {
-    nconn *c = arg;
-    int rv = nng_aio_result(c->rx_aio);
-    if (rv != 0) {
-        nconn_close(c, peer_gone(rv) ? NULL : nng_strerror(rv));
-        nconn_unref(c);
-        return;
-    }
     size_t scan = c->rlen; /* bytes before this chunk hold no newline */
-    c->rlen += nng_aio_count(c->rx_aio);
+    c->rlen += n;
     size_t start = 0;
     bool closing = false;
     /* cork only when the chunk holds more than one line */
@@ -475,10 +570,91 @@ static void rx_cb(void *arg)
         if (idle) nconn_close(c, "envelope too large");
         closing = true;
     }
-    if (closing) {
+    return !closing;
+}
+
+static void rx_cb(void *arg)
+{
+    nconn *c = arg;
+    int rv = nng_aio_result(c->rx_aio);
+    if (rv != 0) {
+        nconn_close(c, peer_gone(rv) ? NULL : nng_strerror(rv));
         nconn_unref(c);
         return;
     }
-    rx_start(c);
+    if (rx_got(c, nng_aio_count(c->rx_aio))) rx_start(c);
     nconn_unref(c);
+}
+
+/* ---- direct sockets (nng_direct.c's pollers) ------------------------------ */
+
+/* The events a direct socket's epoll entry watches: EPOLLIN while reading,
+ * EPOLLOUT while a write is blocked. mtx held. */
+static void update_interest_locked(nconn *c)
+{
+    if (c->closing || c->deregistered) return;
+    uint32_t want =
+        (c->rx_stopped ? 0u : (uint32_t)EPOLLIN) | (c->tx_blocked ? (uint32_t)EPOLLOUT : 0u);
+    if (want == c->ev_mask) return;
+    struct epoll_event ev = {.events = want, .data.ptr = c};
+    if (epoll_ctl(c->ep, EPOLL_CTL_MOD, c->fd, &ev) == 0) c->ev_mask = want;
+}
+
+static void rx_ready(nconn *c)
+{
+    if (!rx_room(c)) return;
+    ssize_t n;
+    do
+        n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n > 0) {
+        if (!rx_got(c, (size_t)n)) {
+            pthread_mutex_lock(&c->mtx);
+            c->rx_stopped = true;
+            pthread_mutex_unlock(&c->mtx);
+        }
+        return;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    nconn_close(c, n == 0 || errno == ECONNRESET ? NULL : strerror(errno));
+}
+
+/*
+ * An epoll event of a direct socket, on the one poller thread it belongs
+ * to. Goes on with a blocked write, reads, and once the connection is
+ * closing leaves the epoll set and drops the registration's reference:
+ * only this thread ever sees the socket's events, so none can still be on
+ * its way.
+ */
+void nconn_on_event(nconn *c, uint32_t events)
+{
+    if (c->deregistered) return;
+    pthread_mutex_lock(&c->mtx);
+    bool out = c->tx_blocked && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP));
+    if (out) c->tx_blocked = false; /* this thread takes the write over */
+    bool reading = !c->rx_stopped, closing = c->closing;
+    pthread_mutex_unlock(&c->mtx);
+    if (!closing) {
+        if (out) tx_write(c);
+        if (reading && (events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
+            rx_ready(c);
+        else if (events & (EPOLLERR | EPOLLHUP))
+            nconn_close(c, NULL);
+    }
+    pthread_mutex_lock(&c->mtx);
+    closing = c->closing;
+    if (!closing) update_interest_locked(c);
+    /* a write that waited for room will never go on: its reference goes */
+    bool drop_write = closing && c->tx_blocked;
+    if (drop_write) {
+        c->tx_blocked = false;
+        c->writing = false;
+    }
+    pthread_mutex_unlock(&c->mtx);
+    if (drop_write) nconn_unref(c);
+    if (closing) {
+        epoll_ctl(c->ep, EPOLL_CTL_DEL, c->fd, NULL);
+        c->deregistered = true;
+        nconn_unref(c); /* the registration's */
+    }
 }

@@ -3,12 +3,17 @@
  * listeners, the connection table, the housekeeping thread and the ops) and
  * nng_conn.c (one connection's stream I/O, framing and send queue).
  *
+ * nng_direct.c (tcp:// and ipc:// on the binding's own sockets and poller
+ * threads) shares the connection code.
+ *
  * Lifetime of a connection (nconn): one reference belongs to the connection
- * table slot, one to each aio in flight (receive, send) and one to each
- * caller of tw_nng_conn_lookup() while it uses it. nconn_close() (idempotent)
- * closes the stream, unregisters the tw_conn and frees the slot; when the last
- * reference goes, the nconn is handed to the housekeeping thread, which frees
- * the aios and the stream outside every nng callback.
+ * table slot, one to each aio in flight (receive, send) or, for a direct
+ * socket, to its epoll registration and to a write in progress, and one to
+ * each caller of lookup() while it uses it. nconn_close() (idempotent)
+ * closes the stream (shuts the socket down), unregisters the tw_conn and
+ * frees the slot; when the last reference goes, the nconn is handed to the
+ * housekeeping thread, which frees the aios and the stream (closes the
+ * socket) outside every nng callback and poller pass.
  */
 #ifndef TW_NNG_INT_H
 #define TW_NNG_INT_H
@@ -27,13 +32,20 @@
 
 typedef struct nng_bind nng_bind;
 typedef struct nconn nconn;
+typedef struct nng_direct nng_direct;
+
+/* The first member of what a poller's epoll event points at. */
+enum { TW_NNG_PE_CONN = 1, TW_NNG_PE_LISTENER = 2 };
 
 struct nconn {
+    int pe_kind; /* TW_NNG_PE_CONN */
     atomic_int refs;
     nng_bind *nb;
     uint32_t slot;
     uint32_t gen;
-    nng_stream *st;
+    nng_stream *st; /* an nng stream, or NULL: a direct socket */
+    int fd;         /* the direct socket, or -1 */
+    int ep;         /* the epoll set of its poller (direct sockets) */
     tw_conn *conn;
     int64_t opened_ms;
     char remote[64];
@@ -54,13 +66,21 @@ struct nconn {
     bool flush_deferred;     /* on a receiving thread's flush list (nng_conn.c) */
     char *wbuf;              /* the batch being written */
     size_t wlen, woff, wcap;
+    /* direct sockets, under mtx */
+    bool tx_blocked;   /* a write waits for EPOLLOUT; the poller goes on */
+    bool rx_stopped;   /* no more reading (the 413 case) */
+    uint32_t ev_mask;  /* the events the epoll set watches now */
+    bool deregistered; /* poller thread only */
 
     nconn *reap_next;
 };
 
 typedef struct nng_listener_ent {
-    char url[256];   /* as configured */
-    char bound[256]; /* as bound (port resolved) */
+    int pe_kind;      /* TW_NNG_PE_LISTENER */
+    int fd;           /* a direct listening socket, or -1 */
+    bool unlink_path; /* an ipc:// socket file of ours */
+    char url[256];    /* as configured */
+    char bound[256];  /* as bound (port resolved) */
     nng_stream_listener *l;
     nng_aio *accept_aio;
     nng_aio *retry_aio;
@@ -81,6 +101,9 @@ struct nng_bind {
     int64_t login_timeout_ms;
     nng_tls_config *tls;
     char data_dir[1024];
+    bool direct;    /* tcp:// and ipc:// on our own sockets (nng_direct.c) */
+    int io_threads; /* their pollers */
+    nng_direct *dx;
 
     nng_listener_ent *ls;
     int nls;
@@ -103,9 +126,13 @@ struct nng_bind {
     atomic_bool stopping;
 };
 
-/* nng_conn.c */
-int nconn_start(nng_bind *nb, nng_stream *st, uint32_t slot, uint32_t gen, nconn **out);
-void nconn_begin(nconn *c); /* starts receiving once the nconn is in its slot */
+/* nng_conn.c. nconn_start takes an nng stream, or (st NULL) a connected
+ * non-blocking socket with its peer's address; either is the nconn's on
+ * success, the caller's on failure. */
+int nconn_start(nng_bind *nb, nng_stream *st, int fd, const char *remote, uint32_t slot,
+                uint32_t gen, nconn **out);
+void nconn_begin(nconn *c);                     /* starts receiving once the nconn is in its slot */
+void nconn_on_event(nconn *c, uint32_t events); /* its poller thread only */
 void nconn_close(nconn *c, const char *why);
 nconn *nconn_ref(nconn *c);
 void nconn_unref(nconn *c);
@@ -113,7 +140,21 @@ void nconn_free(nconn *c); /* housekeeping thread only */
 int nconn_send(nconn *c, tw_msg *m, bool bounded);
 
 /* nng_binding.c */
+int nng_slot_alloc(nng_bind *nb, uint32_t *slot, uint32_t *gen);
+void nng_slot_set(nng_bind *nb, uint32_t slot, nconn *c);
+void nng_slot_free(nng_bind *nb, uint32_t slot);
 void nng_slot_release(nng_bind *nb, nconn *c);
 void nng_reap_push(nng_bind *nb, nconn *c);
+/* le->bound: le->url with its port replaced by the bound one (port > 0) */
+void nng_listener_set_bound(nng_listener_ent *le, int port);
+
+/* nng_direct.c */
+bool nng_direct_url(const char *url); /* tcp:// or ipc:// */
+int nng_direct_new(nng_bind *nb, int threads, nng_direct **out);
+int nng_direct_start(nng_direct *dx); /* the pollers */
+int nng_direct_listen(nng_direct *dx, nng_listener_ent *le);
+void nng_direct_close_listeners(nng_direct *dx);
+void nng_direct_stop(nng_direct *dx); /* after every connection is gone */
+void nng_direct_free(nng_direct *dx);
 
 #endif

@@ -371,6 +371,68 @@ static void test_live_action_roundtrip(void **state)
     tw_loop_close(ag);
 }
 
+/* An agent that answers (progress, then the result) before the send that
+ * carried the request has returned, as a fast agent on the nng binding's
+ * own sockets does. */
+static void answer_inside_send(void *arg, tw_loop_conn *c, tw_msg *m)
+{
+    (void)arg;
+    if (tw_msg_get_type(m) != TW_TYPE_REQUEST) return;
+    char buf[256];
+    snprintf(buf, sizeof buf,
+             "{\"type\":\"notification\",\"operation\":\"invokeaction\",\"thingID\":\"lamp\","
+             "\"name\":\"blink\",\"correlationID\":\"%s\",\"status\":\"running\"}",
+             tw_msg_correlation(m));
+    tw_loop_inject_json(c, buf);
+    snprintf(buf, sizeof buf,
+             "{\"type\":\"response\",\"operation\":\"invokeaction\",\"thingID\":\"lamp\","
+             "\"name\":\"blink\",\"correlationID\":\"%s\",\"output\":7}",
+             tw_msg_correlation(m));
+    tw_loop_inject_json(c, buf);
+}
+
+/* The sender hears delivered, running, completed in that order, and the
+ * stored action ends completed: the answers wait until the invoking thread
+ * has recorded the row and answered `delivered`. (Before: the row was
+ * written after the answer's update found nothing to update, and stayed
+ * `delivered`; the sender got `completed` before `delivered`.) */
+static void test_live_action_answered_inside_send(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *ag = agent_with_lamp(f);
+    tw_loop_set_responder(ag, answer_inside_send, NULL);
+    tw_loop_conn *c = client(f, "op1", TW_ROLE_OPERATOR);
+    for (int round = 0; round < 3; round++) {
+        say(c,
+            "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dtw:ag:lamp\","
+            "\"name\":\"blink\",\"correlationID\":\"r%d\"}",
+            round);
+        tw_msg *ack = next(c);
+        assert_int_equal(tw_msg_status(ack), TW_STATUS_DELIVERED);
+        char action_id[TW_ID_MAX];
+        tw_strlcpy(action_id, json_string_value(tw_msg_get(ack, "actionID")), sizeof action_id);
+        tw_msg_unref(ack);
+        tw_msg *prog = next(c);
+        assert_int_equal(tw_msg_status(prog), TW_STATUS_RUNNING);
+        tw_msg_unref(prog);
+        tw_msg *fin = next(c);
+        assert_int_equal(tw_msg_status(fin), TW_STATUS_COMPLETED);
+        assert_int_equal(json_integer_value(tw_msg_get(fin, "output")), 7);
+        tw_msg_unref(fin);
+        assert_null(tw_loop_next(c, 50)); /* nothing twice */
+
+        tw_store_flush(tw_runtime_store(f->rt));
+        say(c, "{\"type\":\"request\",\"operation\":\"queryaction\",\"input\":\"%s\"}", action_id);
+        tw_msg *q = next(c);
+        assert_int_equal(error_status(q), 0);
+        assert_string_equal(json_string_value(json_object_get(tw_msg_get(q, "output"), "status")),
+                            "completed");
+        tw_msg_unref(q);
+    }
+    tw_loop_close(c);
+    tw_loop_close(ag);
+}
+
 static void test_rpc_and_unqueueable_offline(void **state)
 {
     fixture *f = *state;
@@ -757,6 +819,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_validation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_authz_roles, setup, teardown),
         cmocka_unit_test_setup_teardown(test_live_action_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_live_action_answered_inside_send, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rpc_and_unqueueable_offline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_then_drain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_offline_consumer_inbox, setup, teardown),

@@ -95,9 +95,44 @@ static void h_track(pid_t pid, bool add)
     }
 }
 
-/* Starts twind. nng_url NULL: tls+tcp on a free loopback port. */
+/*
+ * The same tests over each way a client can reach twind (ctest registers
+ * them once per way): TW_E2E_MAIN picks the URL the clients use, "tls"
+ * (default: tls+tcp on an nng stream), "tcp" or "ipc" (the binding's own
+ * sockets, nng_direct.c, and libtwin's socket transport); TW_E2E_NNG adds
+ * members to the config's "nng" section, e.g. `"direct": false` (tcp://
+ * and ipc:// on nng streams on the server side too).
+ */
+static const char *h_nng_extra(void)
+{
+    const char *e = getenv("TW_E2E_NNG");
+    return e ? e : "";
+}
+
+static const char *h_main_url(const twind_proc *d, char *buf, size_t n)
+{
+    const char *m = getenv("TW_E2E_MAIN");
+    if (m && strcmp(m, "tcp") == 0) return "tcp://127.0.0.1:0";
+    if (m && strcmp(m, "ipc") == 0) {
+        snprintf(buf, n, "ipc://%s/twind.sock", d->dir);
+        return buf;
+    }
+    return "tls+tcp://127.0.0.1:0";
+}
+
+/* Starts twind. nng_url NULL: the main URL of this run (above) on a free
+ * loopback port. */
 static int twind_start(twind_proc *d, const char *nng_url)
 {
+    char main_url[700];
+    if (!nng_url) nng_url = h_main_url(d, main_url, sizeof main_url);
+    if (!d->config[0] && h_nng_extra()[0]) {
+        snprintf(d->config, sizeof d->config, "%s/twind-nng.json", d->dir);
+        FILE *cf = fopen(d->config, "w");
+        if (!cf) return -1;
+        fprintf(cf, "{\"nng\": {%s}}\n", h_nng_extra() + strspn(h_nng_extra(), " ,"));
+        fclose(cf);
+    }
     char urlfile[700], portfile[700], log[600];
     snprintf(urlfile, sizeof urlfile, "%s/nng.url", d->data);
     snprintf(portfile, sizeof portfile, "%s/http.port", d->data);
@@ -124,7 +159,7 @@ static int twind_start(twind_proc *d, const char *nng_url)
         argv[a++] = "--http";
         argv[a++] = "127.0.0.1:0";
         argv[a++] = "--nng";
-        argv[a++] = nng_url ? nng_url : "tls+tcp://127.0.0.1:0";
+        argv[a++] = nng_url;
         argv[a++] = "--nng";
         argv[a++] = d->plain_url[0] ? d->plain_url : "tcp://127.0.0.1:0";
         argv[a++] = "--log-level";

@@ -725,7 +725,8 @@ static void test_slow_consumer(void **state)
     snprintf(d.config, sizeof d.config, "%s/twind.json", d.dir);
     FILE *f = fopen(d.config, "w");
     assert_non_null(f);
-    fprintf(f, "{\"nng\": {\"send_queue\": 64}, \"rate\": 1000000, \"burst\": 1000000}\n");
+    fprintf(f, "{\"nng\": {\"send_queue\": 64%s}, \"rate\": 1000000, \"burst\": 1000000}\n",
+            h_nng_extra());
     fclose(f);
     assert_int_equal(twind_start(&d, NULL), 0);
     tw_client *admin = h_admin(&d);
@@ -833,7 +834,8 @@ static void test_big_replay(void **state)
      * of 400 messages. (With exactly 300 the 300 `queued` answers plus one
      * keepalive answer could overflow it when the machine is loaded: the
      * connection was then closed as a slow consumer and the test timed out.) */
-    fprintf(f, "{\"nng\": {\"send_queue\": 400}, \"rate\": 1e6, \"burst\": 1e6}\n");
+    fprintf(f, "{\"nng\": {\"send_queue\": 400%s}, \"rate\": 1e6, \"burst\": 1e6}\n",
+            h_nng_extra());
     fclose(f);
     assert_int_equal(twind_start(&d, NULL), 0);
     tw_client *admin = h_admin(&d);
@@ -900,7 +902,7 @@ static void test_limits(void **state)
     snprintf(d.config, sizeof d.config, "%s/twind.json", d.dir);
     FILE *f = fopen(d.config, "w");
     assert_non_null(f);
-    fprintf(f, "{\"nng\": {\"max_conns\": 2, \"login_timeout_ms\": 300}}\n");
+    fprintf(f, "{\"nng\": {\"max_conns\": 2, \"login_timeout_ms\": 300%s}}\n", h_nng_extra());
     fclose(f);
     assert_int_equal(twind_start(&d, NULL), 0);
     raw r1, r2, r3;
