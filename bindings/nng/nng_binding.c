@@ -37,6 +37,12 @@
  * (newline-delimited JSON, nng_frame.h) and lets a sender batch many
  * envelopes into one write.
  *
+ * tcp:// and ipc:// listeners (loopback and local: where latency is the
+ * point) run on the binding's own sockets instead, with the same framing,
+ * send queue and policy: nng's stream callbacks cost two thread hand-offs
+ * per received envelope, which was most of an action's round trip. See
+ * nng_direct.c for the measurements; `"direct": false` turns it off.
+ *
  * Connection table: a tw_conn's bdata holds (slot, generation) instead of a
  * pointer, because the router may call send() with a tw_conn whose nng side
  * is already gone. send() looks the slot up under a read lock and takes a
