@@ -7,11 +7,13 @@
  * recv(), the writer thread calls send(). shutdown() may be called from any
  * thread and makes both return; free() runs after both threads let go.
  *
- * The nng transport (transport_nng.c) maps this one-to-one onto an nng byte
- * stream with newline-delimited JSON. An HTTPS+SSE transport would map
- * send() onto POSTs of the runtime's HTTP binding (one per envelope, or a
- * batch endpoint) and recv() onto the SSE stream plus the POST responses:
- * nothing in libtwin.h would change.
+ * The socket transport (transport_sock.c) carries tcp:// and ipc:// over
+ * plain POSIX sockets with newline-delimited JSON; the nng transport
+ * (transport_nng.c) carries the same lines over an nng byte stream for
+ * tls+tcp://, ws:// and wss:// (and tcp4://, tcp6://, abstract://). An
+ * HTTPS+SSE transport would map send() onto POSTs of the runtime's HTTP
+ * binding (one per envelope, or a batch endpoint) and recv() onto the SSE
+ * stream plus the POST responses: nothing in libtwin.h would change.
  */
 #ifndef TW_SDK_TRANSPORT_H
 #define TW_SDK_TRANSPORT_H
@@ -39,9 +41,16 @@ typedef struct tw_transport_ops {
     void (*free)(tw_transport *t);
 } tw_transport_ops;
 
-extern const tw_transport_ops tw_transport_nng;
+/* The longest line recv() accepts; a longer one fails with TW_ETOOBIG (the
+ * runtime never sends one: its own limit is max_body). transport_nng.c has
+ * the same value as MAX_LINE. */
+#define TW_SOCK_MAX_LINE (64u * 1024u * 1024u)
 
-/* The transport for a URL, or NULL. */
+extern const tw_transport_ops tw_transport_nng;
+extern const tw_transport_ops tw_transport_sock;
+
+/* The transport for a URL, or NULL: tcp:// and ipc:// go to the socket
+ * transport, the other nng schemes to the nng transport. */
 const tw_transport_ops *tw_transport_for(const char *url);
 
 #endif

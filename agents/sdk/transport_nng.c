@@ -1,7 +1,9 @@
 /*
- * transport_nng.c - libtwin's nng transport: one nng byte stream (tcp,
- * tls+tcp, ipc, ws, wss) carrying newline-delimited envelopes, the wire
- * format of bindings/nng/nng_frame.h.
+ * transport_nng.c - libtwin's nng transport: one nng byte stream (tls+tcp,
+ * ws, wss; also tcp4, tcp6 and abstract) carrying newline-delimited
+ * envelopes, the wire format of bindings/nng/nng_frame.h. tcp:// and
+ * ipc:// go to transport_sock.c instead (tw_transport_for, at the end); this
+ * transport still accepts them when asked directly.
  *
  * Blocking calls on top of nng's aios: send() and recv() each own an aio and
  * wait on it, so the writer and the reader thread never share one. recv()
@@ -325,7 +327,9 @@ const tw_transport_ops tw_transport_nng = {
 
 const tw_transport_ops *tw_transport_for(const char *url)
 {
-    static const tw_transport_ops *all[] = {&tw_transport_nng};
+    /* the socket transport first: it takes tcp:// and ipc:// (fewer thread
+     * wake-ups per envelope, see transport_sock.c), nng the rest */
+    static const tw_transport_ops *all[] = {&tw_transport_sock, &tw_transport_nng};
     for (size_t i = 0; url && i < sizeof all / sizeof all[0]; i++)
         if (all[i]->accepts(url)) return all[i];
     return NULL;
