@@ -691,7 +691,8 @@ static int action_copy(tw_action *dst, const tw_action *a, tw_status st, int64_t
 }
 
 /* Registers a new action id in the pending map and submits its insert job,
- * both under q->mu (see the header comment). */
+ * both under q->mu (see the header comment). Write-behind: nobody waits for
+ * a recorded (live) action's commit. */
 static int submit_new(tw_queue *q, const char *id, tw_status st, tw_store_job_fn fn, void *ctx,
                       tw_store_done_fn done)
 {
@@ -700,7 +701,7 @@ static int submit_new(tw_queue *q, const char *id, tw_status st, tw_store_job_fn
     if (rc == 0 && tw_hmap_get(&q->pending, id)) rc = TW_EEXIST;
     if (rc == 0) rc = pend_add(q, id, st);
     if (rc == 0) {
-        rc = tw_store_submit_atomic(q->store, fn, ctx, done);
+        rc = tw_store_submit_behind(q->store, fn, ctx, done);
         if (rc < 0) pend_release(q, id, false);
     }
     pthread_mutex_unlock(&q->mu);
@@ -904,7 +905,8 @@ int tw_queue_update_seq(tw_queue *q, const char *action_id, int64_t seq, tw_stat
     if (rc == 0 && tw_status_final(cur)) rc = TW_ECONFLICT;
     if (rc == 0) rc = pend_add(q, action_id, st);
     if (rc == 0) {
-        rc = tw_store_submit_atomic(q->store, update_job, c, update_done);
+        /* nobody waits for an update's commit: write-behind */
+        rc = tw_store_submit_behind(q->store, update_job, c, update_done);
         if (rc < 0) pend_release(q, action_id, false);
     }
     pthread_mutex_unlock(&q->mu);

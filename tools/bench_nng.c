@@ -28,8 +28,11 @@
  * for.
  *
  * Options after the scenario name: --tls (tls+tcp instead of tcp on
- * loopback), --twind PATH, --window N (nng_events), --callback-thread,
- * --no-reference (skip the bare-stream figures, e.g. under a profiler).
+ * loopback), --nng-streams (twind's tcp:// on nng streams, "direct":
+ * false, instead of its own sockets), --ipc (ipc:// instead of tcp://),
+ * --twind PATH, --window N (nng_events), --callback-thread,
+ * --no-reference (skip the reference figures: bare stream, NATS,
+ * Mosquitto; e.g. under a profiler).
  */
 #include "bench.h"
 #include "bench_ref.h"
@@ -113,9 +116,14 @@ static int nb_start(nb_twind *t, const tw_bench_args *a)
     snprintf(logp, sizeof logp, "%s/twind.log", a->workdir);
     FILE *f = fopen(cfg, "w");
     if (!f) return -1;
-    fprintf(f, "{\"rate\": 1e9, \"burst\": 1e9, \"nng\": {\"max_conns\": 5000}}\n");
+    fprintf(f, "{\"rate\": 1e9, \"burst\": 1e9, \"nng\": {\"max_conns\": 5000%s}}\n",
+            nb_flag(a, "--nng-streams") ? ", \"direct\": false" : "");
     fclose(f);
-    const char *url = nb_flag(a, "--tls") ? "tls+tcp://127.0.0.1:0" : "tcp://127.0.0.1:0";
+    char ipc[1200];
+    snprintf(ipc, sizeof ipc, "ipc://%s/twind.sock", a->workdir);
+    const char *url = nb_flag(a, "--tls")   ? "tls+tcp://127.0.0.1:0"
+                      : nb_flag(a, "--ipc") ? ipc
+                                            : "tcp://127.0.0.1:0";
     const char *bin = nb_twind_path(a);
     t->pid = fork();
     if (t->pid < 0) return -1;

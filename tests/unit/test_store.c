@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- fixtures ------------------------------------------------------------ */
@@ -257,6 +258,72 @@ static void test_max_batch(void **state)
     /* gate batch + 100 jobs + flush job in batches of at most 10 */
     assert_true(after.commits - before.commits >= 10);
     assert_int_equal(count_rows(f->s, -1), 100);
+}
+
+static int64_t elapsed_ms(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (t1.tv_sec - t0->tv_sec) * 1000 + (t1.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/* Write-behind jobs wait for company while nothing else is pending; any
+ * other job, a flush or close commits them at once, in one transaction. */
+static void test_write_behind(void **state)
+{
+    fx *f = *state;
+    tw_store_close(f->s);
+    tw_store_opts o = {.behind_linger_ms = 600000}; /* never by time, in this test */
+    assert_int_equal(tw_store_open(f->path, &o, &f->s), 0);
+    tw_store_stats before;
+    tw_store_get_stats(f->s, &before);
+    ins a[50];
+    for (int i = 0; i < 50; i++) {
+        a[i] = (ins){.id = i + 1, .done_rc = 1};
+        assert_int_equal(tw_store_submit_behind(f->s, insert_job, &a[i], ins_done), 0);
+    }
+    usleep(200 * 1000);
+    assert_int_equal(count_rows(f->s, -1), 0); /* still gathering */
+    tw_store_stats mid;
+    tw_store_get_stats(f->s, &mid);
+    assert_int_equal(mid.pending, 50);
+    assert_int_equal(a[0].done_calls, 0);
+
+    /* an ordinary job ends the wait: all of them in one commit */
+    ins urgent = {.id = 1000};
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(tw_store_exec(f->s, insert_job, &urgent), 0);
+    assert_true(elapsed_ms(&t0) < 60000);
+    assert_int_equal(count_rows(f->s, -1), 51);
+    tw_store_stats after;
+    tw_store_get_stats(f->s, &after);
+    assert_int_equal(after.commits - before.commits, 1);
+    for (int i = 0; i < 50; i++) {
+        assert_int_equal(a[i].done_calls, 1);
+        assert_int_equal(a[i].done_rc, 0);
+    }
+
+    /* so does a flush */
+    ins b = {.id = 2000};
+    assert_int_equal(tw_store_submit_behind(f->s, insert_job, &b, ins_done), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(tw_store_flush(f->s), 0);
+    assert_true(elapsed_ms(&t0) < 60000);
+    assert_int_equal(b.done_calls, 1);
+
+    /* and close: nothing submitted is lost */
+    ins c = {.id = 3000};
+    assert_int_equal(tw_store_submit_behind(f->s, insert_job, &c, NULL), 0);
+    reopen(f);
+    assert_int_equal(count_rows(f->s, 3000), 1);
+
+    /* with the default linger they commit by themselves, soon */
+    ins d = {.id = 4000};
+    assert_int_equal(tw_store_submit_behind(f->s, insert_job, &d, NULL), 0);
+    for (int i = 0; i < 500 && count_rows(f->s, 4000) == 0; i++)
+        usleep(10 * 1000);
+    assert_int_equal(count_rows(f->s, 4000), 1);
 }
 
 static void test_savepoint_isolation(void **state)
@@ -720,6 +787,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_file_is_private, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_behind, setup, teardown),
         cmocka_unit_test_setup_teardown(test_savepoint_isolation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exec_returns_job_rc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_atomic_jobs, setup, teardown),
