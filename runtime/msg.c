@@ -135,11 +135,14 @@ const char *tw_msg_type_name(tw_msg_type t)
     return (unsigned)t <= TW_TYPE_NOTIFICATION ? type_names[t] : "";
 }
 
+/* On every envelope: one byte picks the candidate, one strcmp confirms it. */
 static tw_msg_type type_parse(const char *s)
 {
-    for (int i = 1; i <= TW_TYPE_NOTIFICATION; i++)
-        if (strcmp(type_names[i], s) == 0) return (tw_msg_type)i;
-    return TW_TYPE_NONE;
+    tw_msg_type t = s[0] == 'n'                  ? TW_TYPE_NOTIFICATION
+                    : s[0] == 'r' && s[2] == 'q' ? TW_TYPE_REQUEST
+                    : s[0] == 'r' && s[2] == 's' ? TW_TYPE_RESPONSE
+                                                 : TW_TYPE_NONE;
+    return t != TW_TYPE_NONE && strcmp(type_names[t], s) == 0 ? t : TW_TYPE_NONE;
 }
 
 /* ---- problems ---------------------------------------------------------- */
