@@ -138,10 +138,11 @@ const char *tw_msg_type_name(tw_msg_type t)
 /* On every envelope: one byte picks the candidate, one strcmp confirms it. */
 static tw_msg_type type_parse(const char *s)
 {
-    tw_msg_type t = s[0] == 'n'                  ? TW_TYPE_NOTIFICATION
-                    : s[0] == 'r' && s[2] == 'q' ? TW_TYPE_REQUEST
-                    : s[0] == 'r' && s[2] == 's' ? TW_TYPE_RESPONSE
-                                                 : TW_TYPE_NONE;
+    bool r = s[0] == 'r' && s[1]; /* (then s[2] exists) */
+    tw_msg_type t = s[0] == 'n'        ? TW_TYPE_NOTIFICATION
+                    : r && s[2] == 'q' ? TW_TYPE_REQUEST
+                    : r && s[2] == 's' ? TW_TYPE_RESPONSE
+                                       : TW_TYPE_NONE;
     return t != TW_TYPE_NONE && strcmp(type_names[t], s) == 0 ? t : TW_TYPE_NONE;
 }
 
