@@ -220,13 +220,21 @@ static void drain(tw_runtime *rt, const char *agent_id);
  */
 static void settle(tw_runtime *rt, const tw_action *a, tw_conn *origin)
 {
-    held_answer *held = NULL;
-    size_t n = 0, nall = 0;
-    tw_live *owned = NULL;
-    pthread_mutex_lock(&rt->live_lock);
-    tw_live *l = tw_hmap_get(&rt->live, a->id);
-    if (l) {
-        l->unsettled = false;
+    for (;;) {
+        held_answer *held = NULL;
+        size_t n = 0, nall = 0;
+        tw_live *owned = NULL;
+        pthread_mutex_lock(&rt->live_lock);
+        tw_live *l = tw_hmap_get(&rt->live, a->id);
+        if (!l) {
+            pthread_mutex_unlock(&rt->live_lock);
+            return;
+        }
+        if (l->nheld == 0) { /* nothing held: later answers go their usual way */
+            l->unsettled = false;
+            pthread_mutex_unlock(&rt->live_lock);
+            return;
+        }
         held = l->held;
         n = nall = l->nheld;
         l->held = NULL;
@@ -236,20 +244,23 @@ static void settle(tw_runtime *rt, const tw_action *a, tw_conn *origin)
                 owned = tw_hmap_del(&rt->live, a->id);
                 n = i + 1;
             }
-    }
-    pthread_mutex_unlock(&rt->live_lock);
-    for (size_t i = 0; i < n; i++) {
-        if (rt->queue)
-            tw_queue_update_seq(rt->queue, a->id, 0, held[i].st, held[i].output, held[i].error);
-        tw_msg *sm = status_msg(a->op, a->thing_id, a->name, a->id, a->correlation_id, held[i].st,
-                                held[i].output, held[i].error);
-        if (sm) {
-            to_sender(rt, origin, a->sender_id, sm);
-            tw_msg_unref(sm);
+        pthread_mutex_unlock(&rt->live_lock);
+        for (size_t i = 0; i < n; i++) {
+            if (rt->queue)
+                tw_queue_update_seq(rt->queue, a->id, 0, held[i].st, held[i].output, held[i].error);
+            tw_msg *sm = status_msg(a->op, a->thing_id, a->name, a->id, a->correlation_id,
+                                    held[i].st, held[i].output, held[i].error);
+            if (sm) {
+                to_sender(rt, origin, a->sender_id, sm);
+                tw_msg_unref(sm);
+            }
+        }
+        held_free(held, nall);
+        if (owned) {
+            live_free(owned);
+            return;
         }
     }
-    held_free(held, nall); /* (answers after a final one are dropped) */
-    live_free(owned);
 }
 
 /* A queued action whose delivery failed after it was claimed: it is not

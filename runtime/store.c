@@ -447,11 +447,8 @@ static void *writer_main(void *arg)
             int64_t due = s->behind_since + (int64_t)s->opts.behind_linger_ms * 1000;
             int64_t now = tw_mono_us();
             if (now < due) {
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                int64_t ns = ts.tv_nsec + (due - now) * 1000;
-                ts.tv_sec += ns / 1000000000;
-                ts.tv_nsec = ns % 1000000000;
+                struct timespec ts = {.tv_sec = (time_t)(due / 1000000),
+                                      .tv_nsec = (long)(due % 1000000) * 1000};
                 pthread_cond_timedwait(&s->work_cv, &s->mu, &ts);
                 pthread_mutex_unlock(&s->mu);
                 continue;
@@ -508,7 +505,11 @@ int tw_store_open(const char *path, const tw_store_opts *opts, tw_store **out)
         return TW_ENOMEM;
     }
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->work_cv, NULL);
+    pthread_condattr_t ca; /* the write-behind linger waits on the monotonic clock */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->work_cv, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_cond_init(&s->done_cv, NULL);
     pthread_mutex_init(&s->rmu, NULL);
     pthread_cond_init(&s->rcv, NULL);

@@ -284,6 +284,12 @@ static bool defer_flush(nconn *c)
 
 static void tx_go(nconn *c);
 
+void nconn_thread_done(void)
+{
+    free(tl_flush.v);
+    tl_flush = (flush_list){0};
+}
+
 /* Writes what the connections on this thread's flush list have queued. */
 static void flush_deferred(void)
 {
@@ -630,9 +636,11 @@ void nconn_on_event(nconn *c, uint32_t events)
 {
     if (c->deregistered) return;
     pthread_mutex_lock(&c->mtx);
-    bool out = c->tx_blocked && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP));
+    bool closing = c->closing;
+    /* (closing: the write is dropped below, with its reference) */
+    bool out = !closing && c->tx_blocked && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP));
     if (out) c->tx_blocked = false; /* this thread takes the write over */
-    bool reading = !c->rx_stopped, closing = c->closing;
+    bool reading = !c->rx_stopped;
     pthread_mutex_unlock(&c->mtx);
     if (!closing) {
         if (out) tx_write(c);

@@ -73,6 +73,10 @@ struct nng_direct {
     int np;
     atomic_uint next; /* round robin */
     atomic_bool accept_paused;
+    int64_t paused_until; /* mono ms; poller 0 only */
+    /* held while accepting and while the listeners close: a connection
+     * accepted during stop is in its slot before stop closes them all */
+    pthread_mutex_t accept_mu;
 };
 
 bool nng_direct_url(const char *url)
@@ -246,29 +250,34 @@ static void accept_one(nng_direct *dx, nng_listener_ent *le, int fd)
 
 static void on_listener(nng_direct *dx, nng_listener_ent *le)
 {
-    for (int i = 0; i < ACCEPT_BATCH && !atomic_load(&dx->nb->stopping); i++) {
+    pthread_mutex_lock(&dx->accept_mu);
+    for (int i = 0; i < ACCEPT_BATCH && le->fd >= 0 && !atomic_load(&dx->nb->stopping); i++) {
         int fd = accept4(le->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
             accept_one(dx, le, fd);
             continue;
         }
         if (errno == EINTR || errno == ECONNABORTED) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
         /* e.g. out of file descriptors: stop listening a little instead of
          * spinning on a socket that stays readable */
         tw_log_warn(MOD, "accept on %s: %s", le->bound, strerror(errno));
         arm(dx->p[0].ep, EPOLL_CTL_MOD, le->fd, 0, le);
+        dx->paused_until = tw_mono_us() / 1000 + ACCEPT_RETRY_MS;
         atomic_store(&dx->accept_paused, true);
-        return;
+        break;
     }
+    pthread_mutex_unlock(&dx->accept_mu);
 }
 
 static void resume_accept(nng_direct *dx)
 {
     if (!atomic_exchange(&dx->accept_paused, false)) return;
     nng_bind *nb = dx->nb;
+    pthread_mutex_lock(&dx->accept_mu);
     for (int i = 0; i < nb->nls; i++)
         if (nb->ls[i].fd >= 0) arm(dx->p[0].ep, EPOLL_CTL_MOD, nb->ls[i].fd, EPOLLIN, &nb->ls[i]);
+    pthread_mutex_unlock(&dx->accept_mu);
 }
 
 /* ---- pollers -------------------------------------------------------------- */
@@ -285,10 +294,15 @@ static void *poller_main(void *arg)
             tw_log_error(MOD, "epoll_wait: %s", strerror(errno));
             return NULL;
         }
-        if (n == 0 && p == &p->dx->p[0]) resume_accept(p->dx);
+        if (p == &p->dx->p[0] && atomic_load(&p->dx->accept_paused) &&
+            tw_mono_us() / 1000 >= p->dx->paused_until)
+            resume_accept(p->dx);
         for (int i = 0; i < n; i++) {
             int *kind = evs[i].data.ptr;
-            if (!kind) return NULL; /* the stop eventfd */
+            if (!kind) { /* the stop eventfd */
+                nconn_thread_done();
+                return NULL;
+            }
             if (*kind == TW_NNG_PE_LISTENER)
                 on_listener(p->dx, (nng_listener_ent *)(void *)kind);
             else
@@ -303,6 +317,7 @@ int nng_direct_new(nng_bind *nb, int threads, nng_direct **out)
     if (!dx) return TW_ENOMEM;
     dx->nb = nb;
     dx->np = threads;
+    pthread_mutex_init(&dx->accept_mu, NULL);
     dx->p = calloc((size_t)threads, sizeof *dx->p);
     if (!dx->p) {
         free(dx);
@@ -349,6 +364,7 @@ int nng_direct_listen(nng_direct *dx, nng_listener_ent *le)
 void nng_direct_close_listeners(nng_direct *dx)
 {
     nng_bind *nb = dx->nb;
+    pthread_mutex_lock(&dx->accept_mu);
     for (int i = 0; i < nb->nls; i++) {
         nng_listener_ent *le = &nb->ls[i];
         if (le->fd < 0) continue;
@@ -357,6 +373,7 @@ void nng_direct_close_listeners(nng_direct *dx)
         le->fd = -1;
         if (le->unlink_path) unlink(le->url + 6);
     }
+    pthread_mutex_unlock(&dx->accept_mu);
 }
 
 void nng_direct_stop(nng_direct *dx)
@@ -379,6 +396,7 @@ void nng_direct_stop(nng_direct *dx)
 void nng_direct_free(nng_direct *dx)
 {
     if (!dx) return;
+    pthread_mutex_destroy(&dx->accept_mu);
     free(dx->p);
     free(dx);
 }

@@ -433,6 +433,67 @@ static void test_live_action_answered_inside_send(void **state)
     tw_loop_close(ag);
 }
 
+/* An agent that sends two progress reports inside the send (both held),
+ * and a consumer whose first `running` brings the agent's final answer, as
+ * it would arrive on the agent's own poller thread while settle() is still
+ * passing the held ones on: the final one must still come last. */
+typedef struct seen {
+    tw_status st[16];
+    int n;
+    tw_loop_conn *agent;
+    char action_id[TW_ID_MAX];
+} seen;
+
+static void agent_two_progress(void *arg, tw_loop_conn *c, tw_msg *m)
+{
+    seen *s = arg;
+    if (tw_msg_get_type(m) != TW_TYPE_REQUEST) return;
+    tw_strlcpy(s->action_id, tw_msg_correlation(m), sizeof s->action_id);
+    for (int i = 0; i < 2; i++) {
+        char buf[256];
+        snprintf(buf, sizeof buf,
+                 "{\"type\":\"notification\",\"operation\":\"invokeaction\",\"thingID\":\"lamp\","
+                 "\"name\":\"blink\",\"correlationID\":\"%s\",\"status\":\"running\"}",
+                 s->action_id);
+        tw_loop_inject_json(c, buf);
+    }
+}
+
+static void consumer_sees(void *arg, tw_loop_conn *c, tw_msg *m)
+{
+    (void)c;
+    seen *s = arg;
+    if (s->n < 16) s->st[s->n++] = tw_msg_status(m);
+    if (s->n == 2) {
+        char buf[256];
+        snprintf(buf, sizeof buf,
+                 "{\"type\":\"response\",\"operation\":\"invokeaction\",\"thingID\":\"lamp\","
+                 "\"name\":\"blink\",\"correlationID\":\"%s\",\"output\":7}",
+                 s->action_id);
+        tw_loop_inject_json(s->agent, buf);
+    }
+}
+
+static void test_settle_keeps_order(void **state)
+{
+    fixture *f = *state;
+    seen s = {0};
+    tw_loop_conn *ag = agent_with_lamp(f);
+    s.agent = ag;
+    tw_loop_set_responder(ag, agent_two_progress, &s);
+    tw_loop_conn *c = client(f, "op1", TW_ROLE_OPERATOR);
+    tw_loop_set_responder(c, consumer_sees, &s);
+    say(c, "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dtw:ag:lamp\","
+           "\"name\":\"blink\",\"correlationID\":\"r\"}");
+    assert_int_equal(s.n, 4);
+    assert_int_equal(s.st[0], TW_STATUS_DELIVERED);
+    assert_int_equal(s.st[1], TW_STATUS_RUNNING);
+    assert_int_equal(s.st[2], TW_STATUS_RUNNING);
+    assert_int_equal(s.st[3], TW_STATUS_COMPLETED);
+    tw_loop_close(c);
+    tw_loop_close(ag);
+}
+
 static void test_rpc_and_unqueueable_offline(void **state)
 {
     fixture *f = *state;
@@ -820,6 +881,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_authz_roles, setup, teardown),
         cmocka_unit_test_setup_teardown(test_live_action_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_live_action_answered_inside_send, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_settle_keeps_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rpc_and_unqueueable_offline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_then_drain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_offline_consumer_inbox, setup, teardown),

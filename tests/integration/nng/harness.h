@@ -13,6 +13,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -211,6 +218,32 @@ static int twind_new(twind_proc *d, const char *tag)
     return twind_start(d, NULL);
 }
 
+/* Reaps a twind the test killed itself (SIGKILL: no clean stop to check). */
+static inline void twind_reap_killed(twind_proc *d)
+{
+    if (d->pid <= 0) return;
+    h_track(d->pid, false);
+    int st;
+    waitpid(d->pid, &st, 0);
+    d->pid = 0;
+}
+
+/* Whether twind's log holds s (the log of every start of d). */
+static inline bool h_log_has(const twind_proc *d, const char *s)
+{
+    char log[600], line[4096];
+    snprintf(log, sizeof log, "%s/twind.log", d->dir);
+    FILE *f = fopen(log, "r");
+    bool found = false;
+    while (f && !found && fgets(line, sizeof line, f))
+        found = strstr(line, s) != NULL;
+    if (f) fclose(f);
+    return found;
+}
+
+/* Stops twind with SIGTERM. A clean stop is part of every test: exit status
+ * 0 (under ASan, LeakSanitizer makes a leak a non-zero exit) and no
+ * connection still busy at stop. */
 static void twind_stop(twind_proc *d)
 {
     if (d->pid <= 0) return;
@@ -220,6 +253,11 @@ static void twind_stop(twind_proc *d)
     for (int i = 0; i < 200; i++) {
         if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
             d->pid = 0;
+            if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+                fprintf(stderr, "twind did not stop cleanly (status %d); see %s/twind.log\n", st,
+                        d->dir);
+            assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+            assert_false(h_log_has(d, "still busy at stop"));
             return;
         }
         h_sleep_ms(50);

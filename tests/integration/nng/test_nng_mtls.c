@@ -373,7 +373,7 @@ static void dead_server_seen(const char *nng_url)
     h_sleep_ms(500);
     assert_null(recv_json(t));
     link_free(t);
-    twind_stop(&d);
+    twind_reap_killed(&d);
 }
 
 /* A server whose certificate does not chain to ca_file is refused by the
