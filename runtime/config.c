@@ -115,6 +115,13 @@ int tw_config_load(tw_config *cfg, const char *path, char *err, size_t errlen)
     if (json_object_get(root, "queue_ttl_s")) cfg->queue_ttl_ms *= 1000;
     NUMBER_MEMBER("sweep_ms", cfg->sweep_ms, int64_t, 10);
     NUMBER_MEMBER("drain_window", cfg->drain_window, int, 1);
+    if ((v = json_object_get(root, "store_linger_ms")) &&
+        (!json_is_number(v) || json_number_value(v) < 0 || json_number_value(v) > 1000)) {
+        json_decref(root);
+        return bad_at(err, errlen, path, "store_linger_ms",
+                      "'store_linger_ms' must be a number of milliseconds in [0, 1000]");
+    }
+    if (v) cfg->store_linger_ms = (int)json_number_value(v);
     NUMBER_MEMBER("action_retention_s", cfg->action_retention_ms, int64_t, 1);
     if (json_object_get(root, "action_retention_s")) cfg->action_retention_ms *= 1000;
 #undef STRING_MEMBER

@@ -30,11 +30,9 @@ typedef struct tw_store_opts {
     int max_batch;           /* jobs per transaction at most; default 4096 */
     bool synchronous_normal; /* for tests/benchmarks only: NORMAL instead of FULL */
     /* how long write-behind jobs may wait for company (tw_store_submit_behind);
-     * 0: TW_STORE_BEHIND_LINGER_MS, < 0: not at all */
+     * 0 (the default): not at all */
     int behind_linger_ms;
 } tw_store_opts;
-
-#define TW_STORE_BEHIND_LINGER_MS 2
 
 /* Opens (creating if needed, mode 0600) the database at path. opts may be NULL. */
 int tw_store_open(const char *path, const tw_store_opts *opts, tw_store **out);
@@ -60,8 +58,8 @@ int tw_store_submit(tw_store *s, tw_store_job_fn fn, void *arg, tw_store_done_fn
 int tw_store_submit_atomic(tw_store *s, tw_store_job_fn fn, void *arg, tw_store_done_fn done);
 /* Like tw_store_submit_atomic, for a write-behind job nobody waits for: while
  * only such jobs are pending, the writer lets them gather for up to
- * behind_linger_ms before it commits them together. Any other job, a
- * flush or close commits them at once. */
+ * opts.behind_linger_ms (if set) before it commits them together. Any other
+ * job, a flush or close commits them at once. */
 int tw_store_submit_behind(tw_store *s, tw_store_job_fn fn, void *arg, tw_store_done_fn done);
 /* Runs a write job and waits until it is committed; returns the job's result. */
 int tw_store_exec(tw_store *s, tw_store_job_fn fn, void *arg);

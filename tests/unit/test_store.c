@@ -318,7 +318,7 @@ static void test_write_behind(void **state)
     reopen(f);
     assert_int_equal(count_rows(f->s, 3000), 1);
 
-    /* with the default linger they commit by themselves, soon */
+    /* without a linger (the default) they commit by themselves, at once */
     ins d = {.id = 4000};
     assert_int_equal(tw_store_submit_behind(f->s, insert_job, &d, NULL), 0);
     for (int i = 0; i < 500 && count_rows(f->s, 4000) == 0; i++)
