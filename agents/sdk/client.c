@@ -25,10 +25,11 @@
  * flight is written by the calling thread itself, not handed to the writer.
  * Incoming envelopes are read with tw_msg_parse (header fields without a
  * tree, payloads decoded on demand). On the way back a synchronous caller
- * waits on its own condition, which the I/O thread signals: with the nng
- * transport a response costs two wake-ups in this process (nng's poller
- * thread wakes the I/O thread, the I/O thread wakes the caller), and one
- * with dispatch_inline and an asynchronous call.
+ * waits on its own condition, which the I/O thread signals: with the socket
+ * transport (tcp://, ipc://) a response costs two wake-ups in this process
+ * (the kernel wakes the I/O thread, the I/O thread wakes the caller), and
+ * one with dispatch_inline and an asynchronous call; with the nng transport
+ * (TLS, websockets) one more, nng's poller thread.
  *
  * Pending calls are keyed by correlationID. Plain requests complete with
  * their response; actions (invokeaction, writeproperty) see every status

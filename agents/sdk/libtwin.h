@@ -9,10 +9,11 @@
  * TDs and latest property values, and asks the runtime to replay the inbox
  * (action statuses that arrived while it was away) from its cursor.
  *
- * Transports: the URL scheme picks one. nng streams are built in
- * (tls+tcp://, tcp://, ipc://, ws://, wss://; see bindings/nng/nng_frame.h);
- * the transport interface (transport.h) lets an HTTPS+SSE transport be added
- * without changing this API.
+ * Transports: the URL scheme picks one, all with the wire format of
+ * bindings/nng/nng_frame.h: tcp:// and ipc:// on plain sockets (one thread
+ * wake-up per arriving envelope), tls+tcp://, ws:// and wss:// on nng
+ * streams; the transport interface (transport.h) lets an HTTPS+SSE
+ * transport be added without changing this API.
  *
  * Errors: every fallible call returns 0 or a negative TW_E* code of
  * runtime/tw.h (tw_strerror names them). A request the runtime refused also

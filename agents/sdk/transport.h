@@ -41,9 +41,8 @@ typedef struct tw_transport_ops {
     void (*free)(tw_transport *t);
 } tw_transport_ops;
 
-/* The longest line recv() accepts; a longer one fails with TW_ETOOBIG (the
- * runtime never sends one: its own limit is max_body). transport_nng.c has
- * the same value as MAX_LINE. */
+/* The longest line a transport's recv() accepts; a longer one fails with
+ * TW_ETOOBIG (the runtime never sends one: its own limit is max_body). */
 #define TW_SOCK_MAX_LINE (64u * 1024u * 1024u)
 
 extern const tw_transport_ops tw_transport_nng;

@@ -48,7 +48,7 @@
 #include <string.h>
 #include <time.h>
 
-#define MAX_LINE (64u * 1024u * 1024u)
+#define MAX_LINE TW_SOCK_MAX_LINE
 #define PROBE_MS 1000
 
 struct tw_transport {
