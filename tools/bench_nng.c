@@ -1,11 +1,12 @@
 /*
  * bench_nng.c - twin-bench scenarios of the nng binding and libtwin, against
  * a real twind (started from next to twin-bench, or --twind PATH / $TWIND)
- * on loopback, with the rate limit lifted. Each figure comes with a
- * reference measured in the same run on the same machine: the same traffic
- * over a bare nng stream between two threads of this process (same
+ * on loopback, with the rate limit lifted. Each figure comes with
+ * references measured in the same run on the same machine: the same
+ * traffic over a bare nng stream between two threads of this process (same
  * framing, envelopes written by hand and read with tw_msg_parse as libtwin
- * does), i.e. what the transport and the codec alone cost.
+ * does), i.e. what the transport and the codec alone cost; and the same
+ * payloads through NATS and Mosquitto (bench_ref.c).
  *
  *   nng_events  one agent -> runtime -> one consumer, events/s (flow
  *               controlled: the agent stays at most --window events ahead
