@@ -45,6 +45,21 @@ typedef struct tw_transport_ops {
  * TW_ETOOBIG (the runtime never sends one: its own limit is max_body). */
 #define TW_SOCK_MAX_LINE (64u * 1024u * 1024u)
 
+/* The transports' receive buffer (linebuf.c). */
+typedef struct tw_linebuf {
+    char *buf;
+    size_t len, cap, off; /* bytes in buf, capacity, start of unconsumed data */
+    size_t scan;          /* bytes after off already known to hold no '\n' */
+} tw_linebuf;
+
+int tw_linebuf_init(tw_linebuf *b); /* TW_ENOMEM */
+void tw_linebuf_free(tw_linebuf *b);
+/* 1: the next line (without its '\n'; empty lines are skipped), valid until
+ * the next call. 0: read more, into buf + len, up to cap (at least
+ * TW_NNG_RECV_CHUNK bytes are free), then call again. TW_ETOOBIG: a line
+ * longer than TW_SOCK_MAX_LINE; TW_ENOMEM. */
+int tw_linebuf_next(tw_linebuf *b, const char **line, size_t *len);
+
 extern const tw_transport_ops tw_transport_nng;
 extern const tw_transport_ops tw_transport_sock;
 

@@ -8,7 +8,8 @@
  * Blocking calls on top of nng's aios: send() and recv() each own an aio and
  * wait on it, so the writer and the reader thread never share one. recv()
  * reads in chunks into a buffer and hands out one line at a time; a line
- * longer than MAX_LINE closes the link (the server never sends one).
+ * longer than TW_SOCK_MAX_LINE closes the link (the server never sends one;
+ * linebuf.c keeps the buffer for both transports).
  *
  * TLS: the server certificate must chain to ca_file and match the server
  * name (the URL's host unless server_name is given); there is no "insecure"
@@ -48,7 +49,6 @@
 #include <string.h>
 #include <time.h>
 
-#define MAX_LINE TW_SOCK_MAX_LINE
 #define PROBE_MS 1000
 
 struct tw_transport {
@@ -56,9 +56,7 @@ struct tw_transport {
     nng_stream *st;
     nng_tls_config *tls;
     nng_aio *rx, *tx;
-    char *buf;
-    size_t len, cap, off; /* bytes in buf, capacity, start of unconsumed data */
-    size_t scan;          /* bytes after off already known to hold no '\n' */
+    tw_linebuf rb;
     /* shutdown vs. operations being started: an operation is submitted under
      * mtx after checking closed, so shutdown's abort always finds it */
     pthread_mutex_t mtx;
@@ -206,7 +204,7 @@ static void nng_tfree(tw_transport *t)
     if (t->tls) nng_tls_config_free(t->tls);
     pthread_mutex_destroy(&t->mtx);
     pthread_cond_destroy(&t->rx_cond);
-    free(t->buf);
+    tw_linebuf_free(&t->rb);
     free(t);
 }
 
@@ -243,9 +241,7 @@ static int nng_connect(const tw_client_opts *o, int timeout_ms, tw_transport **o
         nng_aio_set_timeout(t->rx, NNG_DURATION_INFINITE);
     }
     if (rv == 0) {
-        t->cap = TW_NNG_RECV_CHUNK * 2;
-        t->buf = malloc(t->cap);
-        if (!t->buf) rv = NNG_ENOMEM;
+        if (tw_linebuf_init(&t->rb) != 0) rv = NNG_ENOMEM;
         t->probe = t->tls && peer_alive(t);
     }
     if (rv != 0) {
@@ -273,35 +269,13 @@ static int nng_tsend(tw_transport *t, const char *buf, size_t len)
 static int nng_trecv(tw_transport *t, const char **line, size_t *len)
 {
     for (;;) {
-        char *nl = memchr(t->buf + t->off + t->scan, '\n', t->len - t->off - t->scan);
-        if (nl) {
-            *line = t->buf + t->off;
-            *len = (size_t)(nl - *line);
-            t->off += *len + 1;
-            t->scan = 0;
-            if (*len == 0 || (*len == 1 && (*line)[0] == '\r')) continue;
-            return 0;
-        }
-        t->scan = t->len - t->off;
-        if (t->scan > MAX_LINE) return TW_ETOOBIG;
-        if (t->off > 0 && t->off == t->len) {
-            t->off = t->len = 0;
-        } else if (t->off > 0 && t->cap - t->len < TW_NNG_RECV_CHUNK) {
-            memmove(t->buf, t->buf + t->off, t->len - t->off);
-            t->len -= t->off;
-            t->off = 0;
-        }
-        if (t->cap - t->len < TW_NNG_RECV_CHUNK) {
-            char *nb = realloc(t->buf, t->cap * 2);
-            if (!nb) return TW_ENOMEM;
-            t->buf = nb;
-            t->cap *= 2;
-        }
-        nng_iov iov = {.iov_buf = t->buf + t->len, .iov_len = t->cap - t->len};
+        int rc = tw_linebuf_next(&t->rb, line, len);
+        if (rc != 0) return rc > 0 ? 0 : rc;
+        nng_iov iov = {.iov_buf = t->rb.buf + t->rb.len, .iov_len = t->rb.cap - t->rb.len};
         nng_aio_set_iov(t->rx, 1, &iov);
         int rv = t->probe ? run_recv(t) : run_op(t, t->rx, nng_stream_recv);
         if (rv != 0) return map_err(rv);
-        t->len += nng_aio_count(t->rx);
+        t->rb.len += nng_aio_count(t->rx);
     }
 }
 

@@ -38,7 +38,7 @@
  * rest TW_EIO; client.c retries every one of them with backoff.
  *
  * recv() reads into a growing buffer and hands out one line at a time; a
- * line longer than TW_SOCK_MAX_LINE (the nng transport's MAX_LINE) fails
+ * line longer than TW_SOCK_MAX_LINE (both transports' limit, linebuf.c) fails
  * with TW_ETOOBIG, and the client then drops the link. No SIGPIPE, ever:
  * every write is send() with MSG_NOSIGNAL, for ipc:// too.
  */
@@ -64,9 +64,7 @@
 struct tw_transport {
     int fd;
     atomic_bool closed;
-    char *buf;
-    size_t len, cap, off; /* bytes in buf, capacity, start of unconsumed data */
-    size_t scan;          /* bytes after off already known to hold no '\n' */
+    tw_linebuf rb;
 };
 
 static bool sock_accepts(const char *url)
@@ -234,7 +232,7 @@ static void sock_free(tw_transport *t)
 {
     if (!t) return;
     if (t->fd >= 0) close(t->fd);
-    free(t->buf);
+    tw_linebuf_free(&t->rb);
     free(t);
 }
 
@@ -246,9 +244,7 @@ static int sock_connect(const tw_client_opts *o, int timeout_ms, tw_transport **
     if (!t) return TW_ENOMEM;
     t->fd = -1;
     atomic_init(&t->closed, false);
-    t->cap = TW_NNG_RECV_CHUNK * 2;
-    t->buf = malloc(t->cap);
-    int rc = t->buf ? 0 : TW_ENOMEM;
+    int rc = tw_linebuf_init(&t->rb);
     if (!rc && strncmp(o->url, "ipc://", 6) == 0)
         rc = dial_ipc(o->url + 6, deadline, &t->fd);
     else if (!rc)
@@ -279,36 +275,14 @@ static int sock_send(tw_transport *t, const char *buf, size_t len)
 static int sock_recv(tw_transport *t, const char **line, size_t *len)
 {
     for (;;) {
-        char *nl = memchr(t->buf + t->off + t->scan, '\n', t->len - t->off - t->scan);
-        if (nl) {
-            *line = t->buf + t->off;
-            *len = (size_t)(nl - *line);
-            t->off += *len + 1;
-            t->scan = 0;
-            if (*len == 0 || (*len == 1 && (*line)[0] == '\r')) continue;
-            return 0;
-        }
-        t->scan = t->len - t->off;
-        if (t->scan > TW_SOCK_MAX_LINE) return TW_ETOOBIG;
-        if (t->off > 0 && t->off == t->len) {
-            t->off = t->len = 0;
-        } else if (t->off > 0 && t->cap - t->len < TW_NNG_RECV_CHUNK) {
-            memmove(t->buf, t->buf + t->off, t->len - t->off);
-            t->len -= t->off;
-            t->off = 0;
-        }
-        if (t->cap - t->len < TW_NNG_RECV_CHUNK) {
-            char *nb = realloc(t->buf, t->cap * 2);
-            if (!nb) return TW_ENOMEM;
-            t->buf = nb;
-            t->cap *= 2;
-        }
+        int rc = tw_linebuf_next(&t->rb, line, len);
+        if (rc != 0) return rc > 0 ? 0 : rc;
         if (atomic_load_explicit(&t->closed, memory_order_acquire)) return TW_ECLOSED;
-        ssize_t n = read(t->fd, t->buf + t->len, t->cap - t->len);
+        ssize_t n = read(t->fd, t->rb.buf + t->rb.len, t->rb.cap - t->rb.len);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) return atomic_load(&t->closed) ? TW_ECLOSED : map_errno(errno);
         if (n == 0) return TW_ECLOSED; /* the peer's end, or our shutdown */
-        t->len += (size_t)n;
+        t->rb.len += (size_t)n;
     }
 }
 

@@ -316,6 +316,20 @@ static void flush_deferred(void)
     }
 }
 
+/* A batch is written: the next one is built if anything is queued (true),
+ * else the write ends (false; *flushed_close: the connection was waiting
+ * for it to close). mtx held. */
+static bool tx_next_locked(nconn *c, bool *flushed_close)
+{
+    bool more = !c->closing && batch_build(c);
+    *flushed_close = false;
+    if (!more) {
+        c->writing = false;
+        *flushed_close = c->close_when_flushed;
+    }
+    return more;
+}
+
 static void tx_issue(nconn *c)
 {
     nng_iov iov = {.iov_buf = c->wbuf + c->woff, .iov_len = c->wlen - c->woff};
@@ -356,12 +370,8 @@ static void tx_write(nconn *c)
             return;
         }
         pthread_mutex_lock(&c->mtx);
-        bool more = !c->closing && batch_build(c);
-        bool flushed_close = false;
-        if (!more) {
-            c->writing = false;
-            flushed_close = c->close_when_flushed;
-        }
+        bool flushed_close;
+        bool more = tx_next_locked(c, &flushed_close);
         pthread_mutex_unlock(&c->mtx);
         if (!more) {
             if (flushed_close) nconn_close(c, "envelope too large");
@@ -450,12 +460,8 @@ static void tx_cb(void *arg)
         tx_issue(c);
         return;
     }
-    bool more = !c->closing && batch_build(c);
-    bool flushed_close = false;
-    if (!more) {
-        c->writing = false;
-        flushed_close = c->close_when_flushed;
-    }
+    bool flushed_close;
+    bool more = tx_next_locked(c, &flushed_close);
     pthread_mutex_unlock(&c->mtx);
     if (more) {
         tx_issue(c);
