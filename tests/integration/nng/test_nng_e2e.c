@@ -556,10 +556,18 @@ static void test_restart(void **state)
     assert_true(st.reconnects > 0);
     assert_int_equal(tw_client_wait_connected(agent, 10000), 0);
     assert_int_equal(tw_client_wait_connected(cons, 10000), 0);
-    pthread_mutex_lock(&g_states_mtx);
-    assert_true(g_states[TW_CLIENT_CONNECTED] >= 2);
-    assert_true(g_states[TW_CLIENT_DISCONNECTED] >= 1);
-    pthread_mutex_unlock(&g_states_mtx);
+    /* the state callbacks run on the client's callback thread, a little
+     * after the state itself changed: wait for them (up to 10 s) */
+    int connected = 0, disconnected = 0;
+    for (int i = 0; i < 500 && (connected < 2 || disconnected < 1); i++) {
+        pthread_mutex_lock(&g_states_mtx);
+        connected = g_states[TW_CLIENT_CONNECTED];
+        disconnected = g_states[TW_CLIENT_DISCONNECTED];
+        pthread_mutex_unlock(&g_states_mtx);
+        if (connected < 2 || disconnected < 1) h_sleep_ms(20);
+    }
+    assert_true(connected >= 2);
+    assert_true(disconnected >= 1);
     h_sleep_ms(200); /* the resync envelopes are processed */
 
     json_t *v = json_real(3.5);
