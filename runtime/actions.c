@@ -220,7 +220,7 @@ static void drain(tw_runtime *rt, const char *agent_id);
  */
 static void settle(tw_runtime *rt, const tw_action *a, tw_conn *origin)
 {
-    for (;;) {
+    for (int pass = 1;; pass++) {
         held_answer *held = NULL;
         size_t n = 0, nall = 0;
         tw_live *owned = NULL;
@@ -239,6 +239,10 @@ static void settle(tw_runtime *rt, const tw_action *a, tw_conn *origin)
         n = nall = l->nheld;
         l->held = NULL;
         l->nheld = l->capheld = 0;
+        /* An agent that keeps reporting progress must not keep this thread
+         * (a poller with other connections) here: after a few passes the
+         * rest goes its usual way, unordered, like a full hold. */
+        if (pass >= 8) l->unsettled = false;
         for (size_t i = 0; i < n && !owned; i++)
             if (tw_status_final(held[i].st)) {
                 owned = tw_hmap_del(&rt->live, a->id);
@@ -256,7 +260,7 @@ static void settle(tw_runtime *rt, const tw_action *a, tw_conn *origin)
             }
         }
         held_free(held, nall);
-        if (owned) {
+        if (owned || pass >= 8) {
             live_free(owned);
             return;
         }
