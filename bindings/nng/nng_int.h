@@ -133,7 +133,7 @@ int nconn_start(nng_bind *nb, nng_stream *st, int fd, const char *remote, uint32
                 uint32_t gen, nconn **out);
 void nconn_begin(nconn *c);                     /* starts receiving once the nconn is in its slot */
 void nconn_on_event(nconn *c, uint32_t events); /* its poller thread only */
-void nconn_thread_done(void); /* a poller thread ends: frees its flush list */
+void nconn_thread_done(void);                   /* a poller thread ends: frees its flush list */
 void nconn_close(nconn *c, const char *why);
 nconn *nconn_ref(nconn *c);
 void nconn_unref(nconn *c);

@@ -71,15 +71,16 @@ static void test_rejections(void **state)
     expect_field("{\"operation\":\"ping\"}", "type");                    /* missing type */
     expect_field("{\"type\":\"bogus\",\"operation\":\"ping\"}", "type"); /* unknown type */
     /* near misses of the names, which are told apart by their first bytes */
-    static const char *const near[] = {"", "r", "re", "req", "resp", "requests", "n", "notify",
+    static const char *const near[] = {"",        "r",        "re",          "req",
+                                       "resp",    "requests", "n",           "notify",
                                        "Request", "responsE", "notificatioN"};
     for (size_t i = 0; i < sizeof near / sizeof near[0]; i++) {
         char buf[128];
         snprintf(buf, sizeof buf, "{\"type\":\"%s\",\"operation\":\"ping\"}", near[i]);
         expect_field(buf, "type");
     }
-    expect_field("{\"type\":7,\"operation\":\"ping\"}", "type");         /* wrong type */
-    expect_field("{\"type\":\"request\"}", "operation");                 /* missing op */
+    expect_field("{\"type\":7,\"operation\":\"ping\"}", "type"); /* wrong type */
+    expect_field("{\"type\":\"request\"}", "operation");         /* missing op */
     expect_field("{\"type\":\"request\",\"operation\":\"explode\"}", "operation");
     expect_field("{\"type\":\"request\",\"operation\":\"invokeaction\",\"name\":\"x\"}", "thingID");
     expect_field("{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"t\"}", "name");
