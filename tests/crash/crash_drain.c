@@ -22,7 +22,7 @@
  * the rows still queued, in order.
  */
 #include "runtime/queue.h"
-#include "tests/unit/tw_test.h"
+#include "tests/crash/crash.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -215,47 +215,28 @@ static int verify(const char *dir, long counts[4])
     return bad ? 1 : 0;
 }
 
+/* The child writes <dir>/ready once the drain is under way. */
+static bool drain_started(const char *dir)
+{
+    char ready[600];
+    snprintf(ready, sizeof ready, "%s/ready", dir);
+    return access(ready, F_OK) == 0;
+}
+
 static int parent_main(unsigned seed)
 {
     char dir[512];
     tw_test_tmpdir(dir, "crash_drain"); /* kept afterwards, for a post-mortem */
-    char ready[600];
-    snprintf(ready, sizeof ready, "%s/ready", dir);
-    pid_t pid = fork();
-    if (pid < 0) {
-        perror("fork");
-        return 1;
-    }
-    if (pid == 0) _exit(child_main(dir));
-    int status;
-    while (access(ready, F_OK) != 0) {
-        if (waitpid(pid, &status, WNOHANG) == pid) {
-            fprintf(stderr, "FAIL: the child exited before the drain started\n");
-            return 1;
-        }
-        usleep(2000);
-    }
     srand(seed);
     int delay_ms = 20 + rand() % 281;
-    usleep((useconds_t)delay_ms * 1000);
-    kill(pid, SIGKILL);
-    if (waitpid(pid, &status, 0) != pid || !WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL) {
-        fprintf(stderr, "FAIL: the child did not die by SIGKILL (status %d)\n", status);
-        return 1;
-    }
+    if (crash_kill_child(dir, child_main, drain_started, "the drain started", delay_ms)) return 1;
     long counts[4] = {0};
     int rc = verify(dir, counts);
     printf("crash_drain seed %u: killed after %d ms; queued %ld, delivered %ld, running %ld, "
            "completed %ld: %s\n",
            seed, delay_ms, counts[0], counts[1], counts[2], counts[3],
            rc == 0 ? "consistent" : "NOT consistent");
-    if (rc == 0) {
-        char cmd[700];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-        if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", dir);
-    } else {
-        fprintf(stderr, "data left in %s\n", dir);
-    }
+    crash_cleanup(dir, rc);
     return rc;
 }
 

@@ -22,7 +22,7 @@
  * pushes after the old ones. Exit status 0 only if all of that holds.
  */
 #include "runtime/queue.h"
-#include "tests/unit/tw_test.h"
+#include "tests/crash/crash.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -353,40 +353,22 @@ static int verify(const char *dir, long *acked_out, int64_t *rows_out)
     return bad ? 1 : 0;
 }
 
+/* Acknowledgements flow once the child's log of them is not empty. */
+static bool acks_flow(const char *dir)
+{
+    char logpath[600];
+    snprintf(logpath, sizeof logpath, "%s/acked.log", dir);
+    return file_size(logpath) > 0;
+}
+
 static int parent_main(unsigned seed)
 {
     char dir[512];
     tw_test_tmpdir(dir, "crash_enqueue"); /* kept afterwards, for a post-mortem */
-    char logpath[600];
-    snprintf(logpath, sizeof logpath, "%s/acked.log", dir);
-
-    pid_t pid = fork();
-    if (pid < 0) {
-        perror("fork");
-        return 1;
-    }
-    if (pid == 0) _exit(child_main(dir));
-
-    /* Wait until acknowledgements flow (whatever the machine's speed), then
-     * let it run a random while longer so the kill lands mid-stream. */
-    int status;
-    for (;;) {
-        if (file_size(logpath) > 0) break;
-        if (waitpid(pid, &status, WNOHANG) == pid) {
-            fprintf(stderr, "FAIL: the child exited before acknowledging anything\n");
-            return 1;
-        }
-        usleep(2000);
-    }
+    /* a random while after acknowledgements flow: the kill lands mid-stream */
     srand(seed);
     int delay_ms = 50 + rand() % 351;
-    usleep((useconds_t)delay_ms * 1000);
-    kill(pid, SIGKILL);
-    if (waitpid(pid, &status, 0) != pid || !WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL) {
-        fprintf(stderr, "FAIL: the child did not die by SIGKILL (status %d)\n", status);
-        return 1;
-    }
-
+    if (crash_kill_child(dir, child_main, acks_flow, "acknowledging anything", delay_ms)) return 1;
     long acked = 0;
     int64_t rows = 0;
     int rc = verify(dir, &acked, &rows);
@@ -395,13 +377,7 @@ static int parent_main(unsigned seed)
            seed, delay_ms, acked, rc == 0 ? "all present and intact" : "NOT all present and intact",
            (long long)rows);
     if (acked == 0) rc = 1;
-    if (rc == 0) {
-        char cmd[700];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-        if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", dir);
-    } else {
-        fprintf(stderr, "data left in %s\n", dir);
-    }
+    crash_cleanup(dir, rc);
     return rc;
 }
 
