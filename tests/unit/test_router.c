@@ -5,11 +5,7 @@
  * queue and its drain, RPC refusal, coalescing, expiry, inbox replay, rate
  * limiting, validation and the configurable middleware chain.
  */
-#include "bindings/loopback/loopback.h"
 #include "runtime/router.h"
-#include "runtime/runtime.h"
-#include "runtime/twin_mem.h"
-#include "tw_test.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,13 +14,9 @@
 
 #include <cmocka.h>
 
-typedef struct fixture {
-    char dir[512];
-    tw_config cfg;
-    tw_runtime *rt;
-    tw_twin_mem *twin;
-    tw_loop *loop;
-} fixture;
+#include "tw_loop_runtime.h"
+
+typedef tw_loop_runtime fixture;
 
 static const char *TD = "{\"id\":\"lamp\",\"title\":\"Lamp\","
                         "\"properties\":{\"on\":{\"type\":\"boolean\"},"
@@ -33,44 +25,11 @@ static const char *TD = "{\"id\":\"lamp\",\"title\":\"Lamp\","
                         "\"now\":{\"twind:queueable\":false}},"
                         "\"events\":{\"alarm\":{},\"click\":{}}}";
 
-static void fx_open(fixture *f, const char *extra_config)
-{
-    tw_config_defaults(&f->cfg);
-    snprintf(f->cfg.data_dir, sizeof f->cfg.data_dir, "%s", f->dir);
-    f->cfg.store_sync_normal = true;
-    if (extra_config) {
-        char path[600];
-        snprintf(path, sizeof path, "%s.json", f->dir);
-        FILE *fp = fopen(path, "w");
-        fputs(extra_config, fp);
-        fclose(fp);
-        char err[256];
-        assert_int_equal(tw_config_load(&f->cfg, path, err, sizeof err), 0);
-        snprintf(f->cfg.data_dir, sizeof f->cfg.data_dir, "%s", f->dir);
-        f->cfg.store_sync_normal = true;
-        unlink(path);
-    }
-    char err[256];
-    assert_int_equal(tw_runtime_new(&f->cfg, &f->rt, err, sizeof err), 0);
-    f->twin = tw_twin_mem_new();
-    tw_runtime_set_twin(f->rt, tw_twin_mem_ops(), f->twin);
-    assert_int_equal(tw_loop_new(f->rt, &f->loop), 0);
-    assert_int_equal(tw_runtime_start(f->rt, err, sizeof err), 0);
-}
-
-static void fx_close(fixture *f)
-{
-    tw_runtime_stop(f->rt);
-    tw_runtime_free(f->rt);
-    tw_twin_mem_free(f->twin);
-    tw_config_free(&f->cfg);
-}
-
 static int setup_with(void **state, const char *config)
 {
     fixture *f = calloc(1, sizeof *f);
     tw_test_tmpdir(f->dir, "router");
-    fx_open(f, config);
+    tw_loop_runtime_open(f, config);
     *state = f;
     return 0;
 }
@@ -83,7 +42,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    fx_close(f);
+    tw_loop_runtime_close(f);
     tw_test_rmdir(f->dir);
     free(f);
     return 0;
@@ -779,8 +738,8 @@ static void test_queued_survives_restart(void **state)
     tw_loop_close(c);
     /* restart the runtime on the same data directory (the twin is in memory:
      * re-publish the TD) */
-    fx_close(f);
-    fx_open(f, NULL);
+    tw_loop_runtime_close(f);
+    tw_loop_runtime_open(f, NULL);
     json_t *td = json_loads(TD, 0, NULL), *problem = NULL;
     char *twin_id = NULL;
     assert_int_equal(tw_twin_mem_ops()->update_thing(f->twin, "ag", td, &twin_id, &problem), 0);

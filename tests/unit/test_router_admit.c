@@ -5,11 +5,7 @@
  * validate, a stage's copy on change) and the same counts in
  * tw_router_get_stats().
  */
-#include "bindings/loopback/loopback.h"
 #include "runtime/router.h"
-#include "runtime/runtime.h"
-#include "runtime/twin_mem.h"
-#include "tw_test.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,13 +14,9 @@
 
 #include <cmocka.h>
 
-typedef struct fixture {
-    char dir[512];
-    tw_config cfg;
-    tw_runtime *rt;
-    tw_twin_mem *twin;
-    tw_loop *loop;
-} fixture;
+#include "tw_loop_runtime.h"
+
+typedef tw_loop_runtime fixture;
 
 static const char *TD = "{\"id\":\"lamp\",\"title\":\"Lamp\","
                         "\"properties\":{\"on\":{\"type\":\"boolean\"}}}";
@@ -33,25 +25,7 @@ static int setup_with(void **state, const char *extra)
 {
     fixture *f = calloc(1, sizeof *f);
     tw_test_tmpdir(f->dir, "admit");
-    tw_config_defaults(&f->cfg);
-    if (extra) {
-        char path[600];
-        snprintf(path, sizeof path, "%s.json", f->dir);
-        FILE *fp = fopen(path, "w");
-        fputs(extra, fp);
-        fclose(fp);
-        char err[256];
-        assert_int_equal(tw_config_load(&f->cfg, path, err, sizeof err), 0);
-        unlink(path);
-    }
-    snprintf(f->cfg.data_dir, sizeof f->cfg.data_dir, "%s", f->dir);
-    f->cfg.store_sync_normal = true;
-    char err[256];
-    assert_int_equal(tw_runtime_new(&f->cfg, &f->rt, err, sizeof err), 0);
-    f->twin = tw_twin_mem_new();
-    tw_runtime_set_twin(f->rt, tw_twin_mem_ops(), f->twin);
-    assert_int_equal(tw_loop_new(f->rt, &f->loop), 0);
-    assert_int_equal(tw_runtime_start(f->rt, err, sizeof err), 0);
+    tw_loop_runtime_open(f, extra);
     json_t *td = json_loads(TD, 0, NULL);
     char *twin_id = NULL;
     json_t *problem = NULL;
@@ -75,10 +49,7 @@ static int setup_rate(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    tw_runtime_stop(f->rt);
-    tw_runtime_free(f->rt);
-    tw_twin_mem_free(f->twin);
-    tw_config_free(&f->cfg);
+    tw_loop_runtime_close(f);
     tw_test_rmdir(f->dir);
     free(f);
     return 0;
