@@ -217,7 +217,8 @@ static void handle_notification(tw_mw_call *call)
     json_t *value = tw_msg_get(call->msg, "value");
     bool changed = true;
     if (rt->twin) {
-        int rc = rt->twin->store_value(rt->twin_ctx, call->twin_id, akind, name,
+        /* (the validate stage's lookup, when it ran, found this affordance) */
+        int rc = rt->twin->store_value(rt->twin_ctx, call->twin_id, akind, name, call->aff_found,
                                        value ? value : json_null(), tw_now_ms(), &changed);
         if (rc) {
             tw_router_reply_error(call,

@@ -84,8 +84,9 @@ static void value_key(char *buf, size_t n, const char *twin_id, tw_aff_kind kind
 }
 
 static int store_value(void *ctx, const char *twin_id, tw_aff_kind kind, const char *name,
-                       json_t *value, int64_t ts_ms, bool *changed)
+                       bool declared, json_t *value, int64_t ts_ms, bool *changed)
 {
+    (void)declared;
     tw_twin_mem *t = ctx;
     char key[TW_THING_ID_MAX + 300], ts[TW_TIME_LEN];
     value_key(key, sizeof key, twin_id, kind, name ? name : "");

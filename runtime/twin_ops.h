@@ -36,9 +36,11 @@ typedef struct tw_twin_ops {
     int (*lookup)(void *ctx, const char *twin_id, tw_aff_kind kind, const char *name,
                   tw_aff_info *out);
     /* An agent notification (event or property value) for the value store.
-     * value is borrowed. *changed tells whether a property value differed. */
+     * value is borrowed. *changed tells whether a property value differed.
+     * declared: the caller has just found this affordance with lookup() (the
+     * validate stage), so the store need not look for it again. */
     int (*store_value)(void *ctx, const char *twin_id, tw_aff_kind kind, const char *name,
-                       json_t *value, int64_t ts_ms, bool *changed);
+                       bool declared, json_t *value, int64_t ts_ms, bool *changed);
     /* readproperty, readallproperties, readmultipleproperties, readevent,
      * readallevents: *output is the response's `output`. */
     int (*read)(void *ctx, const tw_msg *req, json_t **output, json_t **problem);

@@ -412,7 +412,7 @@ static void *updater(void *arg)
         unsigned r = (unsigned)rand_r(&seed);
         bool changed;
         if (ops->store_value(a->e->twin, ids[r % V_TWINS], TW_AFF_PROPERTY,
-                             names[(r >> 10) % V_PROPS], vals[(r >> 14) % 64], tw_now_ms(),
+                             names[(r >> 10) % V_PROPS], false, vals[(r >> 14) % 64], tw_now_ms(),
                              &changed) != 0)
             a->failed++;
     }

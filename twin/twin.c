@@ -69,12 +69,13 @@ static bool has_affordance(tw_twin *t, const char *twin_id, tw_aff_kind kind, co
 }
 
 static int op_store_value(void *ctx, const char *twin_id, tw_aff_kind kind, const char *name,
-                          json_t *value, int64_t ts_ms, bool *changed)
+                          bool declared, json_t *value, int64_t ts_ms, bool *changed)
 {
     tw_twin *t = ctx;
     if (kind == TW_AFF_ACTION || !name) return TW_EINVAL;
-    /* Only affordances the TD declares: this bounds the store by the TDs. */
-    if (!has_affordance(t, twin_id, kind, name)) return TW_ENOTFOUND;
+    /* Only affordances the TD declares: this bounds the store by the TDs.
+     * (Once per message: a caller that just looked it up says so.) */
+    if (!declared && !has_affordance(t, twin_id, kind, name)) return TW_ENOTFOUND;
     return tw_values_set(t->values, twin_id, kind, name, value, ts_ms, changed);
 }
 
