@@ -31,7 +31,8 @@
  * Options after the scenario name: --tls (tls+tcp instead of tcp on
  * loopback), --nng-streams (twind's tcp:// on nng streams, "direct":
  * false, instead of its own sockets), --ipc (ipc:// instead of tcp://),
- * --twind PATH, --window N (nng_events), --callback-thread,
+ * --twind PATH, --twind-opts 'MEMBERS' (added to twind's config file, e.g.
+ * '"store_linger_ms": 5'), --window N (nng_events), --callback-thread,
  * --no-reference (skip the reference figures: bare stream, NATS,
  * Mosquitto; e.g. under a profiler).
  */
@@ -117,7 +118,10 @@ static int nb_start(nb_twind *t, const tw_bench_args *a)
     snprintf(logp, sizeof logp, "%s/twind.log", a->workdir);
     FILE *f = fopen(cfg, "w");
     if (!f) return -1;
-    fprintf(f, "{\"rate\": 1e9, \"burst\": 1e9, \"nng\": {\"max_conns\": 5000%s}}\n",
+    /* --twind-opts adds top-level members, e.g. '"store_linger_ms": 5' */
+    const char *extra = nb_opt(a, "--twind-opts");
+    fprintf(f, "{\"rate\": 1e9, \"burst\": 1e9, %s%s\"nng\": {\"max_conns\": 5000%s}}\n",
+            extra ? extra : "", extra ? ", " : "",
             nb_flag(a, "--nng-streams") ? ", \"direct\": false" : "");
     fclose(f);
     char ipc[1200];
