@@ -140,6 +140,56 @@ static void test_utf8_after_ascii_runs(void **state)
     }
 }
 
+/* Strings are scanned eight bytes at a time: a quote, a backslash or a
+ * control character must be seen at every offset of a word, next to bytes
+ * that look like them in part (0x80 and up, 0x20, '"' + 1...), and a string
+ * that ends right at the end of the text or of a word must end there. */
+static void test_scanner_string_words(void **state)
+{
+    (void)state;
+    static const char stops[] = {'"', '\\', '\x01', '\x1f', '\n'};
+    static const char fills[] = {'a', ' ', '#', ']', '\x7f'};
+    for (size_t len = 0; len < 24; len++) {
+        for (size_t at = 0; at <= len; at++) {
+            for (size_t si = 0; si < sizeof stops; si++) {
+                for (size_t fi = 0; fi < sizeof fills; fi++) {
+                    /* {"k":"<len bytes, stops[si] at `at` unless at == len>"} */
+                    char buf[64];
+                    size_t o = 0;
+                    memcpy(buf, "{\"k\":\"", 6);
+                    o = 6;
+                    for (size_t i = 0; i < len; i++)
+                        buf[o++] = i == at ? stops[si] : fills[fi];
+                    buf[o++] = '"';
+                    buf[o++] = '}';
+                    tw_jscan_member mem[2];
+                    size_t n = 0;
+                    bool ok = tw_jscan_object(buf, o, 32, mem, 2, &n);
+                    json_t *j = json_loadb(buf, o, JSON_REJECT_DUPLICATES, NULL);
+                    if (ok != (j != NULL))
+                        fail_msg("len %zu stop %d at %zu fill %d: scanner %d, Jansson %d", len,
+                                 stops[si], at, fills[fi], ok, j != NULL);
+                    if (ok) {
+                        assert_int_equal(n, 1);
+                        assert_int_equal(mem[0].val_len, len + 2);
+                    }
+                    json_decref(j);
+                    /* the same text cut just after the closing quote */
+                    ok = tw_jscan_object(buf, o - 1, 32, mem, 2, &n);
+                    assert_false(ok);
+                }
+            }
+        }
+    }
+    /* multi-byte UTF-8 (bytes 0x80 and up) is plain */
+    const char *u = "{\"k\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xc2\xa0\xc2\xa2\xdf\xbf\"}";
+    tw_jscan_member mem[1];
+    size_t n;
+    assert_true(tw_jscan_object(u, strlen(u), 32, mem, 1, &n));
+    assert_false(mem[0].val_escaped);
+    assert_int_equal(mem[0].val_len, strlen(u) - 6); /* {"k": and } */
+}
+
 static tw_msg *parse_ok(const char *s)
 {
     tw_msg *m = NULL;
@@ -482,6 +532,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_scanner_agrees_with_jansson),
         cmocka_unit_test(test_scanner_shapes),
+        cmocka_unit_test(test_scanner_string_words),
         cmocka_unit_test(test_utf8_after_ascii_runs),
         cmocka_unit_test(test_lazy_reads_and_raw),
         cmocka_unit_test(test_lazy_adjacent_integers),
