@@ -341,41 +341,49 @@ enum {
 typedef struct env_view {
     int ftype[FI__COUNT];        /* json_type, or -1 when absent */
     const char *fstr[FI__COUNT]; /* the value of a string field */
+    size_t flen[FI__COUNT];      /* its length */
     int input_type;              /* json_type of "input", or -1 */
 } env_view;
 
+/* typed_index's answer for "input" */
+#define FI_INPUT FI__COUNT
+
+/* The FI_ index of a member's key, FI_INPUT, or -1. Called for every member
+ * of every message: the length and one byte pick the one candidate, one
+ * memcmp confirms it. */
 static int typed_index(const char *key, size_t len)
 {
-    /* called for every member of every message: filter on the first byte */
-    int from, to;
-    switch (key[0]) {
-    case 't':
-        from = FI_TYPE, to = FI_TIMESTAMP;
+    int i;
+    switch (len) {
+    case 4:
+        i = key[0] == 't' ? FI_TYPE : key[0] == 'n' ? FI_NAME : -1;
         break;
-    case 'o':
-        from = to = FI_OPERATION;
+    case 5:
+        if (key[0] == 'i') return memcmp(key, "input", 5) == 0 ? FI_INPUT : -1;
+        i = FI_ERROR;
         break;
-    case 'n':
-        from = to = FI_NAME;
+    case 6:
+        i = FI_STATUS;
         break;
-    case 'c':
-        from = FI_CORRELATION, to = FI_CREATED;
+    case 7:
+        i = key[0] == 't' ? FI_THING : key[0] == 'c' ? FI_CREATED : key[0] == 'e' ? FI_EXPIRES : -1;
         break;
-    case 'm':
-        from = to = FI_MESSAGE;
+    case 8:
+        i = FI_SENDER;
         break;
-    case 's':
-        from = FI_SENDER, to = FI_STATUS;
+    case 9:
+        i = key[0] == 'o'   ? FI_OPERATION
+            : key[0] == 'm' ? FI_MESSAGE
+            : key[0] == 't' ? FI_TIMESTAMP
+                            : -1;
         break;
-    case 'e':
-        from = FI_EXPIRES, to = FI_ERROR;
+    case 13:
+        i = FI_CORRELATION;
         break;
     default:
         return -1;
     }
-    for (int i = from; i <= to; i++)
-        if (typed_fields[i].len == len && memcmp(typed_fields[i].name, key, len) == 0) return i;
-    return -1;
+    return i >= 0 && memcmp(typed_fields[i].name, key, len) == 0 ? i : -1;
 }
 /* Which request operations address a Thing, and which an affordance. */
 static bool op_needs_thing(tw_op op)
@@ -417,7 +425,9 @@ static const char *str_field(json_t *obj, const char *k)
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
-static int validate_view(const env_view *v, json_t **problem)
+/* Checks the envelope rules; on success *type_out and *op_out are its
+ * parsed type and operation (the caller caches them: no second parse). */
+static int validate_view(const env_view *v, tw_msg_type *type_out, tw_op *op_out, json_t **problem)
 {
     char detail[160];
     for (int i = 0; i < FI__COUNT; i++) {
@@ -442,10 +452,10 @@ static int validate_view(const env_view *v, json_t **problem)
         return reject(problem, TW_EINVAL, detail, "operation");
     }
     const char *thing = v->fstr[FI_THING];
-    if (thing && (strlen(thing) == 0 || strlen(thing) >= TW_THING_ID_MAX))
+    if (thing && (v->flen[FI_THING] == 0 || v->flen[FI_THING] >= TW_THING_ID_MAX))
         return reject(problem, TW_EINVAL, "'thingID' must have 1 to 255 characters", "thingID");
     const char *name = v->fstr[FI_NAME];
-    if (name && strlen(name) > 255)
+    if (name && v->flen[FI_NAME] > 255)
         return reject(problem, TW_EINVAL, "'name' is longer than 255 characters", "name");
     const char *st = v->fstr[FI_STATUS];
     if (st && tw_status_parse(st) == TW_STATUS_NONE) {
@@ -457,7 +467,7 @@ static int validate_view(const env_view *v, json_t **problem)
     if (exp && tw_time_parse(exp, &ms) != 0)
         return reject(problem, TW_EINVAL, "'expires' is not an RFC 3339 time", "expires");
     const char *cid = v->fstr[FI_CORRELATION];
-    if (cid && strlen(cid) >= TW_ID_MAX * 2)
+    if (cid && v->flen[FI_CORRELATION] >= TW_ID_MAX * 2)
         return reject(problem, TW_EINVAL, "'correlationID' is longer than 127 characters",
                       "correlationID");
 
@@ -495,6 +505,8 @@ static int validate_view(const env_view *v, json_t **problem)
     default:
         break;
     }
+    *type_out = type;
+    *op_out = op;
     return 0;
 }
 
@@ -507,10 +519,14 @@ int tw_msg_validate(json_t *obj, json_t **problem)
         json_t *f = json_object_get(obj, typed_fields[i].name);
         v.ftype[i] = f ? (int)json_typeof(f) : -1;
         v.fstr[i] = json_is_string(f) ? json_string_value(f) : NULL;
+        /* (a string with a NUL inside counts up to it, as strlen did) */
+        v.flen[i] = v.fstr[i] ? strlen(v.fstr[i]) : 0;
     }
     json_t *in = json_object_get(obj, "input");
     v.input_type = in ? (int)json_typeof(in) : -1;
-    return validate_view(&v, problem);
+    tw_msg_type type;
+    tw_op op;
+    return validate_view(&v, &type, &op, problem);
 }
 
 /* ---- lazy members ------------------------------------------------------ */
@@ -692,12 +708,15 @@ static json_type raw_type(const char *v, size_t n)
     case 'n':
         return JSON_NULL;
     default:
-        return memchr(v, '.', n) || memchr(v, 'e', n) || memchr(v, 'E', n) ? JSON_REAL
-                                                                           : JSON_INTEGER;
+        /* a number (json_scan.c checked it): real if it has a fraction or
+         * an exponent */
+        for (size_t i = 0; i < n; i++)
+            if (v[i] == '.' || v[i] == 'e' || v[i] == 'E') return JSON_REAL;
+        return JSON_INTEGER;
     }
 }
 
-static void cache_from_view(tw_msg *m, const env_view *v);
+static void cache_from_view(tw_msg *m, const env_view *v, tw_msg_type type, tw_op op);
 
 /* Builds a lazy message from the text: returns 1 with *out set, 0 when the
  * text needs the tree path, or a TW_E* code (with *problem) when the
@@ -710,8 +729,11 @@ static int parse_lazy(const char *buf, size_t len, int max_depth, tw_msg **out, 
     size_t raw_len = 0, str_len = 0;
     for (size_t i = 0; i < n; i++) {
         bool is_str = sm[i].val[0] == '"';
-        if (is_str && sm[i].val_escaped && typed_index(sm[i].key, sm[i].key_len) >= 0)
-            return 0; /* a header string with escapes: let Jansson decode it */
+        if (is_str && sm[i].val_escaped) {
+            int fi = typed_index(sm[i].key, sm[i].key_len);
+            if (fi >= 0 && fi < FI__COUNT)
+                return 0; /* a header string with escapes: let Jansson decode it */
+        }
         raw_len += sm[i].val_len;
         str_len += sm[i].key_len + 1;
         if (is_str && !sm[i].val_escaped) str_len += sm[i].val_len - 1;
@@ -730,6 +752,7 @@ static int parse_lazy(const char *buf, size_t len, int max_depth, tw_msg **out, 
     for (int i = 0; i < FI__COUNT; i++) {
         v.ftype[i] = -1;
         v.fstr[i] = NULL;
+        v.flen[i] = 0;
     }
     v.input_type = -1;
     for (size_t i = 0; i < n; i++) {
@@ -744,22 +767,26 @@ static int parse_lazy(const char *buf, size_t len, int max_depth, tw_msg **out, 
         mb->val_len = sm[i].val_len;
         vp += sm[i].val_len;
         mb->type = raw_type(mb->val, mb->val_len);
+        size_t sl = 0;
         if (mb->type == JSON_STRING && !sm[i].val_escaped) {
-            size_t sl = mb->val_len - 2;
+            sl = mb->val_len - 2;
             memcpy(sp, mb->val + 1, sl);
             sp[sl] = '\0';
             mb->str = sp;
             sp += sl + 1;
         }
         int fi = typed_index(mb->key, sm[i].key_len);
-        if (fi >= 0) {
+        if (fi == FI_INPUT) {
+            v.input_type = (int)mb->type;
+        } else if (fi >= 0) {
             v.ftype[fi] = (int)mb->type;
             v.fstr[fi] = mb->str;
-        } else if (strcmp(mb->key, "input") == 0) {
-            v.input_type = (int)mb->type;
+            v.flen[fi] = sl;
         }
     }
-    int rc = validate_view(&v, problem);
+    tw_msg_type type;
+    tw_op op;
+    int rc = validate_view(&v, &type, &op, problem);
     if (rc) {
         free(blk);
         return rc;
@@ -768,7 +795,7 @@ static int parse_lazy(const char *buf, size_t len, int max_depth, tw_msg **out, 
     atomic_init(&m->obj, NULL);
     pthread_mutex_init(&m->enc_lock, NULL);
     atomic_init(&m->enc, NULL);
-    cache_from_view(m, &v);
+    cache_from_view(m, &v, type, op);
     *out = m;
     return 1;
 }
@@ -940,10 +967,10 @@ static void cache_fields(tw_msg *m)
     m->id = get_str(m, "messageID");
 }
 
-static void cache_from_view(tw_msg *m, const env_view *v)
+static void cache_from_view(tw_msg *m, const env_view *v, tw_msg_type type, tw_op op)
 {
-    m->type = type_parse(v->fstr[FI_TYPE]);
-    m->op = tw_op_parse(v->fstr[FI_OPERATION]);
+    m->type = type;
+    m->op = op;
     m->status = tw_status_parse(v->fstr[FI_STATUS]);
     m->thing = v->fstr[FI_THING];
     m->name = v->fstr[FI_NAME];

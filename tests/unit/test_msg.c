@@ -106,6 +106,69 @@ static void test_rejections(void **state)
     expect_field("{\"type\":\"request\",\"type\":\"request\",\"operation\":\"ping\"}", "");
 }
 
+/* Every field whose type the envelope fixes is recognised by its key (a
+ * number there is refused, naming it), and keys that differ from one in a
+ * byte, or in length, are ordinary members (accepted). */
+static void test_typed_fields_by_key(void **state)
+{
+    static const char *const typed[] = {"type",      "operation", "thingID",       "name",
+                                        "messageID", "senderID",  "correlationID", "created",
+                                        "timestamp", "expires",   "status",        "error"};
+    for (size_t i = 0; i < sizeof typed / sizeof typed[0]; i++) {
+        char buf[256];
+        snprintf(buf, sizeof buf, "{\"type\":\"request\",\"operation\":\"ping\",\"x\":1,\"%s\":5}",
+                 typed[i]);
+        if (strcmp(typed[i], "type") == 0 || strcmp(typed[i], "operation") == 0) {
+            expect_field(buf, ""); /* (a duplicate key) */
+        } else {
+            expect_field(buf, typed[i]);
+        }
+        size_t n = strlen(typed[i]);
+        for (size_t at = 0; at < n; at++) {
+            char key[32];
+            memcpy(key, typed[i], n + 1);
+            key[at] = key[at] == 'Z' ? 'Y' : 'Z';
+            snprintf(buf, sizeof buf, "{\"type\":\"request\",\"operation\":\"ping\",\"%s\":5}",
+                     key);
+            tw_msg *m = NULL;
+            assert_int_equal(tw_msg_parse(buf, strlen(buf), NULL, &m, NULL), 0);
+            assert_int_equal(json_integer_value(tw_msg_get(m, key)), 5);
+            tw_msg_unref(m);
+        }
+    }
+    /* "input" is recognised too: an updatething's must be an object */
+    expect_field("{\"type\":\"request\",\"operation\":\"updatething\",\"input\":5}", "input");
+    tw_msg *m = NULL;
+    const char *ok = "{\"type\":\"request\",\"operation\":\"updatething\",\"input\":{}}";
+    assert_int_equal(tw_msg_parse(ok, strlen(ok), NULL, &m, NULL), 0);
+    tw_msg_unref(m);
+    /* the length limits of thingID, name and correlationID, at the limit */
+    char big[700], buf[1024];
+    memset(big, 'a', sizeof big);
+    static const struct {
+        const char *field;
+        int max;
+    } lim[] = {{"thingID", 255}, {"name", 255}, {"correlationID", 127}};
+    for (size_t i = 0; i < 3; i++) {
+        for (int len = lim[i].max; len <= lim[i].max + 1; len++) {
+            snprintf(buf, sizeof buf,
+                     "{\"type\":\"request\",\"operation\":\"readproperty\",\"thingID\":\"t\","
+                     "\"name\":\"n\",\"%s\":\"%.*s\"}",
+                     lim[i].field, len, big);
+            if (i < 2) /* (replace the short one: no duplicate key) */
+                memcpy(strstr(buf, i == 0 ? "\"thingID\":\"t\"" : "\"name\":\"n\""),
+                       i == 0 ? "\"thingiD\":\"t\"" : "\"namE\":\"n\"", i == 0 ? 13 : 10);
+            if (len == lim[i].max) {
+                m = NULL;
+                assert_int_equal(tw_msg_parse(buf, strlen(buf), NULL, &m, NULL), 0);
+                tw_msg_unref(m);
+            } else {
+                expect_field(buf, lim[i].field);
+            }
+        }
+    }
+}
+
 static void test_invalid_utf8(void **state)
 {
     const char bad[] = "{\"type\":\"request\",\"operation\":\"ping\",\"name\":\"\xC3\x28\"}";
@@ -287,17 +350,12 @@ static void test_problem_shape(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_valid),
-        cmocka_unit_test(test_rejections),
-        cmocka_unit_test(test_invalid_utf8),
-        cmocka_unit_test(test_depth_limit),
-        cmocka_unit_test(test_size_limit),
-        cmocka_unit_test(test_build_response),
-        cmocka_unit_test(test_encode_once_and_freeze),
-        cmocka_unit_test(test_concurrent_encode),
-        cmocka_unit_test(test_ops_and_statuses),
-        cmocka_unit_test(test_ids_and_times),
-        cmocka_unit_test(test_problem_shape),
+        cmocka_unit_test(test_parse_valid),         cmocka_unit_test(test_rejections),
+        cmocka_unit_test(test_typed_fields_by_key), cmocka_unit_test(test_invalid_utf8),
+        cmocka_unit_test(test_depth_limit),         cmocka_unit_test(test_size_limit),
+        cmocka_unit_test(test_build_response),      cmocka_unit_test(test_encode_once_and_freeze),
+        cmocka_unit_test(test_concurrent_encode),   cmocka_unit_test(test_ops_and_statuses),
+        cmocka_unit_test(test_ids_and_times),       cmocka_unit_test(test_problem_shape),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
