@@ -78,6 +78,11 @@ static const char *plain_run(const char *p, const char *end)
 }
 #endif
 
+size_t tw_jscan_plain_len(const char *s, size_t n)
+{
+    return (size_t)(plain_run(s, s + n) - s);
+}
+
 /* s->p at the opening quote; leaves it after the closing one. */
 static bool scan_string(scan *s, bool *escaped)
 {

@@ -46,4 +46,11 @@ typedef struct tw_jscan_member {
 bool tw_jscan_object(const char *buf, size_t len, int max_depth, tw_jscan_member *out, size_t nmax,
                      size_t *n);
 
+/*
+ * The length of the longest prefix of s[0..n) that can stand between JSON
+ * quotes as it is: no control character, '"' or '\\'. (n when all of it
+ * can.) Eight bytes at a time, like the scanner's strings.
+ */
+size_t tw_jscan_plain_len(const char *s, size_t n);
+
 #endif

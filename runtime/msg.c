@@ -23,15 +23,20 @@
  * tw_msg_set() on a lazy message hides the raw member and keeps the new
  * value in a small `extra` object, or, for tw_msg_set_str() (the router
  * stamps senderID and the twin's thingID on every message), in a list of
- * plain strings that costs one allocation each; tw_msg_encode() writes the
+ * plain strings; tw_msg_encode() writes the
  * raw members that are still visible followed by the set ones, so an event
  * is forwarded with one memcpy of its value. tw_msg_json() and tw_msg_copy()
  * build the full tree on demand (once, under the lock), after which the
  * message behaves as a tree-backed one. tw_msg_new() builds messages the
  * same way (its fields as plain strings, no tree), so a response or an
- * action request costs a few allocations, not a Jansson object. Text outside the scanner's narrow
- * form (json_scan.h) takes the tree path from the start, with the same
- * results and errors as before.
+ * action request costs one allocation, not a Jansson object. Text outside
+ * the scanner's narrow form (json_scan.h) takes the tree path from the
+ * start, with the same results and errors as before.
+ *
+ * Each lazy message's block ends with a small arena: the plain strings set
+ * on it later and its encoding are carved from there when they fit (else
+ * allocated apart), so an event passing through costs one allocation
+ * instead of four.
  */
 #include "msg.h"
 
@@ -49,6 +54,7 @@
 /* One top-level member of a lazily parsed envelope. */
 typedef struct lz_member {
     const char *key; /* NUL-terminated, in the message's allocation */
+    size_t key_len;
     const char *val; /* raw JSON text inside raw (not terminated) */
     size_t val_len;
     const char *str; /* a string value without escapes, decoded; else NULL */
@@ -62,8 +68,10 @@ typedef struct lz_str {
     struct lz_str *next;
     json_t *_Atomic dec; /* as a Jansson string, made on first tw_msg_get */
     bool gone;           /* set again, or deleted */
+    bool in_arena;       /* in the message's own block: not freed apart */
     const char *val;
     size_t val_len;
+    size_t key_len;
     char key[];
 } lz_str;
 
@@ -85,7 +93,39 @@ struct tw_msg {
     pthread_mutex_t enc_lock;
     char *_Atomic enc;
     size_t enc_len;
+    bool enc_in_arena; /* enc was carved from the arena: not freed apart */
+    /* Room at the end of the message's own block for what is added to it
+     * later: the strings the router stamps (senderID, thingID) and the
+     * encoding. An event passing through would otherwise cost three more
+     * allocations and frees. Carved from the front, never given back; what
+     * does not fit is allocated as before. */
+    char *arena;
+    size_t arena_left;
 };
+
+/* The arena of a parsed message: the stamped strings, and the encoding
+ * when the envelope is small (the encoding is about as long). */
+#define ARENA_STAMPS 320
+#define ARENA_ENC_MAX 1024
+/* The arena of a built message (tw_msg_new: its six fields, a
+ * correlationID, a status, and the encoding). */
+#define ARENA_NEW 768
+
+static size_t align8(size_t n)
+{
+    return (n + 7) & ~(size_t)7;
+}
+
+/* n bytes from m's arena (8-aligned), or NULL when they do not fit. */
+static void *arena_take(tw_msg *m, size_t n)
+{
+    n = align8(n);
+    if (n > m->arena_left) return NULL;
+    void *p = m->arena;
+    m->arena += n;
+    m->arena_left -= n;
+    return p;
+}
 
 static const char *const op_names[TW_OP__COUNT] = {
     "",
@@ -569,14 +609,18 @@ static void lz_forget(tw_msg *m, const char *field);
 static int sx_add(tw_msg *m, const char *field, size_t kl, const char *value, size_t vl,
                   const char **stored)
 {
-    lz_str *x = malloc(sizeof *x + kl + 1 + vl + 1);
-    if (!x) return TW_ENOMEM;
+    size_t size = sizeof(lz_str) + kl + 1 + vl + 1;
+    lz_str *x = arena_take(m, size);
+    bool in_arena = x != NULL;
+    if (!x && !(x = malloc(size))) return TW_ENOMEM;
     lz_forget(m, field);
     memcpy(x->key, field, kl + 1);
+    x->key_len = kl;
     x->val = x->key + kl + 1;
     memcpy((char *)x->val, value, vl + 1);
     x->val_len = vl;
     x->gone = false;
+    x->in_arena = in_arena;
     x->next = NULL;
     atomic_init(&x->dec, NULL);
     if (!m->sx) m->sx_tail = &m->sx;
@@ -738,11 +782,16 @@ static int parse_lazy(const char *buf, size_t len, int max_depth, tw_msg **out, 
         str_len += sm[i].key_len + 1;
         if (is_str && !sm[i].val_escaped) str_len += sm[i].val_len - 1;
     }
-    /* one allocation: the message, its members, the values, the strings */
-    char *blk = malloc(sizeof(tw_msg) + n * sizeof(lz_member) + raw_len + str_len);
+    /* one allocation: the message, its members, the values, the strings,
+     * the arena */
+    size_t used = align8(sizeof(tw_msg) + n * sizeof(lz_member) + raw_len + str_len);
+    size_t arena = ARENA_STAMPS + (len <= ARENA_ENC_MAX ? align8(len) : 0);
+    char *blk = malloc(used + arena);
     if (!blk) return reject(problem, TW_ENOMEM, NULL, NULL);
     tw_msg *m = (tw_msg *)(void *)blk;
     memset(m, 0, sizeof *m);
+    m->arena = blk + used;
+    m->arena_left = arena;
     m->lazy = true;
     m->mem = (lz_member *)(void *)(blk + sizeof *m);
     m->nmem = n;
@@ -761,6 +810,7 @@ static int parse_lazy(const char *buf, size_t len, int max_depth, tw_msg **out, 
         memcpy(sp, sm[i].key, sm[i].key_len);
         sp[sm[i].key_len] = '\0';
         mb->key = sp;
+        mb->key_len = sm[i].key_len;
         sp += sm[i].key_len + 1;
         memcpy(vp, sm[i].val, sm[i].val_len);
         mb->val = vp;
@@ -803,17 +853,13 @@ static int parse_lazy(const char *buf, size_t len, int max_depth, tw_msg **out, 
 /* True when s can go between quotes as it is. */
 static bool plain_string(const char *s, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == '"' || c == '\\') return false;
-    }
-    return true;
+    return tw_jscan_plain_len(s, n) == n;
 }
 
 /* The encoding of a lazy message: its visible raw members, then the ones
  * set since it was parsed (plain strings written directly, anything else
- * through the encoder). */
-static char *encode_lazy(const tw_msg *m, size_t *len)
+ * through the encoder). In the message's arena when it fits (*in_arena). */
+static char *encode_lazy(tw_msg *m, size_t *len, bool *in_arena)
 {
     size_t nx = m->extra ? json_object_size(m->extra) : 0;
     char *pieces[LZ_MAX_MEMBERS] = {0}; /* encoded extras that were not plain */
@@ -823,25 +869,33 @@ static char *encode_lazy(const tw_msg *m, size_t *len)
     const char *k;
     json_t *v;
     bool failed = false;
-    json_object_foreach(m->extra, k, v)
-    {
-        size_t kl = strlen(k);
-        if (!plain_string(k, kl)) failed = true;
-        cap += kl + 4;
-        if (json_is_string(v) && plain_string(json_string_value(v), json_string_length(v))) {
-            cap += json_string_length(v) + 2;
-        } else if ((pieces[i] = tw_json_encode(v, &plen[i])) != NULL) {
-            cap += plen[i];
-        } else {
-            failed = true;
+    if (nx) {
+        json_object_foreach(m->extra, k, v)
+        {
+            size_t kl = strlen(k);
+            if (!plain_string(k, kl)) failed = true;
+            cap += kl + 4;
+            if (json_is_string(v) && plain_string(json_string_value(v), json_string_length(v))) {
+                cap += json_string_length(v) + 2;
+            } else if ((pieces[i] = tw_json_encode(v, &plen[i])) != NULL) {
+                cap += plen[i];
+            } else {
+                failed = true;
+            }
+            i++;
         }
-        i++;
     }
     for (size_t j = 0; j < m->nmem; j++)
-        if (!m->mem[j].gone) cap += strlen(m->mem[j].key) + 4 + m->mem[j].val_len;
+        if (!m->mem[j].gone) cap += m->mem[j].key_len + 4 + m->mem[j].val_len;
     for (const lz_str *x = m->sx; x; x = x->next)
-        if (!x->gone) cap += strlen(x->key) + 6 + x->val_len;
-    char *b = failed ? NULL : malloc(cap);
+        if (!x->gone) cap += x->key_len + 6 + x->val_len;
+    char *b = NULL;
+    *in_arena = false;
+    if (!failed) {
+        b = arena_take(m, cap);
+        *in_arena = b != NULL;
+        if (!b) b = malloc(cap);
+    }
     if (b) {
         size_t o = 0;
         b[o++] = '{';
@@ -850,9 +904,8 @@ static char *encode_lazy(const tw_msg *m, size_t *len)
             if (mb->gone) continue;
             if (o > 1) b[o++] = ',';
             b[o++] = '"';
-            size_t kl = strlen(mb->key);
-            memcpy(b + o, mb->key, kl);
-            o += kl;
+            memcpy(b + o, mb->key, mb->key_len);
+            o += mb->key_len;
             b[o++] = '"';
             b[o++] = ':';
             memcpy(b + o, mb->val, mb->val_len);
@@ -862,9 +915,8 @@ static char *encode_lazy(const tw_msg *m, size_t *len)
             if (x->gone) continue; /* (keys and values are plain: tw_msg_set_str checked) */
             if (o > 1) b[o++] = ',';
             b[o++] = '"';
-            size_t kl = strlen(x->key);
-            memcpy(b + o, x->key, kl);
-            o += kl;
+            memcpy(b + o, x->key, x->key_len);
+            o += x->key_len;
             memcpy(b + o, "\":\"", 3);
             o += 3;
             memcpy(b + o, x->val, x->val_len);
@@ -872,25 +924,27 @@ static char *encode_lazy(const tw_msg *m, size_t *len)
             b[o++] = '"';
         }
         i = 0;
-        json_object_foreach(m->extra, k, v)
-        {
-            if (o > 1) b[o++] = ',';
-            b[o++] = '"';
-            size_t kl = strlen(k);
-            memcpy(b + o, k, kl);
-            o += kl;
-            b[o++] = '"';
-            b[o++] = ':';
-            if (pieces[i]) {
-                memcpy(b + o, pieces[i], plen[i]);
-                o += plen[i];
-            } else {
+        if (nx) {
+            json_object_foreach(m->extra, k, v)
+            {
+                if (o > 1) b[o++] = ',';
                 b[o++] = '"';
-                memcpy(b + o, json_string_value(v), json_string_length(v));
-                o += json_string_length(v);
+                size_t kl = strlen(k);
+                memcpy(b + o, k, kl);
+                o += kl;
                 b[o++] = '"';
+                b[o++] = ':';
+                if (pieces[i]) {
+                    memcpy(b + o, pieces[i], plen[i]);
+                    o += plen[i];
+                } else {
+                    b[o++] = '"';
+                    memcpy(b + o, json_string_value(v), json_string_length(v));
+                    o += json_string_length(v);
+                    b[o++] = '"';
+                }
+                i++;
             }
-            i++;
         }
         b[o++] = '}';
         b[o] = '\0';
@@ -1055,9 +1109,15 @@ static bool plain_utf8(const char *s)
 tw_msg *tw_msg_new(tw_msg_type type, tw_op op, const char *thing_id, const char *name)
 {
     if ((!thing_id || plain_utf8(thing_id)) && (!name || plain_utf8(name))) {
-        /* built lazily too: the fields as plain strings, no tree */
-        tw_msg *m = calloc(1, sizeof *m);
-        if (!m) return NULL;
+        /* built lazily too: the fields as plain strings, no tree, in the
+         * message's own arena */
+        size_t head = align8(sizeof(tw_msg));
+        char *blk = malloc(head + ARENA_NEW);
+        if (!blk) return NULL;
+        tw_msg *m = (tw_msg *)(void *)blk;
+        memset(m, 0, sizeof *m);
+        m->arena = blk + head;
+        m->arena_left = ARENA_NEW;
         atomic_init(&m->refs, 1);
         atomic_init(&m->obj, NULL);
         pthread_mutex_init(&m->enc_lock, NULL);
@@ -1129,9 +1189,9 @@ void tw_msg_unref(tw_msg *m)
     for (lz_str *x = m->sx, *next; x; x = next) {
         next = x->next;
         json_decref(atomic_load_explicit(&x->dec, memory_order_relaxed));
-        free(x);
+        if (!x->in_arena) free(x);
     }
-    free(atomic_load(&m->enc));
+    if (!m->enc_in_arena) free(atomic_load(&m->enc));
     pthread_mutex_destroy(&m->enc_lock);
     free(m); /* a lazy message's members and text are in the same block */
 }
@@ -1246,13 +1306,13 @@ int tw_msg_set_str(tw_msg *m, const char *field, const char *value)
     if (rc) return rc;
     /* the cached pointers of the fields the router reads, straight from the
      * new value (no lookup) */
-    if (strcmp(field, "thingID") == 0)
+    if (kl == 7 && memcmp(field, "thingID", 7) == 0)
         m->thing = v;
-    else if (strcmp(field, "senderID") == 0)
+    else if (kl == 8 && memcmp(field, "senderID", 8) == 0)
         m->sender = v;
-    else if (strcmp(field, "name") == 0)
+    else if (kl == 4 && memcmp(field, "name", 4) == 0)
         m->name = v;
-    else if (strcmp(field, "correlationID") == 0)
+    else if (kl == 13 && memcmp(field, "correlationID", 13) == 0)
         m->correlation = v;
     else
         cache_field(m, field);
@@ -1282,8 +1342,9 @@ const char *tw_msg_encode(tw_msg *m, size_t *len)
         enc = atomic_load_explicit(&m->enc, memory_order_relaxed);
         if (!enc) {
             size_t n = 0;
+            bool in_arena = false;
             json_t *o = atomic_load_explicit(&m->obj, memory_order_relaxed);
-            enc = o ? tw_json_encode(o, &n) : encode_lazy(m, &n);
+            enc = o ? tw_json_encode(o, &n) : encode_lazy(m, &n, &in_arena);
             if (!enc && !o) {
                 /* a set key that needs escaping, or very many set fields:
                  * through a tree, which is not kept */
@@ -1293,6 +1354,7 @@ const char *tw_msg_encode(tw_msg *m, size_t *len)
             }
             if (enc) {
                 m->enc_len = n;
+                m->enc_in_arena = in_arena;
                 atomic_store_explicit(&m->enc, enc, memory_order_release);
             }
         }

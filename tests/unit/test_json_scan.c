@@ -369,6 +369,67 @@ static void test_lazy_extras_need_escaping(void **state)
 
 /* String fields set on a lazy message: read back, replaced, deleted, encoded
  * (plain ones directly, others escaped), and carried into the tree. */
+/* Set strings and the encoding live in the message's own block while they
+ * fit and are allocated apart once they do not: whichever, the message
+ * reads and encodes the same (ASan watches the edges). Small and large
+ * envelopes, parsed and built ones, few and many set strings. */
+static void test_lazy_set_strings_any_size(void **state)
+{
+    (void)state;
+    char big[3000];
+    memset(big, 'v', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    char text[4096];
+    for (int shape = 0; shape < 3; shape++) {
+        for (size_t vlen = 0; vlen < 700; vlen += 37) {
+            tw_msg *m;
+            json_t *want;
+            if (shape == 2) {
+                m = tw_msg_new(TW_TYPE_RESPONSE, TW_OP_INVOKEACTION, "dtw:a:t", "go");
+                want =
+                    json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "type", "response", "operation",
+                              "invokeaction", "thingID", "dtw:a:t", "name", "go", "messageID",
+                              tw_msg_id(m), "created", json_string_value(tw_msg_get(m, "created")));
+            } else {
+                /* shape 1: an envelope too big for the encoding's room */
+                snprintf(text, sizeof text,
+                         "{\"type\":\"notification\",\"operation\":\"subscribeevent\","
+                         "\"thingID\":\"t1\",\"name\":\"e\",\"value\":\"%.*s\"}",
+                         shape == 1 ? 2000 : 10, big);
+                m = parse_ok(text);
+                want = json_loads(text, 0, NULL);
+            }
+            assert_non_null(want);
+            char key[16];
+            for (int i = 0; i < 6; i++) {
+                size_t l = (vlen + (size_t)i * 11) % 600;
+                char *val = strndup(big, l);
+                snprintf(key, sizeof key, "k%d", i);
+                assert_int_equal(tw_msg_set_str(m, key, val), 0);
+                json_object_set_new(want, key, json_string(val));
+                free(val);
+            }
+            assert_int_equal(tw_msg_set_str(m, "senderID", "agent"), 0);
+            json_object_set_new(want, "senderID", json_string("agent"));
+            assert_string_equal(tw_msg_sender(m), "agent");
+            assert_int_equal(tw_msg_set_str(m, "k0", "again"), 0);
+            json_object_set_new(want, "k0", json_string("again"));
+            size_t len;
+            const char *enc = tw_msg_encode(m, &len);
+            assert_non_null(enc);
+            assert_int_equal(strlen(enc), len);
+            json_t *got = json_loadb(enc, len, JSON_REJECT_DUPLICATES, NULL);
+            assert_non_null(got);
+            assert_true(json_equal(got, want));
+            assert_ptr_equal(tw_msg_encode(m, NULL), enc);
+            assert_true(json_equal(tw_msg_json(m), want));
+            json_decref(got);
+            json_decref(want);
+            tw_msg_unref(m);
+        }
+    }
+}
+
 static void test_lazy_string_fields(void **state)
 {
     (void)state;
@@ -542,6 +603,7 @@ int main(void)
         cmocka_unit_test(test_lazy_odd_keys_and_many_fields),
         cmocka_unit_test(test_built_messages),
         cmocka_unit_test(test_lazy_string_fields),
+        cmocka_unit_test(test_lazy_set_strings_any_size),
         cmocka_unit_test(test_lazy_extras_need_escaping),
         cmocka_unit_test(test_lazy_and_tree_paths_agree),
         cmocka_unit_test(test_lazy_concurrent_first_reads),
