@@ -187,10 +187,15 @@ static const char *const steps[] = {
     "seq, id, thing_id, agent_id, sender_id, name, correlation_id, op, input, output, error, "     \
     "status, created, updated, expires"
 
+struct push_ctx;
+
 typedef struct pend {
     tw_status st; /* latest decided status (committed once refs is 0) */
     int refs;     /* jobs in flight that carry a decision */
     bool lost;    /* a job that carried a decision failed: do not keep it */
+    /* The action's record job while the writer has not taken it yet: later
+     * status changes are folded into it instead of becoming jobs. */
+    struct push_ctx *rec;
 } pend;
 
 typedef struct inbox_slot {
@@ -546,6 +551,11 @@ typedef struct push_ctx {
     void *arg;
     tw_action a; /* copy; input serialized in input_text */
     char *input_text;
+    tw_status first; /* a record's first status */
+    /* A record's status changes folded in before the writer took it
+     * (record_fold): output and error as JSON text, the history entries
+     * after the first, "status time;" each, as the history column holds. */
+    char *output_text, *error_text, *history;
     int64_t now;
     tw_queue_push_result res;
     char superseded[SUPERSEDE_MAX][TW_ID_MAX];
@@ -556,17 +566,22 @@ static void push_ctx_free(push_ctx *c)
 {
     action_clear(&c->a);
     free(c->input_text);
+    free(c->output_text);
+    free(c->error_text);
+    free(c->history);
     free(c);
 }
 
-static int insert_action(tw_store_tx *tx, tw_queue *q, const tw_action *a, const char *input,
-                         bool queued, int64_t *seq_out)
+/* Inserts c's action; its status is c->a.status, its first status `first`. */
+static int insert_action(tw_store_tx *tx, tw_queue *q, push_ctx *c, tw_status first, bool queued,
+                         int64_t *seq_out)
 {
+    const tw_action *a = &c->a;
     sqlite3_stmt *st = tw_store_stmt(
         tx,
         "INSERT OR FAIL INTO actions(seq, id, thing_id, agent_id, sender_id, name, correlation_id, "
-        "op, input, status, created, updated, expires, queued, first_status) "
-        "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?10)");
+        "op, input, status, created, updated, expires, queued, first_status, output, error, "
+        "history) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)");
     if (!st) return TW_EDB;
     int64_t seq = q->next_seq + 1;
     sqlite3_bind_int64(st, 1, seq);
@@ -577,12 +592,16 @@ static int insert_action(tw_store_tx *tx, tw_queue *q, const tw_action *a, const
     sqlite3_bind_text(st, 6, a->name, -1, SQLITE_STATIC);
     bind_text(st, 7, a->correlation_id);
     sqlite3_bind_text(st, 8, tw_op_name(a->op), -1, SQLITE_STATIC);
-    bind_text(st, 9, input);
+    bind_text(st, 9, c->input_text);
     sqlite3_bind_text(st, 10, tw_status_name(a->status), -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 11, a->created_ms);
     sqlite3_bind_int64(st, 12, a->updated_ms);
     sqlite3_bind_int64(st, 13, a->expires_ms);
     sqlite3_bind_int(st, 14, queued ? 1 : 0);
+    sqlite3_bind_text(st, 15, tw_status_name(first), -1, SQLITE_STATIC);
+    bind_text(st, 16, c->output_text);
+    bind_text(st, 17, c->error_text);
+    bind_text(st, 18, c->history);
     int rc = step_done(tx, st, "action insert");
     if (rc < 0) return rc;
     q->next_seq = seq;
@@ -637,7 +656,7 @@ static int push_job(tw_store_tx *tx, void *arg)
             if (rc < 0) return rc;
         }
     }
-    return insert_action(tx, q, &c->a, c->input_text, true, &c->res.seq);
+    return insert_action(tx, q, c, c->a.status, true, &c->res.seq);
 }
 
 static void push_done(void *arg, int rc)
@@ -690,19 +709,28 @@ static int action_copy(tw_action *dst, const tw_action *a, tw_status st, int64_t
     return 0;
 }
 
-/* Registers a new action id in the pending map and submits its insert job,
- * both under q->mu (see the header comment). Write-behind: nobody waits for
- * a recorded (live) action's commit. */
-static int submit_new(tw_queue *q, const char *id, tw_status st, tw_store_job_fn fn, void *ctx,
-                      tw_store_done_fn done)
+static int record_job(tw_store_tx *tx, void *arg);
+static void record_done(void *arg, int rc);
+
+/* Registers a new action id in the pending map and submits its record job
+ * rec, both under q->mu (see the header comment); until the writer takes
+ * the job, the entry points at it (record_fold). Write-behind: nobody waits
+ * for a recorded (live) action's commit. */
+static int submit_record(tw_queue *q, push_ctx *rec, tw_status st)
 {
+    const char *id = rec->a.id;
     pthread_mutex_lock(&q->mu);
     int rc = pend_room(q);
     if (rc == 0 && tw_hmap_get(&q->pending, id)) rc = TW_EEXIST;
     if (rc == 0) rc = pend_add(q, id, st);
     if (rc == 0) {
-        rc = tw_store_submit_behind(q->store, fn, ctx, done);
-        if (rc < 0) pend_release(q, id, false);
+        pend *p = tw_hmap_get(&q->pending, id);
+        p->rec = rec;
+        rc = tw_store_submit_behind(q->store, record_job, rec, record_done);
+        if (rc < 0) {
+            p->rec = NULL;
+            pend_release(q, id, false);
+        }
     }
     pthread_mutex_unlock(&q->mu);
     return rc;
@@ -745,7 +773,40 @@ int tw_queue_push(tw_queue *q, const tw_action *a, tw_queue_push_done done, void
 static int record_job(tw_store_tx *tx, void *arg)
 {
     push_ctx *c = arg;
-    return insert_action(tx, c->q, &c->a, c->input_text, false, &c->res.seq);
+    /* From here on nothing is folded into c: later changes become jobs. */
+    pthread_mutex_lock(&c->q->mu);
+    pend *p = tw_hmap_get(&c->q->pending, c->a.id);
+    if (p && p->rec == c) p->rec = NULL;
+    tw_status first = c->first;
+    pthread_mutex_unlock(&c->q->mu);
+    return insert_action(tx, c->q, c, first, false, &c->res.seq);
+}
+
+/* Folds a status change into a record job the writer has not taken yet
+ * (q->mu held): an action answered within the store's linger is written
+ * once, with its final status and history, instead of an insert and an
+ * update (two rows' worth of writer work on the round trip's cores). The
+ * texts are the caller's and are taken over (or freed). */
+static void record_fold(push_ctx *rec, tw_status st, int64_t now, char *output, char *error)
+{
+    char entry[64];
+    snprintf(entry, sizeof entry, "%s %lld;", tw_status_name(st), (long long)now);
+    size_t old = rec->history ? strlen(rec->history) : 0, add = strlen(entry);
+    char *h = realloc(rec->history, old + add + 1);
+    if (h) {
+        memcpy(h + old, entry, add + 1);
+        rec->history = h;
+    }
+    rec->a.status = st;
+    rec->a.updated_ms = now;
+    if (output) {
+        free(rec->output_text);
+        rec->output_text = output;
+    }
+    if (error) {
+        free(rec->error_text);
+        rec->error_text = error;
+    }
 }
 
 static void record_done(void *arg, int rc)
@@ -753,6 +814,8 @@ static void record_done(void *arg, int rc)
     push_ctx *c = arg;
     if (rc < 0) tw_log_warn(MOD, "action %s not recorded: %s", c->a.id, tw_strerror(rc));
     pthread_mutex_lock(&c->q->mu);
+    pend *p = tw_hmap_get(&c->q->pending, c->a.id);
+    if (p && p->rec == c) p->rec = NULL; /* failed before the job ran */
     pend_release(c->q, c->a.id, rc == 0);
     pthread_mutex_unlock(&c->q->mu);
     push_ctx_free(c);
@@ -777,7 +840,8 @@ int tw_queue_record(tw_queue *q, const tw_action *a)
         push_ctx_free(c);
         return TW_ENOMEM;
     }
-    rc = submit_new(q, c->a.id, st, record_job, c, record_done);
+    c->first = st;
+    rc = submit_record(q, c, st);
     if (rc < 0) push_ctx_free(c);
     return rc;
 }
@@ -903,6 +967,13 @@ int tw_queue_update_seq(tw_queue *q, const char *action_id, int64_t seq, tw_stat
         if (!p) cur = r.st;
     }
     if (rc == 0 && tw_status_final(cur)) rc = TW_ECONFLICT;
+    if (rc == 0 && p && p->rec) { /* its record is not written yet: fold in */
+        p->st = st;
+        record_fold(p->rec, st, c->now, c->output, c->error);
+        pthread_mutex_unlock(&q->mu);
+        free(c);
+        return 0;
+    }
     if (rc == 0) rc = pend_add(q, action_id, st);
     if (rc == 0) {
         /* nobody waits for an update's commit: write-behind */

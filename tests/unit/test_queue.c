@@ -462,6 +462,69 @@ static void test_record_update_without_waiting(void **state)
     json_decref(out);
 }
 
+/* The store lingers (as with store_linger_ms), so the record job is still
+ * waiting when the answers come: they are folded into it, and the action
+ * is written once, final status, output, error and history included. */
+static void test_record_folds_answers_while_waiting(void **state)
+{
+    fx *f = *state;
+    fx_close(f);
+    tw_store_opts o = {.behind_linger_ms = 600000}; /* only a flush ends the wait */
+    assert_int_equal(tw_store_open(f->path, &o, &f->s), 0);
+    assert_int_equal(tw_queue_open(f->s, &f->q), 0);
+
+    tw_action a = mk("f1", "ag", "dtw:ag:t", "act", TW_OP_INVOKEACTION);
+    a.status = TW_STATUS_DELIVERED;
+    a.expires_ms = 0;
+    assert_int_equal(tw_queue_record(f->q, &a), 0);
+    json_t *out = json_pack("{s:i}", "n", 7);
+    assert_int_equal(tw_queue_update(f->q, "f1", TW_STATUS_RUNNING, NULL, NULL), 0);
+    assert_int_equal(tw_queue_update(f->q, "f1", TW_STATUS_COMPLETED, out, NULL), 0);
+    assert_int_equal(tw_queue_update(f->q, "f1", TW_STATUS_FAILED, NULL, NULL), TW_ECONFLICT);
+    tw_store_stats st;
+    tw_store_get_stats(f->s, &st);
+    assert_int_equal(st.pending, 1); /* one job: the record, with both answers in it */
+
+    /* a second action: its record is taken by a flush before it is answered,
+     * so its answer becomes a job of its own */
+    tw_action b = mk("f2", "ag", "dtw:ag:t", "act", TW_OP_INVOKEACTION);
+    b.status = TW_STATUS_DELIVERED;
+    b.expires_ms = 0;
+    assert_int_equal(tw_queue_record(f->q, &b), 0);
+    assert_int_equal(tw_store_flush(f->s), 0);
+    json_t *err = json_pack("{s:i,s:s}", "status", 500, "title", "boom");
+    assert_int_equal(tw_queue_update(f->q, "f2", TW_STATUS_FAILED, NULL, err), 0);
+    tw_store_get_stats(f->s, &st);
+    assert_int_equal(st.pending, 1);
+
+    /* both survive a reopen as if every change had been a row update */
+    fx_close(f);
+    fx_open(f);
+    tw_action *g = get(f, "f1");
+    assert_int_equal(g->status, TW_STATUS_COMPLETED);
+    assert_true(json_equal(g->output, out));
+    assert_null(g->error);
+    tw_action_free(g);
+    json_t *h;
+    assert_int_equal(tw_queue_history(f->q, "f1", &h), 0);
+    const char *want[] = {"delivered", "running", "completed"};
+    assert_int_equal(json_array_size(h), 3);
+    for (int i = 0; i < 3; i++)
+        assert_string_equal(json_string_value(json_object_get(json_array_get(h, i), "status")),
+                            want[i]);
+    json_decref(h);
+    g = get(f, "f2");
+    assert_int_equal(g->status, TW_STATUS_FAILED);
+    assert_true(json_equal(g->error, err));
+    tw_action_free(g);
+    assert_int_equal(tw_queue_history(f->q, "f2", &h), 0);
+    assert_int_equal(json_array_size(h), 2);
+    json_decref(h);
+    assert_int_equal(tw_queue_update(f->q, "f1", TW_STATUS_RUNNING, NULL, NULL), TW_ECONFLICT);
+    json_decref(out);
+    json_decref(err);
+}
+
 /* Answers come right after a decision is committed (a drained action
  * completes moments after its claim): the queue answers them from what it
  * remembers of recent decisions, and must agree with the database however
@@ -1067,6 +1130,7 @@ int main(void)
         T(test_expire_many_pages),
         T(test_cancel),
         T(test_record_update_without_waiting),
+        T(test_record_folds_answers_while_waiting),
         T(test_update_after_commit_many_decisions),
         T(test_history_across_schema_upgrade),
         T(test_fail_thing),
