@@ -53,14 +53,14 @@
 
 /* One top-level member of a lazily parsed envelope. */
 typedef struct lz_member {
-    const char *key; /* NUL-terminated, in the message's allocation */
-    size_t key_len;
-    const char *val; /* raw JSON text inside raw (not terminated) */
-    size_t val_len;
-    const char *str; /* a string value without escapes, decoded; else NULL */
-    json_type type;
-    bool gone;           /* replaced by tw_msg_set or deleted */
+    const char *key;     /* NUL-terminated, in the message's allocation */
+    const char *val;     /* raw JSON text inside raw (not terminated) */
+    const char *str;     /* a string value without escapes, decoded; else NULL */
     json_t *_Atomic dec; /* decoded on first tw_msg_get */
+    uint32_t val_len;    /* (small fields: a message's block stays small) */
+    uint16_t key_len;
+    uint8_t type; /* json_type */
+    bool gone;    /* replaced by tw_msg_set or deleted */
 } lz_member;
 
 /* A string field set on a lazy message (key and value in one block). */
@@ -71,29 +71,29 @@ typedef struct lz_str {
     bool in_arena;       /* in the message's own block: not freed apart */
     const char *val;
     size_t val_len;
-    size_t key_len;
+    uint32_t key_len;
     char key[];
 } lz_str;
 
 struct tw_msg {
     _Atomic int refs;
+    tw_msg_type type;
+    tw_op op;
+    tw_status status;
+    bool lazy;           /* members/sx/extra hold the message until a tree is built */
+    bool enc_in_arena;   /* enc was carved from the arena: not freed apart */
     json_t *_Atomic obj; /* the tree; for a lazy message only once built */
     /* lazy envelopes (raw != NULL) */
     char *raw; /* the compacted text's members point here */
     lz_member *mem;
     size_t nmem;
     json_t *extra; /* fields set after parsing, before a tree was built */
-    bool lazy;     /* members/sx/extra hold the message until a tree is built */
     lz_str *sx;    /* string fields set likewise (oldest first) */
     lz_str **sx_tail;
-    tw_msg_type type;
-    tw_op op;
-    tw_status status;
     const char *thing, *name, *correlation, *sender, *id;
     pthread_mutex_t enc_lock;
     char *_Atomic enc;
     size_t enc_len;
-    bool enc_in_arena; /* enc was carved from the arena: not freed apart */
     /* Room at the end of the message's own block for what is added to it
      * later: the strings the router stamps (senderID, thingID) and the
      * encoding. An event passing through would otherwise cost three more
@@ -103,9 +103,11 @@ struct tw_msg {
     size_t arena_left;
 };
 
-/* The arena of a parsed message: the stamped strings, and the encoding
- * when the envelope is small (the encoding is about as long). */
-#define ARENA_STAMPS 320
+/* The arena of a parsed message: two stamped strings with short ids, and
+ * the encoding when the envelope is small (the encoding is about as long,
+ * plus the stamps). */
+#define ARENA_STAMPS 192
+#define ARENA_ENC_EXTRA 64
 #define ARENA_ENC_MAX 1024
 /* The arena of a built message (tw_msg_new: its six fields, a
  * correlationID, a status, and the encoding). */
@@ -615,7 +617,7 @@ static int sx_add(tw_msg *m, const char *field, size_t kl, const char *value, si
     if (!x && !(x = malloc(size))) return TW_ENOMEM;
     lz_forget(m, field);
     memcpy(x->key, field, kl + 1);
-    x->key_len = kl;
+    x->key_len = (uint32_t)kl;
     x->val = x->key + kl + 1;
     memcpy((char *)x->val, value, vl + 1);
     x->val_len = vl;
@@ -650,13 +652,14 @@ static json_t *lz_value(lz_member *mb)
         d = mb->str ? json_string_nocheck(mb->str) : NULL;
         break;
     case JSON_INTEGER: {
-        /* the raw text is not terminated: the next member's value follows
-         * it directly (an integer has at most 19 bytes here, json_scan.c) */
-        char tmp[24];
-        size_t n = mb->val_len < sizeof tmp ? mb->val_len : sizeof tmp - 1;
-        memcpy(tmp, mb->val, n);
-        tmp[n] = '\0';
-        d = json_integer(strtoll(tmp, NULL, 10));
+        /* json_scan.c let through an optional '-' and at most 18 digits:
+         * no overflow (the raw text is not terminated, so no strtoll) */
+        const char *p = mb->val, *end = mb->val + mb->val_len;
+        bool neg = p < end && *p == '-';
+        json_int_t x = 0;
+        for (p += neg; p < end; p++)
+            x = x * 10 + (*p - '0');
+        d = json_integer(neg ? -x : x);
     } break;
     case JSON_TRUE:
         d = json_true();
@@ -769,9 +772,10 @@ static int parse_lazy(const char *buf, size_t len, int max_depth, tw_msg **out, 
 {
     tw_jscan_member sm[LZ_MAX_MEMBERS];
     size_t n;
-    if (!tw_jscan_object(buf, len, max_depth, sm, LZ_MAX_MEMBERS, &n)) return 0;
+    if (len > UINT32_MAX || !tw_jscan_object(buf, len, max_depth, sm, LZ_MAX_MEMBERS, &n)) return 0;
     size_t raw_len = 0, str_len = 0;
     for (size_t i = 0; i < n; i++) {
+        if (sm[i].key_len > UINT16_MAX) return 0; /* (lz_member's field) */
         bool is_str = sm[i].val[0] == '"';
         if (is_str && sm[i].val_escaped) {
             int fi = typed_index(sm[i].key, sm[i].key_len);
@@ -785,7 +789,7 @@ static int parse_lazy(const char *buf, size_t len, int max_depth, tw_msg **out, 
     /* one allocation: the message, its members, the values, the strings,
      * the arena */
     size_t used = align8(sizeof(tw_msg) + n * sizeof(lz_member) + raw_len + str_len);
-    size_t arena = ARENA_STAMPS + (len <= ARENA_ENC_MAX ? align8(len) : 0);
+    size_t arena = ARENA_STAMPS + (len <= ARENA_ENC_MAX ? align8(len) + ARENA_ENC_EXTRA : 0);
     char *blk = malloc(used + arena);
     if (!blk) return reject(problem, TW_ENOMEM, NULL, NULL);
     tw_msg *m = (tw_msg *)(void *)blk;
@@ -810,13 +814,13 @@ static int parse_lazy(const char *buf, size_t len, int max_depth, tw_msg **out, 
         memcpy(sp, sm[i].key, sm[i].key_len);
         sp[sm[i].key_len] = '\0';
         mb->key = sp;
-        mb->key_len = sm[i].key_len;
+        mb->key_len = (uint16_t)sm[i].key_len;
         sp += sm[i].key_len + 1;
         memcpy(vp, sm[i].val, sm[i].val_len);
         mb->val = vp;
-        mb->val_len = sm[i].val_len;
+        mb->val_len = (uint32_t)sm[i].val_len;
         vp += sm[i].val_len;
-        mb->type = raw_type(mb->val, mb->val_len);
+        mb->type = (uint8_t)raw_type(mb->val, mb->val_len);
         size_t sl = 0;
         if (mb->type == JSON_STRING && !sm[i].val_escaped) {
             sl = mb->val_len - 2;
@@ -1297,7 +1301,7 @@ int tw_msg_set_str(tw_msg *m, const char *field, const char *value)
 {
     if (!value) return TW_EINVAL;
     size_t kl = strlen(field), vl = strlen(value);
-    if (!m->lazy || atomic_load_explicit(&m->obj, memory_order_relaxed) ||
+    if (!m->lazy || atomic_load_explicit(&m->obj, memory_order_relaxed) || kl > UINT32_MAX ||
         !plain_string(field, kl) || !plain_string(value, vl) || !tw_utf8_valid(value, vl))
         return tw_msg_set(m, field, json_string(value));
     if (frozen(m)) return TW_EINVAL;

@@ -238,8 +238,13 @@ static void test_lazy_adjacent_integers(void **state)
     (void)state;
     tw_msg *m = parse_ok("{\"type\":\"notification\",\"operation\":\"subscribeevent\","
                          "\"thingID\":\"t\",\"name\":\"n\",\"value\":12,\"inboxSeq\":34,"
-                         "\"x\":-999999999999999999,\"y\":5}");
+                         "\"x\":-999999999999999999,\"y\":5,\"z\":0,\"w\":-0,"
+                         "\"u\":999999999999999999}");
     assert_int_equal(json_integer_value(tw_msg_get(m, "value")), 12);
+    assert_int_equal(json_integer_value(tw_msg_get(m, "z")), 0);
+    assert_int_equal(json_integer_value(tw_msg_get(m, "w")), 0);
+    assert_true(json_is_integer(tw_msg_get(m, "w")));
+    assert_true(json_integer_value(tw_msg_get(m, "u")) == 999999999999999999LL);
     assert_int_equal(json_integer_value(tw_msg_get(m, "inboxSeq")), 34);
     assert_true(json_integer_value(tw_msg_get(m, "x")) == -999999999999999999LL);
     assert_int_equal(json_integer_value(tw_msg_get(m, "y")), 5);
