@@ -29,6 +29,49 @@ static const char *kind_member(tw_aff_kind k)
 
 /* ---- ops ---------------------------------------------------------------- */
 
+/* The members of an affordance the router needs. Every event passes here:
+ * a small affordance (the usual: data or input/output, a title, forms) is
+ * read in one walk over its members rather than with four hashed lookups of
+ * names it mostly does not have. */
+static void aff_fields(json_t *aff, tw_aff_info *out)
+{
+    json_t *safe = NULL, *ro = NULL, *q = NULL, *ttl = NULL;
+    if (json_object_size(aff) <= 8) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(aff, k, v)
+        {
+            switch (k[0]) {
+            case 's':
+                if (strcmp(k, "safe") == 0) safe = v;
+                break;
+            case 'r':
+                if (strcmp(k, "readOnly") == 0) ro = v;
+                break;
+            case 't':
+                if (strcmp(k, "twind:queueable") == 0)
+                    q = v;
+                else if (strcmp(k, "twind:maxTTL") == 0)
+                    ttl = v;
+                break;
+            default:
+                break;
+            }
+        }
+    } else {
+        safe = json_object_get(aff, "safe");
+        ro = json_object_get(aff, "readOnly");
+        q = json_object_get(aff, "twind:queueable");
+        ttl = json_object_get(aff, "twind:maxTTL");
+    }
+    out->safe = json_is_true(safe);
+    out->read_only = json_is_true(ro);
+    out->queueable = q ? json_is_true(q) : true;
+    out->max_ttl_ms = json_is_number(ttl) && json_number_value(ttl) > 0
+                          ? (int64_t)(json_number_value(ttl) * 1000)
+                          : 0;
+}
+
 static int op_lookup(void *ctx, const char *twin_id, tw_aff_kind kind, const char *name,
                      tw_aff_info *out)
 {
@@ -41,18 +84,10 @@ static int op_lookup(void *ctx, const char *twin_id, tw_aff_kind kind, const cha
     tw_strlcpy(out->agent_id, info.agent_id, sizeof out->agent_id);
     if (name) {
         json_t *aff = json_object_get(json_object_get(td, kind_member(kind)), name);
-        if (!json_is_object(aff)) {
+        if (!json_is_object(aff))
             rc = TW_ENOTFOUND;
-        } else {
-            out->safe = json_is_true(json_object_get(aff, "safe"));
-            out->read_only = json_is_true(json_object_get(aff, "readOnly"));
-            json_t *q = json_object_get(aff, "twind:queueable");
-            out->queueable = q ? json_is_true(q) : true;
-            json_t *ttl = json_object_get(aff, "twind:maxTTL");
-            out->max_ttl_ms = json_is_number(ttl) && json_number_value(ttl) > 0
-                                  ? (int64_t)(json_number_value(ttl) * 1000)
-                                  : 0;
-        }
+        else
+            aff_fields(aff, out);
     }
     json_decref(td);
     return rc;

@@ -31,7 +31,10 @@ static const char TD[] =
     "\"forms\":[{\"href\":\"http://192.168.1.7/on\"}]},"
     "\"watts\":{\"type\":\"number\",\"readOnly\":true}},"
     "\"actions\":{\"blink\":{\"twind:maxTTL\":60},\"status\":{\"safe\":true},"
-    "\"now\":{\"twind:queueable\":false}},"
+    "\"now\":{\"twind:queueable\":false},"
+    "\"big\":{\"title\":\"Big\",\"description\":\"many members\",\"@type\":\"X\",\"safe\":true,"
+    "\"idempotent\":true,\"synchronous\":false,\"input\":{\"type\":\"string\"},"
+    "\"output\":{\"type\":\"string\"},\"twind:maxTTL\":5,\"twind:queueable\":false}},"
     "\"events\":{\"alarm\":{\"data\":{\"type\":\"string\"}}}}";
 
 /* A binding that only adds forms, like the HTTP and nng bindings do. */
@@ -275,6 +278,19 @@ static void test_updatething_and_lookup(void **state)
     assert_int_equal(a.max_ttl_ms, 60000);
     assert_int_equal(ops->lookup(f->twin, "dtw:ag:lamp", TW_AFF_ACTION, "now", &a), 0);
     assert_false(a.queueable);
+    assert_false(a.safe);
+    assert_int_equal(a.max_ttl_ms, 0);
+    /* an affordance with many members is read the same */
+    assert_int_equal(ops->lookup(f->twin, "dtw:ag:lamp", TW_AFF_ACTION, "big", &a), 0);
+    assert_true(a.safe);
+    assert_false(a.queueable);
+    assert_false(a.read_only);
+    assert_int_equal(a.max_ttl_ms, 5000);
+    assert_int_equal(ops->lookup(f->twin, "dtw:ag:lamp", TW_AFF_PROPERTY, "on", &a), 0);
+    assert_false(a.read_only);
+    assert_false(a.safe);
+    assert_true(a.queueable);
+    assert_int_equal(a.max_ttl_ms, 0);
     assert_int_equal(ops->lookup(f->twin, "dtw:ag:lamp", TW_AFF_PROPERTY, "watts", &a), 0);
     assert_true(a.read_only);
     assert_int_equal(ops->lookup(f->twin, "dtw:ag:lamp", TW_AFF_PROPERTY, "blink", &a),
