@@ -249,7 +249,9 @@ static bool scan_value(scan *s, int depth, bool *escaped)
 
 static void skip_ws(scan *s)
 {
-    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+    /* (compact text, the usual: one comparison) */
+    while (s->p < s->end && (unsigned char)*s->p <= ' ' &&
+           (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
         s->p++;
 }
 
@@ -273,7 +275,9 @@ bool tw_jscan_object(const char *buf, size_t len, int max_depth, tw_jscan_member
             if (!scan_string(&s, &kesc) || kesc) return false;
             size_t klen = (size_t)(s.p - 1 - k);
             for (size_t i = 0; i < count; i++)
-                if (out[i].key_len == klen && memcmp(out[i].key, k, klen) == 0) return false;
+                if (out[i].key_len == klen &&
+                    (klen == 0 || (out[i].key[0] == k[0] && memcmp(out[i].key, k, klen) == 0)))
+                    return false;
             skip_ws(&s);
             if (s.p >= s.end || *s.p != ':') return false;
             s.p++;

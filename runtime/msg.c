@@ -162,11 +162,31 @@ const char *tw_op_name(tw_op op)
     return (unsigned)op < TW_OP__COUNT ? op_names[op] : "";
 }
 
+/* The operations by first letter (a-z), for tw_op_parse. */
+static const signed char op_by_letter[26][7] = {
+    ['c' - 'a'] = {TW_OP_CANCELACTION},
+    ['d' - 'a'] = {TW_OP_DELETETHING},
+    ['i' - 'a'] = {TW_OP_INVOKEACTION},
+    ['l' - 'a'] = {TW_OP_LOGIN, TW_OP_LOGOUT},
+    ['o' - 'a'] = {TW_OP_OBSERVEPROPERTY, TW_OP_OBSERVEALLPROPERTIES},
+    ['p' - 'a'] = {TW_OP_PING},
+    ['q' - 'a'] = {TW_OP_QUERYACTION, TW_OP_QUERYALLACTIONS},
+    ['r' - 'a'] = {TW_OP_READPROPERTY, TW_OP_READALLPROPERTIES, TW_OP_READMULTIPLEPROPERTIES,
+                   TW_OP_REFRESH, TW_OP_READEVENT, TW_OP_READALLEVENTS},
+    ['s' - 'a'] = {TW_OP_SUBSCRIBEEVENT, TW_OP_SUBSCRIBEALLEVENTS},
+    ['u' - 'a'] = {TW_OP_UNOBSERVEPROPERTY, TW_OP_UNOBSERVEALLPROPERTIES, TW_OP_UNSUBSCRIBEEVENT,
+                   TW_OP_UNSUBSCRIBEALLEVENTS, TW_OP_UPDATETHING},
+    ['w' - 'a'] = {TW_OP_WRITEPROPERTY},
+};
+
+/* On every envelope: the first letter picks the few candidates (no
+ * operation has more than six sharing one), strcmp confirms. */
 tw_op tw_op_parse(const char *name)
 {
-    if (!name || !*name) return TW_OP_NONE;
-    for (int i = 1; i < TW_OP__COUNT; i++)
-        if (op_names[i][0] == name[0] && strcmp(op_names[i], name) == 0) return (tw_op)i;
+    if (!name || name[0] < 'a' || name[0] > 'z') return TW_OP_NONE;
+    const signed char *c = op_by_letter[name[0] - 'a'];
+    for (int i = 0; i < 7 && c[i]; i++)
+        if (strcmp(op_names[c[i]], name) == 0) return (tw_op)c[i];
     return TW_OP_NONE;
 }
 
@@ -391,42 +411,37 @@ typedef struct env_view {
 #define FI_INPUT FI__COUNT
 
 /* The FI_ index of a member's key, FI_INPUT, or -1. Called for every member
- * of every message: the length and one byte pick the one candidate, one
- * memcmp confirms it. */
+ * of every message: the length and one byte pick the one candidate, and a
+ * comparison with a literal of known length (inlined, no call) confirms it. */
 static int typed_index(const char *key, size_t len)
 {
-    int i;
+#define IS(lit) (memcmp(key, lit, sizeof lit - 1) == 0)
     switch (len) {
     case 4:
-        i = key[0] == 't' ? FI_TYPE : key[0] == 'n' ? FI_NAME : -1;
-        break;
+        return key[0] == 't' ? (IS("type") ? FI_TYPE : -1)
+                             : (key[0] == 'n' && IS("name") ? FI_NAME : -1);
     case 5:
-        if (key[0] == 'i') return memcmp(key, "input", 5) == 0 ? FI_INPUT : -1;
-        i = FI_ERROR;
-        break;
+        return IS("input") ? FI_INPUT : IS("error") ? FI_ERROR : -1;
     case 6:
-        i = FI_STATUS;
-        break;
+        return IS("status") ? FI_STATUS : -1;
     case 7:
-        i = key[0] == 't' ? FI_THING : key[0] == 'c' ? FI_CREATED : key[0] == 'e' ? FI_EXPIRES : -1;
-        break;
+        return key[0] == 't'   ? (IS("thingID") ? FI_THING : -1)
+               : key[0] == 'c' ? (IS("created") ? FI_CREATED : -1)
+                               : (key[0] == 'e' && IS("expires") ? FI_EXPIRES : -1);
     case 8:
-        i = FI_SENDER;
-        break;
+        return IS("senderID") ? FI_SENDER : -1;
     case 9:
-        i = key[0] == 'o'   ? FI_OPERATION
-            : key[0] == 'm' ? FI_MESSAGE
-            : key[0] == 't' ? FI_TIMESTAMP
-                            : -1;
-        break;
+        return key[0] == 'o'   ? (IS("operation") ? FI_OPERATION : -1)
+               : key[0] == 'm' ? (IS("messageID") ? FI_MESSAGE : -1)
+                               : (key[0] == 't' && IS("timestamp") ? FI_TIMESTAMP : -1);
     case 13:
-        i = FI_CORRELATION;
-        break;
+        return IS("correlationID") ? FI_CORRELATION : -1;
     default:
         return -1;
     }
-    return i >= 0 && memcmp(typed_fields[i].name, key, len) == 0 ? i : -1;
+#undef IS
 }
+
 /* Which request operations address a Thing, and which an affordance. */
 static bool op_needs_thing(tw_op op)
 {

@@ -112,6 +112,10 @@ static void test_scanner_shapes(void **state)
     /* not an object, duplicate top-level keys, trailing bytes, whitespace inside a value */
     assert_false(tw_jscan_object("[1]", 3, 32, mem, 2, &n));
     assert_false(tw_jscan_object("{\"a\":1,\"a\":1}", 13, 32, mem, 2, &n));
+    assert_false(tw_jscan_object("{\"\":1,\"\":1}", 11, 32, mem, 2, &n));
+    assert_false(tw_jscan_object("{\"ab\":1,\"ab\":1}", 15, 32, mem, 2, &n));
+    assert_true(tw_jscan_object("{\"ab\":1,\"ba\":1}", 15, 32, mem, 2, &n));
+    assert_true(tw_jscan_object("{\"\":1,\"a\":1}", 12, 32, mem, 2, &n));
     assert_false(tw_jscan_object("{\"a\":1} x", 9, 32, mem, 2, &n));
     assert_false(tw_jscan_object("{\"a\":[1, 2]}", 12, 32, mem, 2, &n));
     /* nesting beyond max_depth (the object itself is level 1) */

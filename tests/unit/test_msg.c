@@ -309,6 +309,23 @@ static void test_ops_and_statuses(void **state)
 {
     for (int op = 1; op < TW_OP__COUNT; op++)
         assert_int_equal(tw_op_parse(tw_op_name((tw_op)op)), op);
+    /* near misses and odd first bytes are no operation */
+    static const char *const no[] = {"",
+                                     "a",
+                                     "z",
+                                     "{",
+                                     "`",
+                                     "Ping",
+                                     "\xc3\xa9",
+                                     "subscribeeven",
+                                     "pin",
+                                     "subscribeeventx",
+                                     "readallevent",
+                                     "updateThing",
+                                     "pingg"};
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
+        assert_int_equal(tw_op_parse(no[i]), TW_OP_NONE);
+    assert_int_equal(tw_op_parse(NULL), TW_OP_NONE);
     for (int s = 1; s < TW_STATUS__COUNT; s++)
         assert_int_equal(tw_status_parse(tw_status_name((tw_status)s)), s);
     assert_string_equal(tw_status_wot(TW_STATUS_QUEUED), "pending");
