@@ -12,7 +12,9 @@
  *               controlled: the agent stays at most --window events ahead
  *               of the consumer, so nobody is cut off as a slow consumer)
  *   nng_rtt     action round trips consumer -> runtime -> agent -> runtime
- *               -> consumer, one at a time: p50/p99 in microseconds of
+ *               -> consumer, one at a time (with a plain-socket relay over
+ *               the same four hops as a floor, bench_relay.c): p50/p99 in
+ *               microseconds of
  *               tw_consumer_invoke (the caller waits on a condition the I/O
  *               thread signals), then async_p50/p99 of a chain of
  *               tw_consumer_invoke_async calls (each final status issues
@@ -38,6 +40,7 @@
  */
 #include "bench.h"
 #include "bench_ref.h"
+#include "bench_relay.h"
 
 #include "agents/sdk/libtwin.h"
 #include "runtime/msg.h"
@@ -658,6 +661,11 @@ static int run_rtt(const tw_bench_args *a)
         ref_rtt(n, &r50, &r99);
         tw_bench_report("nng_rtt", "reference_bare_stream_p50", r50, "us");
         tw_bench_report("nng_rtt", "reference_bare_stream_p99", r99, "us");
+        /* the same four hops over plain sockets, nothing done in the middle */
+        if (tw_ref_relay_rtt(n, 300, &r50, &r99) == 0) {
+            tw_bench_report("nng_rtt", "reference_socket_relay_p50", r50, "us");
+            tw_bench_report("nng_rtt", "reference_socket_relay_p99", r99, "us");
+        }
         tw_ref_report_rtt("nng_rtt", a->workdir, n);
     }
     rc = 0;
