@@ -85,7 +85,7 @@ struct tw_msg {
     bool enc_in_arena;   /* enc was carved from the arena: not freed apart */
     json_t *_Atomic obj; /* the tree; for a lazy message only once built */
     /* lazy envelopes (raw != NULL) */
-    char *raw; /* the compacted text's members point here */
+    char *raw; /* a copy of the text: the members point into it */
     lz_member *mem;
     size_t nmem;
     json_t *extra; /* fields set after parsing, before a tree was built */
@@ -128,13 +128,13 @@ static size_t align8(size_t n)
  * so most took its slow paths (some 700 instructions for the pair, per
  * event). Blocks of up to BLK_BYTES are therefore all made BLK_BYTES long
  * (the room left over is arena) and up to BLK_KEEP free ones (a chunk's
- * worth; at most 512 KiB) are kept per thread, whichever thread allocated
+ * worth; at most 640 KiB) are kept per thread, whichever thread allocated
  * them. A thread's cache is freed when it exits (a pthread key's
  * destructor); the main thread's stays reachable from its TLS until exit.
  * Under AddressSanitizer a cached block is poisoned, so a use after free is
  * still caught.
  */
-#define BLK_BYTES 1024
+#define BLK_BYTES 1280
 #define BLK_KEEP 512
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -884,7 +884,7 @@ static int parse_lazy(const char *buf, size_t len, int max_depth, tw_msg **out, 
     tw_jscan_member sm[LZ_MAX_MEMBERS];
     size_t n;
     if (len > UINT32_MAX || !tw_jscan_object(buf, len, max_depth, sm, LZ_MAX_MEMBERS, &n)) return 0;
-    size_t raw_len = 0, str_len = 0;
+    size_t str_len = 0;
     for (size_t i = 0; i < n; i++) {
         if (sm[i].key_len > UINT16_MAX) return 0; /* (lz_member's field) */
         bool is_str = sm[i].val[0] == '"';
@@ -893,10 +893,12 @@ static int parse_lazy(const char *buf, size_t len, int max_depth, tw_msg **out, 
             if (fi >= 0 && fi < FI__COUNT)
                 return 0; /* a header string with escapes: let Jansson decode it */
         }
-        raw_len += sm[i].val_len;
-        str_len += sm[i].key_len + 1;
         if (is_str && !sm[i].val_escaped) str_len += sm[i].val_len - 1;
     }
+    /* the text is copied whole (one memcpy, not three per member): keys and
+     * values point into the copy, each key ended in place by a NUL over its
+     * closing quote (no value includes that byte) */
+    size_t raw_len = len;
     /* one allocation: the message, its members, the values, the strings,
      * the arena */
     size_t used = align8(sizeof(tw_msg) + n * sizeof(lz_member) + raw_len + str_len);
@@ -916,7 +918,8 @@ static int parse_lazy(const char *buf, size_t len, int max_depth, tw_msg **out, 
     m->mem = (lz_member *)(void *)(blk + sizeof *m);
     m->nmem = n;
     m->raw = (char *)(m->mem + n);
-    char *vp = m->raw, *sp = m->raw + raw_len;
+    memcpy(m->raw, buf, len);
+    char *sp = m->raw + raw_len;
     env_view v;
     for (int i = 0; i < FI__COUNT; i++) {
         v.ftype[i] = -1;
@@ -927,15 +930,12 @@ static int parse_lazy(const char *buf, size_t len, int max_depth, tw_msg **out, 
     for (size_t i = 0; i < n; i++) {
         lz_member *mb = &m->mem[i];
         memset(mb, 0, sizeof *mb);
-        memcpy(sp, sm[i].key, sm[i].key_len);
-        sp[sm[i].key_len] = '\0';
-        mb->key = sp;
+        char *key = m->raw + (sm[i].key - buf);
+        key[sm[i].key_len] = '\0';
+        mb->key = key;
         mb->key_len = (uint16_t)sm[i].key_len;
-        sp += sm[i].key_len + 1;
-        memcpy(vp, sm[i].val, sm[i].val_len);
-        mb->val = vp;
+        mb->val = m->raw + (sm[i].val - buf);
         mb->val_len = (uint32_t)sm[i].val_len;
-        vp += sm[i].val_len;
         mb->type = (uint8_t)raw_type(mb->val, mb->val_len);
         size_t sl = 0;
         if (mb->type == JSON_STRING && !sm[i].val_escaped) {
