@@ -32,6 +32,9 @@ typedef struct tw_store_opts {
     /* how long write-behind jobs may wait for company (tw_store_submit_behind);
      * 0 (the default): not at all */
     int behind_linger_ms;
+    /* keep the writer at normal priority for write-behind batches too
+     * (see store.c, "Priority") */
+    bool no_idle_priority;
 } tw_store_opts;
 
 /* Opens (creating if needed, mode 0600) the database at path. opts may be NULL. */

@@ -17,6 +17,7 @@
 #include "runtime/store.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -324,6 +325,128 @@ static void test_write_behind(void **state)
     for (int i = 0; i < 500 && count_rows(f->s, 4000) == 0; i++)
         usleep(10 * 1000);
     assert_int_equal(count_rows(f->s, 4000), 1);
+}
+
+/* ---- writer priority -------------------------------------------------------- */
+
+typedef struct policy_rec {
+    gate g; /* blocks the job when g.open is false and block is set */
+    bool block;
+    pid_t tid;  /* the writer's */
+    int policy; /* sched_getscheduler of the writer while the job ran */
+    int done_calls;
+} policy_rec;
+
+static int policy_job(tw_store_tx *tx, void *arg)
+{
+    (void)tx;
+    policy_rec *r = arg;
+    r->tid = gettid();
+    r->policy = sched_getscheduler(0);
+    return r->block ? gate_job(tx, &r->g) : 0;
+}
+
+static void policy_done(void *arg, int rc)
+{
+    (void)rc;
+    ((policy_rec *)arg)->done_calls++;
+}
+
+static void *probe_main(void *arg)
+{
+    struct sched_param sp = {0};
+    *(bool *)arg =
+        sched_setscheduler(0, SCHED_IDLE, &sp) == 0 && sched_setscheduler(0, SCHED_OTHER, &sp) == 0;
+    return NULL;
+}
+
+/* Whether this process may leave SCHED_IDLE (root in CI: yes). */
+static bool idle_allowed(void)
+{
+    bool ok = false;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, probe_main, &ok), 0);
+    pthread_join(t, NULL);
+    return ok;
+}
+
+static void wait_done(policy_rec *r)
+{
+    for (int i = 0; i < 6000 && __atomic_load_n(&r->done_calls, __ATOMIC_ACQUIRE) == 0; i++)
+        usleep(5 * 1000);
+    assert_int_equal(r->done_calls, 1);
+}
+
+/* A batch of write-behind jobs runs at SCHED_IDLE; anything someone waits
+ * for at SCHED_OTHER, and submitting it lifts a writer that is busy with an
+ * idle batch at once; no_idle_priority keeps the writer at SCHED_OTHER. */
+static void test_idle_priority_for_write_behind(void **state)
+{
+    fx *f = *state;
+    int idle = idle_allowed() ? SCHED_IDLE : SCHED_OTHER;
+
+    policy_rec b = {0};
+    assert_int_equal(tw_store_submit_behind(f->s, policy_job, &b, policy_done), 0);
+    wait_done(&b); /* alone in its batch: no flush, which would join it */
+    assert_int_equal(b.policy, idle);
+
+    policy_rec u = {0};
+    assert_int_equal(tw_store_exec(f->s, policy_job, &u), 0);
+    assert_int_equal(u.policy, SCHED_OTHER);
+
+    /* an idle batch is running (blocked in its job) when an ordinary job is
+     * submitted: the writer is lifted before the submitter returns */
+    policy_rec blk = {.block = true};
+    gate_init(&blk.g);
+    assert_int_equal(tw_store_submit_behind(f->s, policy_job, &blk, policy_done), 0);
+    gate_wait_entered(&blk.g);
+    int while_idle = sched_getscheduler(blk.tid);
+    policy_rec after = {0};
+    int rc = tw_store_submit(f->s, policy_job, &after, policy_done);
+    int lifted = sched_getscheduler(blk.tid);
+    gate_open(&blk.g); /* before any assertion: teardown must not wait for it */
+    assert_int_equal(rc, 0);
+    assert_int_equal(tw_store_flush(f->s), 0); /* `after` lives on this stack */
+    assert_int_equal(blk.policy, idle);
+    assert_int_equal(while_idle, idle);
+    assert_int_equal(lifted, SCHED_OTHER);
+    assert_int_equal(tw_store_flush(f->s), 0);
+    assert_int_equal(after.policy, SCHED_OTHER);
+
+    /* a write-behind job submitted while an idle batch is over 100 ms late
+     * lifts the writer too (a starved writer must not stay idle) */
+    policy_rec late = {.block = true};
+    gate_init(&late.g);
+    assert_int_equal(tw_store_submit_behind(f->s, policy_job, &late, policy_done), 0);
+    gate_wait_entered(&late.g);
+    usleep(150 * 1000);
+    policy_rec next = {0};
+    rc = tw_store_submit_behind(f->s, policy_job, &next, policy_done);
+    lifted = sched_getscheduler(late.tid);
+    gate_open(&late.g);
+    assert_int_equal(rc, 0);
+    assert_int_equal(tw_store_flush(f->s), 0);
+    assert_int_equal(late.policy, idle);
+    assert_int_equal(lifted, SCHED_OTHER);
+
+    /* a batch mixing both kinds: normal priority */
+    tw_store_close(f->s);
+    tw_store_opts o = {.behind_linger_ms = 600000};
+    assert_int_equal(tw_store_open(f->path, &o, &f->s), 0);
+    policy_rec m1 = {0}, m2 = {0};
+    assert_int_equal(tw_store_submit_behind(f->s, policy_job, &m1, policy_done), 0);
+    assert_int_equal(tw_store_exec(f->s, policy_job, &m2), 0);
+    assert_int_equal(m1.done_calls, 1);
+    assert_int_equal(m1.policy, SCHED_OTHER);
+
+    /* and the option */
+    tw_store_close(f->s);
+    tw_store_opts n = {.no_idle_priority = true};
+    assert_int_equal(tw_store_open(f->path, &n, &f->s), 0);
+    policy_rec nb = {0};
+    assert_int_equal(tw_store_submit_behind(f->s, policy_job, &nb, policy_done), 0);
+    wait_done(&nb);
+    assert_int_equal(nb.policy, SCHED_OTHER);
 }
 
 static void test_savepoint_isolation(void **state)
@@ -788,6 +911,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_behind, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_priority_for_write_behind, setup, teardown),
         cmocka_unit_test_setup_teardown(test_savepoint_isolation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exec_returns_job_rc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_atomic_jobs, setup, teardown),
