@@ -46,6 +46,10 @@ typedef struct tw_live {
     tw_op op;
     tw_conn *origin; /* the connection that asked (ref), NULL after restart/drain */
     bool from_queue; /* holds a slot of the drain window */
+    /* The sender asked for no progress ("progress": false): it hears the
+     * final status only; `delivered` is withheld, and sent by the sweeper
+     * (once, acked) if the action is still running then. */
+    bool quiet, acked;
     int64_t created_ms;
     int64_t seq; /* the action's row, when known (drained), else 0 */
     /* Delivered live, its row not recorded and `delivered` not sent yet:
@@ -159,7 +163,7 @@ static tw_conn *agent_conn(tw_runtime *rt, const char *agent_id)
 
 /* Sends the request of action a to the agent's connection; registers it live. */
 static int deliver(tw_runtime *rt, tw_conn *agent, const tw_action *a, tw_conn *origin,
-                   bool from_queue)
+                   bool from_queue, bool quiet)
 {
     char buf[TW_THING_ID_MAX];
     const char *agent_id, *local;
@@ -187,6 +191,7 @@ static int deliver(tw_runtime *rt, tw_conn *agent, const tw_action *a, tw_conn *
     l->op = a->op;
     l->origin = origin ? tw_conn_ref(origin) : NULL;
     l->from_queue = from_queue;
+    l->quiet = quiet;
     l->created_ms = tw_now_ms();
     l->seq = a->seq;
     l->unsettled = !from_queue; /* a drained action's row exists */
@@ -218,7 +223,7 @@ static void drain(tw_runtime *rt, const char *agent_id);
  * unsettled), in order, up to a final one; the next ones go their usual
  * way (tw_actions_agent_answer).
  */
-static void settle(tw_runtime *rt, const tw_action *a, tw_conn *origin)
+static void settle(tw_runtime *rt, const tw_action *a, tw_conn *origin, bool quiet)
 {
     for (int pass = 1;; pass++) {
         held_answer *held = NULL;
@@ -252,6 +257,7 @@ static void settle(tw_runtime *rt, const tw_action *a, tw_conn *origin)
         for (size_t i = 0; i < n; i++) {
             if (rt->queue)
                 tw_queue_update_seq(rt->queue, a->id, 0, held[i].st, held[i].output, held[i].error);
+            if (quiet && !tw_status_final(held[i].st)) continue; /* no progress wanted */
             tw_msg *sm = status_msg(a->op, a->thing_id, a->name, a->id, a->correlation_id,
                                     held[i].st, held[i].output, held[i].error);
             if (sm) {
@@ -329,7 +335,7 @@ static void drain(tw_runtime *rt, const char *agent_id)
         int delivered = 0;
         for (int i = 0; i < n; i++) {
             tw_action *a = &list[i];
-            int rc = deliver(rt, agent, a, NULL, true);
+            int rc = deliver(rt, agent, a, NULL, true, false);
             if (rc) {
                 delivery_failed(rt, a, rc);
                 continue;
@@ -490,18 +496,22 @@ void tw_actions_request(tw_mw_call *call)
     a.input = tw_msg_get(m, "input");
     a.created_ms = a.updated_ms = tw_now_ms();
 
+    /* "progress": false: the sender wants the outcome only (libtwin's
+     * synchronous invoke): no `delivered` reply, no `running` forwarded. A
+     * round trip then costs the sender's connection one message, not two. */
+    bool quiet = json_is_false(tw_msg_get(m, "progress"));
     tw_conn *agent = agent_conn(rt, aff.agent_id);
     if (agent) {
         a.status = TW_STATUS_DELIVERED;
-        int rc = deliver(rt, agent, &a, call->conn, false);
+        int rc = deliver(rt, agent, &a, call->conn, false, quiet);
         tw_conn_unref(agent);
         if (rc == 0) {
             if (rt->queue) tw_queue_record(rt->queue, &a);
-            tw_msg *r = status_msg(op, a.thing_id, a.name, a.id, a.correlation_id,
-                                   TW_STATUS_DELIVERED, NULL, NULL);
             call->status = 201;
-            tw_router_reply(call, r);
-            settle(rt, &a, call->conn);
+            if (!quiet)
+                tw_router_reply(call, status_msg(op, a.thing_id, a.name, a.id, a.correlation_id,
+                                                 TW_STATUS_DELIVERED, NULL, NULL));
+            settle(rt, &a, call->conn, quiet);
             return;
         }
         /* The connection went away under us: fall through to the offline path. */
@@ -633,8 +643,10 @@ void tw_actions_agent_answer(tw_mw_call *call)
         return;
     }
     if (rt->queue) tw_queue_update_seq(rt->queue, action_id, snap.seq, st, output, error);
-    tw_msg *sm = status_msg(snap.op, snap.twin_id, snap.name, snap.action_id, snap.correlation, st,
-                            output, error);
+    tw_msg *sm = snap.quiet && !tw_status_final(st)
+                     ? NULL /* the sender wants no progress */
+                     : status_msg(snap.op, snap.twin_id, snap.name, snap.action_id,
+                                  snap.correlation, st, output, error);
     if (sm) {
         to_sender(rt, snap.origin, snap.sender_id, sm);
         tw_msg_unref(sm);
@@ -764,8 +776,72 @@ void tw_actions_thing_deleted(tw_runtime *rt, const char *twin_id)
     json_decref(p);
 }
 
+/* A quiet action (see tw_live) still running at a sweep: its sender gets
+ * the withheld `delivered` now, so a caller that gives up waiting still
+ * learns the action id (to query or cancel it). The entry is marked
+ * unsettled first, so an answer arriving meanwhile waits and is passed on
+ * after `delivered` (settle()), never before it. */
+typedef struct late_ack {
+    tw_action a;
+    tw_conn *origin;
+} late_ack;
+
+static void ack_late(tw_runtime *rt)
+{
+    late_ack *list = NULL;
+    size_t n = 0, cap = 0;
+    int64_t young = tw_now_ms() - 10; /* leave the ones about to finish alone */
+    pthread_mutex_lock(&rt->live_lock);
+    size_t pos = 0;
+    void *v;
+    while (tw_hmap_next(&rt->live, &pos, NULL, &v)) {
+        tw_live *l = v;
+        if (!l->quiet || l->acked || l->unsettled || l->created_ms > young) continue;
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 16;
+            late_ack *nl = realloc(list, nc * sizeof *nl);
+            if (!nl) break;
+            list = nl;
+            cap = nc;
+        }
+        late_ack *x = &list[n];
+        memset(x, 0, sizeof *x);
+        memcpy(x->a.id, l->action_id, sizeof x->a.id);
+        x->a.op = l->op;
+        x->a.thing_id = strdup(l->twin_id);
+        x->a.name = strdup(l->name);
+        x->a.sender_id = strdup(l->sender_id);
+        x->a.correlation_id = l->correlation ? strdup(l->correlation) : NULL;
+        x->a.status = TW_STATUS_DELIVERED;
+        if (!x->a.thing_id || !x->a.name || !x->a.sender_id ||
+            (l->correlation && !x->a.correlation_id)) {
+            free(x->a.thing_id);
+            free(x->a.name);
+            free(x->a.sender_id);
+            free(x->a.correlation_id);
+            break;
+        }
+        x->origin = l->origin ? tw_conn_ref(l->origin) : NULL;
+        l->acked = l->unsettled = true;
+        n++;
+    }
+    pthread_mutex_unlock(&rt->live_lock);
+    for (size_t i = 0; i < n; i++) {
+        late_ack *x = &list[i];
+        notify_action(rt, x->origin, &x->a);
+        settle(rt, &x->a, x->origin, true);
+        if (x->origin) tw_conn_unref(x->origin);
+        free(x->a.thing_id);
+        free(x->a.name);
+        free(x->a.sender_id);
+        free(x->a.correlation_id);
+    }
+    free(list);
+}
+
 void tw_router_sweep(tw_runtime *rt)
 {
+    ack_late(rt);
     if (!rt->queue) return;
     tw_queue_expire(rt->queue, tw_now_ms(), notify_cb, rt);
     /* Retention: a few pages per sweep keep each pass short. */

@@ -358,11 +358,15 @@ static bool ids_ok(const char *twin_id, const char *name)
 
 /* An action request written by hand: no JSON tree for the envelope, the
  * input encoded once. */
+/* quiet: "progress": false, the caller waits for the outcome only (the
+ * runtime then sends no `delivered` or `running` for a live delivery; see
+ * tw_consumer_invoke). */
 static char *action_line(tw_client *c, const char *op, const char *twin_id, const char *name,
-                         json_t *input, char corr[TW_ID_MAX], size_t *len)
+                         json_t *input, bool quiet, char corr[TW_ID_MAX], size_t *len)
 {
     sdk_line l = {0};
     sdk_line_request(c, &l, op, twin_id, name, corr);
+    if (quiet) sdk_line_raw(&l, ",\"progress\":false", 17);
     if (input) {
         sdk_line_raw(&l, ",\"input\":", 9);
         sdk_line_json(&l, input);
@@ -377,7 +381,7 @@ int tw_consumer_invoke(tw_client *c, const char *twin_id, const char *name, json
     if (!ids_ok(twin_id, name)) return TW_EINVAL;
     char corr[TW_ID_MAX];
     size_t len = 0;
-    char *line = action_line(c, "invokeaction", twin_id, name, input, corr, &len);
+    char *line = action_line(c, "invokeaction", twin_id, name, input, true, corr, &len);
     tw_action_result r;
     memset(&r, 0, sizeof r);
     int rc = sdk_call_action(c, line, len, corr, timeout_ms, &r);
@@ -394,7 +398,7 @@ int tw_consumer_invoke_async(tw_client *c, const char *twin_id, const char *name
     if (!ids_ok(twin_id, name) || !fn) return TW_EINVAL;
     char corr[TW_ID_MAX];
     size_t len = 0;
-    char *line = action_line(c, "invokeaction", twin_id, name, input, corr, &len);
+    char *line = action_line(c, "invokeaction", twin_id, name, input, false, corr, &len);
     return sdk_call_action_async(c, line, len, corr, timeout_ms, fn, arg);
 }
 
@@ -405,7 +409,7 @@ int tw_consumer_write_property(tw_client *c, const char *twin_id, const char *na
     if (!ids_ok(twin_id, name) || !value) return TW_EINVAL;
     char corr[TW_ID_MAX];
     size_t len = 0;
-    char *line = action_line(c, "writeproperty", twin_id, name, value, corr, &len);
+    char *line = action_line(c, "writeproperty", twin_id, name, value, true, corr, &len);
     tw_action_result r;
     memset(&r, 0, sizeof r);
     int rc = sdk_call_action(c, line, len, corr, timeout_ms, &r);

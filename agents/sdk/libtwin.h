@@ -274,6 +274,13 @@ void tw_action_result_clear(tw_action_result *r); /* drops output and error */
  * when the action completed, the error of a failed one, TW_ETIMEDOUT when
  * no final status came in time (res then holds the last status seen, e.g.
  * queued). res may be NULL. input borrowed.
+ * The request says "progress": false: for an action delivered to a
+ * connected agent the runtime sends no `delivered` and no `running`, only
+ * the outcome (one message instead of two on the round trip); if the action
+ * is still running at the runtime's next sweep (sweep_ms, 1 s by default)
+ * it sends `delivered` then, so a caller that times out after that has the
+ * action id in res to query or cancel it. tw_consumer_invoke_async reports
+ * every status.
  */
 int tw_consumer_invoke(tw_client *c, const char *twin_id, const char *name, json_t *input,
                        int timeout_ms, tw_action_result *res);

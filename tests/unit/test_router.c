@@ -392,6 +392,91 @@ static void test_live_action_answered_inside_send(void **state)
     tw_loop_close(ag);
 }
 
+/* "progress": false (libtwin's synchronous invoke): the sender hears the
+ * final status only, whether the answers come inside the send (held) or
+ * later; the stored action still has every status. */
+static void test_quiet_invoke_final_only(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *ag = agent_with_lamp(f);
+    tw_loop_conn *c = client(f, "op1", TW_ROLE_OPERATOR);
+
+    /* answered later: running is not forwarded */
+    say(c, "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dtw:ag:lamp\","
+           "\"name\":\"blink\",\"correlationID\":\"q1\",\"progress\":false}");
+    tw_msg *req = next(ag);
+    char action_id[TW_ID_MAX];
+    tw_strlcpy(action_id, tw_msg_correlation(req), sizeof action_id);
+    tw_msg_unref(req);
+    assert_null(tw_loop_next(c, 50)); /* no `delivered` */
+    say(ag,
+        "{\"type\":\"notification\",\"operation\":\"invokeaction\",\"thingID\":\"lamp\","
+        "\"name\":\"blink\",\"correlationID\":\"%s\",\"status\":\"running\"}",
+        action_id);
+    assert_null(tw_loop_next(c, 50)); /* no `running` */
+    say(ag,
+        "{\"type\":\"response\",\"operation\":\"invokeaction\",\"thingID\":\"lamp\","
+        "\"name\":\"blink\",\"correlationID\":\"%s\",\"output\":\"done\"}",
+        action_id);
+    tw_msg *fin = next(c);
+    assert_int_equal(tw_msg_status(fin), TW_STATUS_COMPLETED);
+    assert_string_equal(tw_msg_correlation(fin), "q1");
+    assert_string_equal(json_string_value(tw_msg_get(fin, "actionID")), action_id);
+    tw_msg_unref(fin);
+    tw_router_sweep(f->rt); /* finished: nothing late to say */
+    assert_null(tw_loop_next(c, 50));
+    say(c, "{\"type\":\"request\",\"operation\":\"queryaction\",\"input\":\"%s\"}", action_id);
+    tw_msg *q = next(c);
+    json_t *hist = json_object_get(tw_msg_get(q, "output"), "history");
+    assert_int_equal(json_array_size(hist), 3); /* delivered, running, completed */
+    tw_msg_unref(q);
+
+    /* answered inside the send: the held running is dropped, the final passed */
+    tw_loop_set_responder(ag, answer_inside_send, NULL);
+    say(c, "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dtw:ag:lamp\","
+           "\"name\":\"blink\",\"correlationID\":\"q2\",\"progress\":false}");
+    fin = next(c);
+    assert_int_equal(tw_msg_status(fin), TW_STATUS_COMPLETED);
+    assert_int_equal(json_integer_value(tw_msg_get(fin, "output")), 7);
+    tw_msg_unref(fin);
+    assert_null(tw_loop_next(c, 50));
+    tw_loop_close(c);
+    tw_loop_close(ag);
+}
+
+/* A quiet action still running at a sweep: its sender gets `delivered`
+ * (with the action id) then, once; later answers follow it in order. */
+static void test_quiet_invoke_late_delivered(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *ag = agent_with_lamp(f);
+    tw_loop_conn *c = client(f, "op1", TW_ROLE_OPERATOR);
+    say(c, "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dtw:ag:lamp\","
+           "\"name\":\"blink\",\"correlationID\":\"q3\",\"progress\":false}");
+    tw_msg *req = next(ag);
+    char action_id[TW_ID_MAX];
+    tw_strlcpy(action_id, tw_msg_correlation(req), sizeof action_id);
+    tw_msg_unref(req);
+    assert_null(tw_loop_next(c, 50)); /* older than the sweep's 10 ms by now */
+    tw_router_sweep(f->rt);
+    tw_msg *ack = next(c);
+    assert_int_equal(tw_msg_status(ack), TW_STATUS_DELIVERED);
+    assert_string_equal(tw_msg_correlation(ack), "q3");
+    assert_string_equal(json_string_value(tw_msg_get(ack, "actionID")), action_id);
+    tw_msg_unref(ack);
+    tw_router_sweep(f->rt);
+    assert_null(tw_loop_next(c, 50)); /* once */
+    say(ag,
+        "{\"type\":\"response\",\"operation\":\"invokeaction\",\"thingID\":\"lamp\","
+        "\"name\":\"blink\",\"correlationID\":\"%s\",\"output\":1}",
+        action_id);
+    tw_msg *fin = next(c);
+    assert_int_equal(tw_msg_status(fin), TW_STATUS_COMPLETED);
+    tw_msg_unref(fin);
+    tw_loop_close(c);
+    tw_loop_close(ag);
+}
+
 /* An agent that sends two progress reports inside the send (both held),
  * and a consumer whose first `running` brings the agent's final answer, as
  * it would arrive on the agent's own poller thread while settle() is still
@@ -841,6 +926,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_live_action_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_live_action_answered_inside_send, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settle_keeps_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quiet_invoke_final_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quiet_invoke_late_delivered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rpc_and_unqueueable_offline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_then_drain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_offline_consumer_inbox, setup, teardown),
