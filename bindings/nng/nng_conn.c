@@ -556,11 +556,13 @@ static bool rx_got(nconn *c, size_t n)
         size_t len = end - start;
         if (len && !(len == 1 && c->rbuf[start] == '\r')) handle_line(c, c->rbuf + start, len);
         start = scan = end + 1;
-        pthread_mutex_lock(&c->mtx);
-        closing = c->closing;
-        pthread_mutex_unlock(&c->mtx);
-        if (closing) break;
+        /* closed (by this line or by another thread)? nconn_close closes the
+         * tw_conn too, and its flag is atomic: no lock per line */
+        if (tw_conn_closed(c->conn)) break;
     }
+    pthread_mutex_lock(&c->mtx);
+    closing = c->closing;
+    pthread_mutex_unlock(&c->mtx);
     tl_flush.active = false;
     flush_deferred();
     if (start) {
