@@ -88,8 +88,9 @@ struct tw_msg {
     char *raw; /* a copy of the text: the members point into it */
     lz_member *mem;
     size_t nmem;
-    json_t *extra; /* fields set after parsing, before a tree was built */
-    lz_str *sx;    /* string fields set likewise (oldest first) */
+    uint32_t key_bits; /* bit (first byte of the key & 31) of every member */
+    json_t *extra;     /* fields set after parsing, before a tree was built */
+    lz_str *sx;        /* string fields set likewise (oldest first) */
     lz_str **sx_tail;
     const char *thing, *name, *correlation, *sender, *id;
     pthread_mutex_t enc_lock;
@@ -688,6 +689,9 @@ static bool plain_string(const char *s, size_t n);
 
 static lz_member *lz_find(const tw_msg *m, const char *key)
 {
+    /* most lookups are of fields the envelope lacks (expires, senderID):
+     * one bit test says so without a walk */
+    if (!(m->key_bits & (1u << (key[0] & 31)))) return NULL;
     for (size_t i = 0; i < m->nmem; i++)
         if (m->mem[i].key[0] == key[0] && !m->mem[i].gone && strcmp(m->mem[i].key, key) == 0)
             return &m->mem[i];
@@ -934,6 +938,7 @@ static int parse_lazy(const char *buf, size_t len, int max_depth, tw_msg **out, 
         key[sm[i].key_len] = '\0';
         mb->key = key;
         mb->key_len = (uint16_t)sm[i].key_len;
+        m->key_bits |= 1u << (key[0] & 31);
         mb->val = m->raw + (sm[i].val - buf);
         mb->val_len = (uint32_t)sm[i].val_len;
         mb->type = (uint8_t)raw_type(mb->val, mb->val_len);
