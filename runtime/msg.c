@@ -987,9 +987,13 @@ static bool plain_string(const char *s, size_t n)
 static char *encode_lazy(tw_msg *m, size_t *len, bool *in_arena)
 {
     size_t nx = m->extra ? json_object_size(m->extra) : 0;
-    char *pieces[LZ_MAX_MEMBERS] = {0}; /* encoded extras that were not plain */
-    size_t plen[LZ_MAX_MEMBERS] = {0};
+    char *pieces[LZ_MAX_MEMBERS]; /* encoded extras that were not plain */
+    size_t plen[LZ_MAX_MEMBERS];
     if (nx > LZ_MAX_MEMBERS) return NULL;
+    for (size_t j = 0; j < nx; j++) { /* (only as many as used: on every event) */
+        pieces[j] = NULL;
+        plen[j] = 0;
+    }
     size_t cap = 3, i = 0;
     const char *k;
     json_t *v;
