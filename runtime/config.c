@@ -20,6 +20,7 @@ void tw_config_defaults(tw_config *cfg)
     cfg->burst = 2000;
     cfg->queue_ttl_ms = 3600 * 1000;
     cfg->sweep_ms = 1000;
+    cfg->store_idle_priority = true;
     cfg->drain_window = 512;
     cfg->action_retention_ms = 7LL * 24 * 3600 * 1000;
     cfg->root = json_object();
@@ -122,6 +123,12 @@ int tw_config_load(tw_config *cfg, const char *path, char *err, size_t errlen)
                       "'store_linger_ms' must be a number of milliseconds in [0, 1000]");
     }
     if (v) cfg->store_linger_ms = (int)json_number_value(v);
+    if ((v = json_object_get(root, "store_idle_priority")) && !json_is_boolean(v)) {
+        json_decref(root);
+        return bad_at(err, errlen, path, "store_idle_priority",
+                      "'store_idle_priority' must be true or false");
+    }
+    if (v) cfg->store_idle_priority = json_is_true(v);
     NUMBER_MEMBER("action_retention_s", cfg->action_retention_ms, int64_t, 1);
     if (json_object_get(root, "action_retention_s")) cfg->action_retention_ms *= 1000;
 #undef STRING_MEMBER

@@ -27,6 +27,7 @@ typedef struct tw_config {
     int drain_window;            /* in-flight queued actions per agent, default 512 */
     int64_t action_retention_ms; /* finished actions are kept this long, default 7 days */
     int store_linger_ms;         /* write-behind commits may wait this long, default 0 */
+    bool store_idle_priority;    /* write-behind batches at SCHED_IDLE, default true */
     bool store_sync_normal;      /* tests/benchmarks only */
     json_t *middleware;          /* array of stage names, or NULL */
     json_t *root;                /* the whole file (or an empty object) */

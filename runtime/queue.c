@@ -392,6 +392,17 @@ static int set_status(tw_store_tx *tx, tw_queue *q, int64_t seq, tw_status st, c
     return step_done(tx, u, "status update");
 }
 
+/* Takes q->mu. The store's writer may hold it from a job of a write-behind
+ * batch it runs at idle priority (record_job): a thread that finds the
+ * mutex busy lifts the writer first, or it could wait for as long as the
+ * cores are busy (a priority inversion; found in review). */
+static void q_lock(tw_queue *q)
+{
+    if (pthread_mutex_trylock(&q->mu) == 0) return;
+    tw_store_lift(q->store);
+    pthread_mutex_lock(&q->mu);
+}
+
 /* ---- the pending map (q->mu held) --------------------------------------- */
 
 static int pend_add(tw_queue *q, const char *id, tw_status st)
@@ -467,7 +478,7 @@ static int pend_room(tw_queue *q)
         if (on_writer(q)) return TW_EFULL;
         pthread_mutex_unlock(&q->mu);
         int rc = tw_store_flush(q->store);
-        pthread_mutex_lock(&q->mu);
+        q_lock(q);
         if (rc < 0) return rc;
     }
     return 0;
@@ -634,7 +645,7 @@ static int push_job(tw_store_tx *tx, void *arg)
         int n = 0, rc;
         while (n < SUPERSEDE_MAX && (rc = sqlite3_step(st)) == SQLITE_ROW) {
             const char *id = (const char *)sqlite3_column_text(st, 1);
-            pthread_mutex_lock(&q->mu);
+            q_lock(q);
             bool take = !tw_status_final(decided(q, id, TW_STATUS_QUEUED)) &&
                         pend_add(q, id, TW_STATUS_CANCELLED) == 0;
             pthread_mutex_unlock(&q->mu);
@@ -666,7 +677,7 @@ static void push_done(void *arg, int rc)
     c->res.rc = rc;
     if (rc < 0) c->res.seq = 0;
     if (c->nsuperseded > 0) {
-        pthread_mutex_lock(&q->mu);
+        q_lock(q);
         for (int i = 0; i < c->nsuperseded; i++)
             pend_release(q, c->superseded[i], rc == 0);
         pthread_mutex_unlock(&q->mu);
@@ -719,7 +730,7 @@ static void record_done(void *arg, int rc);
 static int submit_record(tw_queue *q, push_ctx *rec, tw_status st)
 {
     const char *id = rec->a.id;
-    pthread_mutex_lock(&q->mu);
+    q_lock(q);
     int rc = pend_room(q);
     if (rc == 0 && tw_hmap_get(&q->pending, id)) rc = TW_EEXIST;
     if (rc == 0) rc = pend_add(q, id, st);
@@ -774,7 +785,7 @@ static int record_job(tw_store_tx *tx, void *arg)
 {
     push_ctx *c = arg;
     /* From here on nothing is folded into c: later changes become jobs. */
-    pthread_mutex_lock(&c->q->mu);
+    q_lock(c->q);
     pend *p = tw_hmap_get(&c->q->pending, c->a.id);
     if (p && p->rec == c) p->rec = NULL;
     tw_status first = c->first;
@@ -786,17 +797,17 @@ static int record_job(tw_store_tx *tx, void *arg)
  * (q->mu held): an action answered within the store's linger is written
  * once, with its final status and history, instead of an insert and an
  * update (two rows' worth of writer work on the round trip's cores). The
- * texts are the caller's and are taken over (or freed). */
-static void record_fold(push_ctx *rec, tw_status st, int64_t now, char *output, char *error)
+ * texts are the caller's and are taken over, unless it returns false (out
+ * of memory: nothing changed, the caller submits an update job instead). */
+static bool record_fold(push_ctx *rec, tw_status st, int64_t now, char *output, char *error)
 {
     char entry[64];
     snprintf(entry, sizeof entry, "%s %lld;", tw_status_name(st), (long long)now);
     size_t old = rec->history ? strlen(rec->history) : 0, add = strlen(entry);
     char *h = realloc(rec->history, old + add + 1);
-    if (h) {
-        memcpy(h + old, entry, add + 1);
-        rec->history = h;
-    }
+    if (!h) return false; /* nothing changed: the caller submits an update */
+    memcpy(h + old, entry, add + 1);
+    rec->history = h;
     rec->a.status = st;
     rec->a.updated_ms = now;
     if (output) {
@@ -807,13 +818,14 @@ static void record_fold(push_ctx *rec, tw_status st, int64_t now, char *output, 
         free(rec->error_text);
         rec->error_text = error;
     }
+    return true;
 }
 
 static void record_done(void *arg, int rc)
 {
     push_ctx *c = arg;
     if (rc < 0) tw_log_warn(MOD, "action %s not recorded: %s", c->a.id, tw_strerror(rc));
-    pthread_mutex_lock(&c->q->mu);
+    q_lock(c->q);
     pend *p = tw_hmap_get(&c->q->pending, c->a.id);
     if (p && p->rec == c) p->rec = NULL; /* failed before the job ran */
     pend_release(c->q, c->a.id, rc == 0);
@@ -887,7 +899,7 @@ static void update_done(void *arg, int rc)
 {
     update_ctx *c = arg;
     if (rc < 0) tw_log_warn(MOD, "action %s: update lost: %s", c->id, tw_strerror(rc));
-    pthread_mutex_lock(&c->q->mu);
+    q_lock(c->q);
     pend_release(c->q, c->id, rc == 0);
     pthread_mutex_unlock(&c->q->mu);
     free(c->output);
@@ -938,7 +950,7 @@ int tw_queue_update_seq(tw_queue *q, const char *action_id, int64_t seq, tw_stat
         return TW_ENOMEM;
     }
 
-    pthread_mutex_lock(&q->mu);
+    q_lock(q);
     int rc = pend_room(q);
     pend *p = rc == 0 ? tw_hmap_get(&q->pending, action_id) : NULL;
     tw_status cur = TW_STATUS_NONE;
@@ -955,7 +967,7 @@ int tw_queue_update_seq(tw_queue *q, const char *action_id, int64_t seq, tw_stat
         pthread_mutex_unlock(&q->mu);
         status_read r = {.id = action_id};
         rc = tw_store_read(q->store, status_read_job, &r);
-        pthread_mutex_lock(&q->mu);
+        q_lock(q);
         p = tw_hmap_get(&q->pending, action_id);
         if (p) {
             rc = 0; /* decided meanwhile: the map is newer than the read */
@@ -967,9 +979,8 @@ int tw_queue_update_seq(tw_queue *q, const char *action_id, int64_t seq, tw_stat
         if (!p) cur = r.st;
     }
     if (rc == 0 && tw_status_final(cur)) rc = TW_ECONFLICT;
-    if (rc == 0 && p && p->rec) { /* its record is not written yet: fold in */
-        p->st = st;
-        record_fold(p->rec, st, c->now, c->output, c->error);
+    if (rc == 0 && p && p->rec && record_fold(p->rec, st, c->now, c->output, c->error)) {
+        p->st = st; /* its record was not written yet: folded in */
         pthread_mutex_unlock(&q->mu);
         free(c);
         return 0;
@@ -1084,7 +1095,7 @@ static int fetch_claim(tw_store_tx *tx, fetch_ctx *c, bool track)
      * run): then it is not ours to deliver. One look at the map per page,
      * not per row: answers to earlier pages take q->mu all the time. */
     int kept = 0;
-    pthread_mutex_lock(&q->mu);
+    q_lock(q);
     for (int i = 0; i < c->got.n; i++) {
         tw_action *a = &c->got.v[i];
         pend *p = tw_hmap_get(&q->pending, a->id);
@@ -1119,7 +1130,7 @@ static int fetch_job(tw_store_tx *tx, void *arg)
     fetch_ctx *c = arg;
     int rc = fetch_claim(tx, c, true);
     tw_queue *q = c->q;
-    pthread_mutex_lock(&q->mu);
+    q_lock(q);
     if (rc < 0) {
         /* The savepoint undoes the claim; fetch_done drops the entries. */
         tw_action_list_free(c->got.v, c->got.n);
@@ -1138,7 +1149,7 @@ static void fetch_done(void *arg, int rc)
     tw_queue *q = c->q;
     if (rc < 0 && c->rc == 0)
         tw_log_error(MOD, "claim of %d actions not committed: they stay queued", c->nids);
-    pthread_mutex_lock(&q->mu);
+    q_lock(q);
     for (int i = 0; i < c->nids; i++)
         pend_release(q, c->ids[i], rc == 0);
     fetch_unref(c);
@@ -1178,7 +1189,7 @@ int tw_queue_fetch(tw_queue *q, const char *agent_id, int64_t after, int max, tw
         free(c);
         return rc;
     }
-    pthread_mutex_lock(&q->mu);
+    q_lock(q);
     while (!c->ran)
         pthread_cond_wait(&q->cv, &q->mu);
     rc = c->rc;
@@ -1198,7 +1209,7 @@ int tw_queue_fetch(tw_queue *q, const char *agent_id, int64_t after, int max, tw
  * a read right after a record/update sees it. */
 static void settle(tw_queue *q, const char *action_id)
 {
-    pthread_mutex_lock(&q->mu);
+    q_lock(q);
     pend *p = action_id ? tw_hmap_get(&q->pending, action_id) : NULL;
     bool busy = action_id ? p && p->refs > 0 : q->npend > 0;
     pthread_mutex_unlock(&q->mu);
@@ -1414,7 +1425,7 @@ static int finalize_rows(tw_store_tx *tx, final_ctx *c, sqlite3_stmt *st, int li
         /* Cursor on the index order (expires or created, then seq). */
         c->cur_a = c->thing ? a->created_ms : a->expires_ms;
         c->cur_b = a->seq;
-        pthread_mutex_lock(&q->mu);
+        q_lock(q);
         bool take =
             !tw_status_final(decided(q, a->id, a->status)) && pend_add(q, a->id, c->to) == 0;
         pthread_mutex_unlock(&q->mu);
@@ -1445,7 +1456,7 @@ static int finalize_rows(tw_store_tx *tx, final_ctx *c, sqlite3_stmt *st, int li
 /* Drops the pending entries the job added, once its exec returned. */
 static void final_release(final_ctx *c, int rc)
 {
-    pthread_mutex_lock(&c->q->mu);
+    q_lock(c->q);
     for (int i = 0; i < c->got.n; i++)
         pend_release(c->q, c->got.v[i].id, rc == 0);
     pthread_mutex_unlock(&c->q->mu);

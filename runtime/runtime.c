@@ -82,7 +82,8 @@ int tw_runtime_new(const tw_config *cfg, tw_runtime **out, char *err, size_t err
 
     snprintf(path, sizeof path, "%s/twind.db", cfg->data_dir);
     tw_store_opts so = {.synchronous_normal = cfg->store_sync_normal,
-                        .behind_linger_ms = cfg->store_linger_ms};
+                        .behind_linger_ms = cfg->store_linger_ms,
+                        .no_idle_priority = !cfg->store_idle_priority};
     rc = tw_store_open(path, &so, &rt->store);
     if (rc == 0) rc = tw_queue_open(rt->store, &rt->queue);
     if (rc) {

@@ -35,6 +35,8 @@ typedef struct tw_store_opts {
     /* keep the writer at normal priority for write-behind batches too
      * (see store.c, "Priority") */
     bool no_idle_priority;
+    /* an idle batch later than this is lifted to normal priority; 0: 100 */
+    int idle_max_wait_ms;
 } tw_store_opts;
 
 /* Opens (creating if needed, mode 0600) the database at path. opts may be NULL. */
@@ -86,6 +88,12 @@ int tw_store_sql(tw_store_tx *tx, const char *sql);
  * transaction. Blocking; call at start-up.
  */
 int tw_store_migrate(tw_store *s, const char *component, const char *const *steps, int nsteps);
+
+/* Puts the writer back to normal priority if it runs a write-behind batch
+ * at idle priority (store.c, "Priority"). For a thread about to wait for
+ * something the writer may hold (a lock its jobs take). Thread-safe, cheap
+ * when there is nothing to do. */
+void tw_store_lift(tw_store *s);
 
 /* Statistics for /metrics and benchmarks. */
 typedef struct tw_store_stats {

@@ -28,6 +28,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.max_depth, 32);
     assert_int_equal(c.queue_ttl_ms, 3600 * 1000);
     assert_int_equal(c.store_linger_ms, 0);
+    assert_true(c.store_idle_priority);
     tw_config_free(&c);
 }
 
@@ -35,7 +36,7 @@ static void test_load(void **state)
 {
     write_file(
         "{\"data\": \"/var/lib/twind\", \"rate\": 5, \"queue_ttl_s\": 60, \"store_linger_ms\": 3,\n"
-        " \"http\": {\"http\": \"127.0.0.1:8080\"}}");
+        " \"store_idle_priority\": false, \"http\": {\"http\": \"127.0.0.1:8080\"}}");
     tw_config c;
     tw_config_defaults(&c);
     char err[700];
@@ -44,6 +45,7 @@ static void test_load(void **state)
     assert_true(c.rate == 5);
     assert_int_equal(c.queue_ttl_ms, 60000);
     assert_int_equal(c.store_linger_ms, 3);
+    assert_false(c.store_idle_priority);
     assert_string_equal(json_string_value(json_object_get(tw_config_section(&c, "http"), "http")),
                         "127.0.0.1:8080");
     assert_null(tw_config_section(&c, "nng"));
@@ -71,6 +73,8 @@ static void test_errors_name_line_and_column(void **state)
     expect_error("{\"middleware\": \"log\"}", "1:2: 'middleware' must be an array");
     expect_error("{\"store_linger_ms\": 1e12}", "1:2: 'store_linger_ms' must be a number");
     expect_error("{\"store_linger_ms\": -1}", "1:2: 'store_linger_ms' must be a number");
+    expect_error("{\"store_idle_priority\": 1}",
+                 "1:2: 'store_idle_priority' must be true or false");
 }
 
 static void test_missing_file(void **state)

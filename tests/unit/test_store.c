@@ -332,8 +332,9 @@ static void test_write_behind(void **state)
 typedef struct policy_rec {
     gate g; /* blocks the job when g.open is false and block is set */
     bool block;
-    pid_t tid;  /* the writer's */
-    int policy; /* sched_getscheduler of the writer while the job ran */
+    pid_t tid;       /* the writer's */
+    int policy;      /* sched_getscheduler of the writer while the job ran */
+    int done_policy; /* and while its done callback ran */
     int done_calls;
 } policy_rec;
 
@@ -349,7 +350,9 @@ static int policy_job(tw_store_tx *tx, void *arg)
 static void policy_done(void *arg, int rc)
 {
     (void)rc;
-    ((policy_rec *)arg)->done_calls++;
+    policy_rec *r = arg;
+    r->done_policy = sched_getscheduler(0);
+    __atomic_store_n(&r->done_calls, r->done_calls + 1, __ATOMIC_RELEASE);
 }
 
 static void *probe_main(void *arg)
@@ -384,11 +387,17 @@ static void test_idle_priority_for_write_behind(void **state)
 {
     fx *f = *state;
     int idle = idle_allowed() ? SCHED_IDLE : SCHED_OTHER;
+    /* a generous lateness bound: none of these batches may count as late,
+     * however slowly this machine wakes the writer */
+    tw_store_close(f->s);
+    tw_store_opts big = {.idle_max_wait_ms = 600000};
+    assert_int_equal(tw_store_open(f->path, &big, &f->s), 0);
 
     policy_rec b = {0};
     assert_int_equal(tw_store_submit_behind(f->s, policy_job, &b, policy_done), 0);
     wait_done(&b); /* alone in its batch: no flush, which would join it */
     assert_int_equal(b.policy, idle);
+    assert_int_equal(b.done_policy, SCHED_OTHER); /* done callbacks take callers' locks */
 
     policy_rec u = {0};
     assert_int_equal(tw_store_exec(f->s, policy_job, &u), 0);
@@ -410,28 +419,25 @@ static void test_idle_priority_for_write_behind(void **state)
     assert_int_equal(blk.policy, idle);
     assert_int_equal(while_idle, idle);
     assert_int_equal(lifted, SCHED_OTHER);
-    assert_int_equal(tw_store_flush(f->s), 0);
     assert_int_equal(after.policy, SCHED_OTHER);
 
-    /* a write-behind job submitted while an idle batch is over 100 ms late
-     * lifts the writer too (a starved writer must not stay idle) */
-    policy_rec late = {.block = true};
-    gate_init(&late.g);
-    assert_int_equal(tw_store_submit_behind(f->s, policy_job, &late, policy_done), 0);
-    gate_wait_entered(&late.g);
-    usleep(150 * 1000);
-    policy_rec next = {0};
-    rc = tw_store_submit_behind(f->s, policy_job, &next, policy_done);
-    lifted = sched_getscheduler(late.tid);
-    gate_open(&late.g);
-    assert_int_equal(rc, 0);
+    /* tw_store_lift does it for a thread about to wait for a lock an idle
+     * job holds (the queue's q_lock) */
+    policy_rec held = {.block = true};
+    gate_init(&held.g);
+    assert_int_equal(tw_store_submit_behind(f->s, policy_job, &held, policy_done), 0);
+    gate_wait_entered(&held.g);
+    while_idle = sched_getscheduler(held.tid);
+    tw_store_lift(f->s);
+    lifted = sched_getscheduler(held.tid);
+    gate_open(&held.g);
     assert_int_equal(tw_store_flush(f->s), 0);
-    assert_int_equal(late.policy, idle);
+    assert_int_equal(while_idle, idle);
     assert_int_equal(lifted, SCHED_OTHER);
 
     /* a batch mixing both kinds: normal priority */
     tw_store_close(f->s);
-    tw_store_opts o = {.behind_linger_ms = 600000};
+    tw_store_opts o = {.behind_linger_ms = 600000, .idle_max_wait_ms = 600000};
     assert_int_equal(tw_store_open(f->path, &o, &f->s), 0);
     policy_rec m1 = {0}, m2 = {0};
     assert_int_equal(tw_store_submit_behind(f->s, policy_job, &m1, policy_done), 0);
@@ -447,6 +453,37 @@ static void test_idle_priority_for_write_behind(void **state)
     assert_int_equal(tw_store_submit_behind(f->s, policy_job, &nb, policy_done), 0);
     wait_done(&nb);
     assert_int_equal(nb.policy, SCHED_OTHER);
+}
+
+/* An idle batch that runs past opts.idle_max_wait_ms (starved by busy
+ * cores) is lifted by the store's watchdog, with nothing else submitted. */
+static void test_idle_writer_watchdog(void **state)
+{
+    fx *f = *state;
+    if (!idle_allowed()) return; /* the writer never goes idle here: nothing to watch */
+    tw_store_close(f->s);
+    tw_store_opts o = {.idle_max_wait_ms = 200};
+    assert_int_equal(tw_store_open(f->path, &o, &f->s), 0);
+    bool watched = false;
+    /* A batch the writer took later than the bound never ran idle; try
+     * again until one did (a slow machine only costs rounds). */
+    for (int round = 0; round < 50 && !watched; round++) {
+        policy_rec r = {.block = true};
+        gate_init(&r.g);
+        assert_int_equal(tw_store_submit_behind(f->s, policy_job, &r, policy_done), 0);
+        gate_wait_entered(&r.g);
+        int lifted = r.policy;
+        for (int i = 0; i < 2000 && r.policy == SCHED_IDLE && lifted == SCHED_IDLE; i++) {
+            usleep(5 * 1000); /* up to 10 s; the watchdog acts after 200-400 ms */
+            lifted = sched_getscheduler(r.tid);
+        }
+        gate_open(&r.g);
+        assert_int_equal(tw_store_flush(f->s), 0);
+        if (r.policy != SCHED_IDLE) continue;
+        assert_int_equal(lifted, SCHED_OTHER);
+        watched = true;
+    }
+    assert_true(watched);
 }
 
 static void test_savepoint_isolation(void **state)
@@ -912,6 +949,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_max_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_behind, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idle_priority_for_write_behind, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_writer_watchdog, setup, teardown),
         cmocka_unit_test_setup_teardown(test_savepoint_isolation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exec_returns_job_rc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_atomic_jobs, setup, teardown),
