@@ -112,6 +112,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define MOD "queue"
 #define PEND_MAX (1u << 18)
@@ -399,8 +400,19 @@ static int set_status(tw_store_tx *tx, tw_queue *q, int64_t seq, tw_status st, c
 static void q_lock(tw_queue *q)
 {
     if (pthread_mutex_trylock(&q->mu) == 0) return;
-    tw_store_lift(q->store);
-    pthread_mutex_lock(&q->mu);
+    /* Lift, and again every millisecond: the writer may go idle (and take
+     * the mutex) after a lift that found it at normal priority. */
+    for (;;) {
+        tw_store_lift(q->store);
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        if (pthread_mutex_clocklock(&q->mu, CLOCK_MONOTONIC, &ts) == 0) return;
+    }
 }
 
 /* ---- the pending map (q->mu held) --------------------------------------- */

@@ -51,14 +51,14 @@
  * ordinary job, exec, flush, close); the queue when it finds its mutex busy
  * (a job of an idle batch may hold it: a priority inversion otherwise, found
  * in review); a write-behind submission once the idle batch is later than
- * opts.idle_max_wait_ms (100) or 4096 jobs wait; and the checkpointer
- * thread, which doubles as a watchdog and lifts an idle batch that runs
- * past that bound with nothing else submitted. The writer is never idle
- * while it holds s->mu, and goes back to normal priority itself before the
- * done callbacks (they take the callers' locks). Leaving SCHED_IDLE needs
- * CAP_SYS_NICE or RLIMIT_NICE >= 20: store open tries both moves on a
- * throwaway thread and, if either fails, keeps the writer at normal
- * priority.
+ * opts.idle_max_wait_ms (100) or 4096 jobs wait; and a watchdog thread,
+ * which every half bound lifts an idle batch that has run past the bound
+ * (the backstop for locks the writer may hold inside SQLite or malloc: a
+ * second review found SQLite's memory-statistics mutex, now off). The
+ * writer is never idle while it holds s->mu, and goes back to normal
+ * priority itself before the done callbacks (they take the callers' locks). Leaving SCHED_IDLE
+ * needs CAP_SYS_NICE or RLIMIT_NICE >= 20: store open tries both moves on a throwaway thread and,
+ * if either fails, keeps the writer at normal priority.
  *
  * The pending list is bounded (MAX_PENDING jobs): beyond that tw_store_submit
  * answers TW_EFULL, a decision for the caller (back-pressure) rather than
@@ -299,12 +299,17 @@ struct tw_store {
     bool idle_ok;             /* the writer may take SCHED_IDLE and leave it again */
     atomic_int writer_tid;    /* set before the first job */
     atomic_bool writer_idle;  /* an idle batch runs and nobody lifted it yet */
+    atomic_bool idle_batch;   /* the writer went idle for this batch, not back yet */
     atomic_llong idle_since;  /* mono us when the current idle batch began */
     atomic_uint lift_gen;     /* bumped by every lift request */
     atomic_bool lift_failed;  /* logged once */
     int64_t idle_max_wait_us; /* opts.idle_max_wait_ms */
-    tw_store_tx *wtx;         /* writer connection, touched only by the writer thread */
-    bool in_job;              /* writer thread only: a job function is running */
+    pthread_t wd;             /* the watchdog, when idle_ok */
+    pthread_mutex_t wdmu;
+    pthread_cond_t wdcv;
+    bool wd_stop;
+    tw_store_tx *wtx; /* writer connection, touched only by the writer thread */
+    bool in_job;      /* writer thread only: a job function is running */
 
     pthread_mutex_t rmu;
     pthread_cond_t rcv;
@@ -339,26 +344,61 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
     return SQLITE_OK;
 }
 
+/* Moves the writer (its own thread, or tid) to policy; the first failure
+ * is logged. */
+static void set_policy(tw_store *s, pid_t tid, int policy)
+{
+    struct sched_param sp = {0};
+    if (sched_setscheduler(tid, policy, &sp) != 0 && !atomic_exchange(&s->lift_failed, true))
+        tw_log_warn(MOD, "writer priority: %s (later failures not logged)", strerror(errno));
+}
+
+void tw_store_lift(tw_store *s)
+{
+    if (!s || !s->idle_ok) return;
+    atomic_fetch_add(&s->lift_gen, 1);
+    if (atomic_exchange(&s->writer_idle, false))
+        set_policy(s, atomic_load(&s->writer_tid), SCHED_OTHER);
+}
+
+/* The idle writer's watchdog (see "Priority"): every half bound it lifts an
+ * idle batch that has run longer than the bound, whatever the flags say. */
+static void *wd_main(void *arg)
+{
+    tw_store *s = arg;
+    pthread_mutex_lock(&s->wdmu);
+    while (!s->wd_stop) {
+        int64_t due = tw_mono_us() + s->idle_max_wait_us / 2;
+        struct timespec ts = {.tv_sec = (time_t)(due / 1000000),
+                              .tv_nsec = (long)(due % 1000000) * 1000};
+        pthread_cond_timedwait(&s->wdcv, &s->wdmu, &ts);
+        if (atomic_load(&s->idle_batch) &&
+            tw_mono_us() - atomic_load(&s->idle_since) >= s->idle_max_wait_us) {
+            atomic_fetch_add(&s->lift_gen, 1);
+            atomic_store(&s->writer_idle, false);
+            set_policy(s, atomic_load(&s->writer_tid), SCHED_OTHER);
+        }
+    }
+    pthread_mutex_unlock(&s->wdmu);
+    return NULL;
+}
+
+static void wd_stop(tw_store *s)
+{
+    pthread_mutex_lock(&s->wdmu);
+    s->wd_stop = true;
+    pthread_cond_signal(&s->wdcv);
+    pthread_mutex_unlock(&s->wdmu);
+    pthread_join(s->wd, NULL);
+}
+
 static void *ckpt_main(void *arg)
 {
     tw_store *s = arg;
     pthread_mutex_lock(&s->ckmu);
     for (;;) {
-        while (!s->ckpt_want && !s->ckpt_stop) {
-            if (!s->idle_ok) {
-                pthread_cond_wait(&s->ckcv, &s->ckmu);
-                continue;
-            }
-            /* also the idle writer's watchdog: an idle batch that runs
-             * past the bound (starved by busy cores) is lifted */
-            int64_t due = tw_mono_us() + s->idle_max_wait_us;
-            struct timespec ts = {.tv_sec = (time_t)(due / 1000000),
-                                  .tv_nsec = (long)(due % 1000000) * 1000};
-            pthread_cond_timedwait(&s->ckcv, &s->ckmu, &ts);
-            if (atomic_load(&s->writer_idle) &&
-                tw_mono_us() - atomic_load(&s->idle_since) >= s->idle_max_wait_us)
-                tw_store_lift(s);
-        }
+        while (!s->ckpt_want && !s->ckpt_stop)
+            pthread_cond_wait(&s->ckcv, &s->ckmu);
         if (s->ckpt_stop) break;
         s->ckpt_want = false;
         pthread_mutex_unlock(&s->ckmu);
@@ -400,23 +440,6 @@ static int tx_open(tw_store *s, const char *path, bool readonly, tw_store_tx **o
 static bool on_writer(tw_store *s)
 {
     return pthread_equal(pthread_self(), s->writer);
-}
-
-/* Moves the writer (its own thread, or tid) to policy; the first failure
- * is logged. */
-static void set_policy(tw_store *s, pid_t tid, int policy)
-{
-    struct sched_param sp = {0};
-    if (sched_setscheduler(tid, policy, &sp) != 0 && !atomic_exchange(&s->lift_failed, true))
-        tw_log_warn(MOD, "writer priority: %s (later failures not logged)", strerror(errno));
-}
-
-void tw_store_lift(tw_store *s)
-{
-    if (!s || !s->idle_ok) return;
-    atomic_fetch_add(&s->lift_gen, 1);
-    if (atomic_exchange(&s->writer_idle, false))
-        set_policy(s, atomic_load(&s->writer_tid), SCHED_OTHER);
 }
 
 /* Runs one batch of jobs in one transaction; returns after the done
@@ -482,6 +505,7 @@ static void run_batch(tw_store *s, job *batch, size_t n, bool idle)
     if (idle) { /* done callbacks take the callers' locks: normal priority */
         atomic_store(&s->writer_idle, false);
         set_policy(s, 0, SCHED_OTHER);
+        atomic_store(&s->idle_batch, false);
     }
     for (job *j = batch; j; j = j->next)
         if (j->done) j->done(j->arg, j->rc);
@@ -574,13 +598,19 @@ static void *writer_main(void *arg)
         unsigned gen = atomic_load(&s->lift_gen);
         pthread_mutex_unlock(&s->mu);
         if (idle) {
-            /* Never at idle priority while holding s->mu; and a lift asked
-             * for between the decision and here is honoured at once (the
-             * asker saw writer_idle false, or sees it true and lifts). */
-            set_policy(s, 0, SCHED_IDLE);
+            /* Never at idle priority while holding s->mu. Published before
+             * the move, checked after it: a lift asked for since the
+             * decision (lift_gen), or one that took writer_idle before the
+             * move took effect, is honoured here; any later one finds
+             * writer_idle set and lifts the writer itself. */
             atomic_store(&s->idle_since, tw_mono_us());
+            atomic_store(&s->idle_batch, true);
             atomic_store(&s->writer_idle, true);
-            if (atomic_load(&s->lift_gen) != gen) tw_store_lift(s);
+            set_policy(s, 0, SCHED_IDLE);
+            if (atomic_load(&s->lift_gen) != gen || !atomic_load(&s->writer_idle)) {
+                atomic_store(&s->writer_idle, false);
+                set_policy(s, 0, SCHED_OTHER);
+            }
         }
         run_batch(s, batch, n, idle);
     }
@@ -601,8 +631,19 @@ static int create_private(const char *path)
     return 0;
 }
 
+/* SQLite's memory statistics take one process-wide mutex around every
+ * allocation of every connection: a reader could wait on the writer's idle
+ * batch through it (found in review), and it costs a lock per allocation.
+ * Only possible before SQLite is initialized; nothing here reads them. */
+static void sqlite_setup(void)
+{
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 int tw_store_open(const char *path, const tw_store_opts *opts, tw_store **out)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, sqlite_setup);
     if (!path || !out) return TW_EINVAL;
     *out = NULL;
     int rc = create_private(path);
@@ -628,6 +669,8 @@ int tw_store_open(const char *path, const tw_store_opts *opts, tw_store **out)
     pthread_cond_init(&s->rcv, NULL);
     pthread_mutex_init(&s->ckmu, NULL);
     pthread_cond_init(&s->ckcv, &ca);
+    pthread_mutex_init(&s->wdmu, NULL);
+    pthread_cond_init(&s->wdcv, &ca);
     pthread_condattr_destroy(&ca);
     s->idle_ok = !s->opts.no_idle_priority && idle_allowed();
     s->idle_max_wait_us =
@@ -688,8 +731,12 @@ int tw_store_open(const char *path, const tw_store_opts *opts, tw_store **out)
                 s->ckpt_started = true;
         }
     }
+    if (rc == 0 && s->idle_ok && pthread_create(&s->wd, NULL, wd_main, s) != 0)
+        s->idle_ok = false; /* no watchdog, no idle priority */
+    bool wd_started = rc == 0 && s->idle_ok;
     if (rc == 0 && pthread_create(&s->writer, NULL, writer_main, s) != 0) rc = TW_ENOMEM;
     if (rc < 0) {
+        if (wd_started) wd_stop(s);
         if (s->ckpt_started) {
             pthread_mutex_lock(&s->ckmu);
             s->ckpt_stop = true;
@@ -700,6 +747,8 @@ int tw_store_open(const char *path, const tw_store_opts *opts, tw_store **out)
         if (s->cdb) sqlite3_close(s->cdb);
         pthread_mutex_destroy(&s->ckmu);
         pthread_cond_destroy(&s->ckcv);
+        pthread_mutex_destroy(&s->wdmu);
+        pthread_cond_destroy(&s->wdcv);
         tx_free(s->wtx);
         pthread_mutex_destroy(&s->mu);
         pthread_cond_destroy(&s->work_cv);
@@ -727,6 +776,7 @@ void tw_store_close(tw_store *s)
     pthread_cond_signal(&s->work_cv);
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->writer, NULL); /* the writer drains the list before it exits */
+    if (s->idle_ok) wd_stop(s);
 
     pthread_mutex_lock(&s->ckmu);
     s->ckpt_stop = true;
@@ -747,6 +797,8 @@ void tw_store_close(tw_store *s)
     tx_free(s->wtx);
     pthread_mutex_destroy(&s->ckmu);
     pthread_cond_destroy(&s->ckcv);
+    pthread_mutex_destroy(&s->wdmu);
+    pthread_cond_destroy(&s->wdcv);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->work_cv);
     pthread_cond_destroy(&s->done_cv);

@@ -39,6 +39,13 @@ static int setup(void **state)
     return setup_with(state, NULL);
 }
 
+/* The tests call tw_router_sweep themselves: the sweeper thread's own
+ * sweep (1 s after start by default) must not land in the middle. */
+static int setup_no_sweep(void **state)
+{
+    return setup_with(state, "{\"sweep_ms\": 3600000}");
+}
+
 static int teardown(void **state)
 {
     fixture *f = *state;
@@ -926,8 +933,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_live_action_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_live_action_answered_inside_send, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settle_keeps_order, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_quiet_invoke_final_only, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_quiet_invoke_late_delivered, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quiet_invoke_final_only, setup_no_sweep, teardown),
+        cmocka_unit_test_setup_teardown(test_quiet_invoke_late_delivered, setup_no_sweep, teardown),
         cmocka_unit_test_setup_teardown(test_rpc_and_unqueueable_offline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_then_drain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_offline_consumer_inbox, setup, teardown),
