@@ -56,9 +56,10 @@
  * (the backstop for locks the writer may hold inside SQLite or malloc: a
  * second review found SQLite's memory-statistics mutex, now off). The
  * writer is never idle while it holds s->mu, and goes back to normal
- * priority itself before the done callbacks (they take the callers' locks). Leaving SCHED_IDLE
- * needs CAP_SYS_NICE or RLIMIT_NICE >= 20: store open tries both moves on a throwaway thread and,
- * if either fails, keeps the writer at normal priority.
+ * priority itself before the done callbacks (they take the callers'
+ * locks). Leaving SCHED_IDLE needs CAP_SYS_NICE or RLIMIT_NICE >= 20:
+ * store open tries both moves on a throwaway thread and, if either fails,
+ * keeps the writer at normal priority.
  *
  * The pending list is bounded (MAX_PENDING jobs): beyond that tw_store_submit
  * answers TW_EFULL, a decision for the caller (back-pressure) rather than
