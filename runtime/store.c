@@ -632,13 +632,71 @@ static int create_private(const char *path)
     return 0;
 }
 
-/* SQLite's memory statistics take one process-wide mutex around every
- * allocation of every connection: a reader could wait on the writer's idle
- * batch through it (found in review), and it costs a lock per allocation.
- * Only possible before SQLite is initialized; nothing here reads them. */
+/* ---- SQLite's mutexes and the idle writer ------------------------------ */
+
+/* Every SQLite mutex of the process goes through lifting_enter: one that is
+ * busy may be held by an idle writer (the WAL's shared-memory mutex at
+ * BEGIN and COMMIT, the page cache's statistics mutex on any allocation; a
+ * third review saw reads wait 150-200 ms on the first), so the thread that
+ * finds it busy lifts every idle writer before it waits, as q_lock does.
+ * The stores are found in a small registry; its lock is taken only on that
+ * slow path and by open and close. */
+#define LIFT_SLOTS 16
+static sqlite3_mutex_methods real_mutex;
+static pthread_rwlock_t lift_reg_lock = PTHREAD_RWLOCK_INITIALIZER;
+static tw_store *lift_reg[LIFT_SLOTS];
+static bool sqlite_ready; /* the wrapper and the statistics setting took */
+
+static void lifting_enter(sqlite3_mutex *m)
+{
+    if (real_mutex.xMutexTry(m) == SQLITE_OK) return;
+    pthread_rwlock_rdlock(&lift_reg_lock);
+    for (int i = 0; i < LIFT_SLOTS; i++)
+        if (lift_reg[i]) tw_store_lift(lift_reg[i]);
+    pthread_rwlock_unlock(&lift_reg_lock);
+    real_mutex.xMutexEnter(m);
+}
+
+/* Before SQLite is initialized (the first store open normally is): the
+ * mutex wrapper above, and no memory statistics, whose process-wide mutex
+ * around every allocation is one more such lock (and a cost; nothing here
+ * reads them). If SQLite was already initialized by someone else, neither
+ * can be set, and the writer never goes idle. */
 static void sqlite_setup(void)
 {
-    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    /* Configuring only works before initialization: if SQLite is in use
+     * already, leave it alone. The default mutex methods are filled in by
+     * the first initialization, so initialize and shut down once (nothing
+     * is open yet) to read them, then install the wrapper. */
+    int rc = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    if (rc == SQLITE_OK) rc = sqlite3_initialize();
+    if (rc == SQLITE_OK) rc = sqlite3_shutdown();
+    if (rc == SQLITE_OK) rc = sqlite3_config(SQLITE_CONFIG_GETMUTEX, &real_mutex);
+    if (rc == SQLITE_OK && (!real_mutex.xMutexTry || !real_mutex.xMutexEnter)) rc = SQLITE_MISUSE;
+    if (rc == SQLITE_OK) {
+        sqlite3_mutex_methods wrap = real_mutex;
+        wrap.xMutexEnter = lifting_enter;
+        rc = sqlite3_config(SQLITE_CONFIG_MUTEX, &wrap);
+    }
+    sqlite_ready = rc == SQLITE_OK;
+    if (!sqlite_ready)
+        tw_log_warn(
+            MOD, "SQLite was in use before the store (%d): the writer keeps normal priority", rc);
+}
+
+/* Adds s to the registry (false: full, then its writer never goes idle)
+ * or takes it out; once out, no lifting_enter refers to it any more. */
+static bool lift_register(tw_store *s, bool on)
+{
+    bool done = false;
+    pthread_rwlock_wrlock(&lift_reg_lock);
+    for (int i = 0; i < LIFT_SLOTS && !done; i++)
+        if (lift_reg[i] == (on ? NULL : s)) {
+            lift_reg[i] = on ? s : NULL;
+            done = true;
+        }
+    pthread_rwlock_unlock(&lift_reg_lock);
+    return done;
 }
 
 int tw_store_open(const char *path, const tw_store_opts *opts, tw_store **out)
@@ -673,7 +731,8 @@ int tw_store_open(const char *path, const tw_store_opts *opts, tw_store **out)
     pthread_mutex_init(&s->wdmu, NULL);
     pthread_cond_init(&s->wdcv, &ca);
     pthread_condattr_destroy(&ca);
-    s->idle_ok = !s->opts.no_idle_priority && idle_allowed();
+    s->idle_ok =
+        !s->opts.no_idle_priority && sqlite_ready && idle_allowed() && lift_register(s, true);
     s->idle_max_wait_us =
         (int64_t)(s->opts.idle_max_wait_ms > 0 ? s->opts.idle_max_wait_ms : 100) * 1000;
 
@@ -732,12 +791,15 @@ int tw_store_open(const char *path, const tw_store_opts *opts, tw_store **out)
                 s->ckpt_started = true;
         }
     }
-    if (rc == 0 && s->idle_ok && pthread_create(&s->wd, NULL, wd_main, s) != 0)
+    if (rc == 0 && s->idle_ok && pthread_create(&s->wd, NULL, wd_main, s) != 0) {
+        lift_register(s, false);
         s->idle_ok = false; /* no watchdog, no idle priority */
+    }
     bool wd_started = rc == 0 && s->idle_ok;
     if (rc == 0 && pthread_create(&s->writer, NULL, writer_main, s) != 0) rc = TW_ENOMEM;
     if (rc < 0) {
         if (wd_started) wd_stop(s);
+        if (s->idle_ok) lift_register(s, false);
         if (s->ckpt_started) {
             pthread_mutex_lock(&s->ckmu);
             s->ckpt_stop = true;
@@ -777,7 +839,10 @@ void tw_store_close(tw_store *s)
     pthread_cond_signal(&s->work_cv);
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->writer, NULL); /* the writer drains the list before it exits */
-    if (s->idle_ok) wd_stop(s);
+    if (s->idle_ok) {
+        wd_stop(s);
+        lift_register(s, false);
+    }
 
     pthread_mutex_lock(&s->ckmu);
     s->ckpt_stop = true;

@@ -332,9 +332,10 @@ static void test_write_behind(void **state)
 typedef struct policy_rec {
     gate g; /* blocks the job when g.open is false and block is set */
     bool block;
-    pid_t tid;       /* the writer's */
-    int policy;      /* sched_getscheduler of the writer while the job ran */
-    int done_policy; /* and while its done callback ran */
+    pid_t tid;        /* the writer's */
+    int policy;       /* sched_getscheduler of the writer while the job ran */
+    int done_policy;  /* and while its done callback ran */
+    bool hold_sqlite; /* hold an SQLite mutex while blocked */
     int done_calls;
 } policy_rec;
 
@@ -344,7 +345,21 @@ static int policy_job(tw_store_tx *tx, void *arg)
     policy_rec *r = arg;
     r->tid = gettid();
     r->policy = sched_getscheduler(0);
-    return r->block ? gate_job(tx, &r->g) : 0;
+    /* holding an SQLite mutex while blocked, as the writer may inside SQLite */
+    sqlite3_mutex *m = r->hold_sqlite ? sqlite3_mutex_alloc(SQLITE_MUTEX_STATIC_APP1) : NULL;
+    if (m) sqlite3_mutex_enter(m);
+    int rc = r->block ? gate_job(tx, &r->g) : 0;
+    if (m) sqlite3_mutex_leave(m);
+    return rc;
+}
+
+static void *enter_app1(void *arg)
+{
+    (void)arg;
+    sqlite3_mutex *m = sqlite3_mutex_alloc(SQLITE_MUTEX_STATIC_APP1);
+    sqlite3_mutex_enter(m);
+    sqlite3_mutex_leave(m);
+    return NULL;
 }
 
 static void policy_done(void *arg, int rc)
@@ -435,6 +450,26 @@ static void test_idle_priority_for_write_behind(void **state)
     assert_int_equal(while_idle, idle);
     assert_int_equal(lifted, SCHED_OTHER);
 
+    /* so does any thread that finds an SQLite mutex busy (the idle writer
+     * may hold the WAL's shared-memory mutex, or the page cache's) */
+    policy_rec sq = {.block = true, .hold_sqlite = true};
+    gate_init(&sq.g);
+    assert_int_equal(tw_store_submit_behind(f->s, policy_job, &sq, policy_done), 0);
+    gate_wait_entered(&sq.g);
+    while_idle = sched_getscheduler(sq.tid);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, enter_app1, NULL), 0);
+    lifted = while_idle;
+    for (int i = 0; i < 2000 && lifted != SCHED_OTHER; i++) { /* until t tried: up to 10 s */
+        usleep(5 * 1000);
+        lifted = sched_getscheduler(sq.tid);
+    }
+    gate_open(&sq.g);
+    pthread_join(t, NULL);
+    assert_int_equal(tw_store_flush(f->s), 0);
+    assert_int_equal(while_idle, idle);
+    assert_int_equal(lifted, SCHED_OTHER);
+
     /* a batch mixing both kinds: normal priority */
     tw_store_close(f->s);
     tw_store_opts o = {.behind_linger_ms = 600000, .idle_max_wait_ms = 600000};
@@ -470,17 +505,21 @@ static void test_idle_writer_watchdog(void **state)
     for (int round = 0; round < 50 && !watched; round++) {
         policy_rec r = {.block = true};
         gate_init(&r.g);
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0); /* before the batch can begin */
         assert_int_equal(tw_store_submit_behind(f->s, policy_job, &r, policy_done), 0);
         gate_wait_entered(&r.g);
         int lifted = r.policy;
         for (int i = 0; i < 2000 && r.policy == SCHED_IDLE && lifted == SCHED_IDLE; i++) {
-            usleep(5 * 1000); /* up to 10 s; the watchdog acts after 200-400 ms */
+            usleep(5 * 1000); /* up to 10 s; the watchdog acts after 200-300 ms */
             lifted = sched_getscheduler(r.tid);
         }
+        double waited = elapsed_ms(&t0);
         gate_open(&r.g);
         assert_int_equal(tw_store_flush(f->s), 0);
         if (r.policy != SCHED_IDLE) continue;
         assert_int_equal(lifted, SCHED_OTHER);
+        assert_true(waited >= 200); /* not before the bound, on any machine */
         watched = true;
     }
     assert_true(watched);
