@@ -806,9 +806,11 @@ static int record_job(tw_store_tx *tx, void *arg)
 }
 
 /* Folds a status change into a record job the writer has not taken yet
- * (q->mu held): an action answered within the store's linger is written
- * once, with its final status and history, instead of an insert and an
- * update (two rows' worth of writer work on the round trip's cores). The
+ * (q->mu held): an action answered before the writer got to its record
+ * (busy with an earlier commit, lingering, or idle behind busy cores) is
+ * written once, with its final status and history, instead of an insert
+ * and an update (two rows' worth of writer work on the round trip's
+ * cores). The
  * texts are the caller's and are taken over, unless it returns false (out
  * of memory: nothing changed, the caller submits an update job instead). */
 static bool record_fold(push_ctx *rec, tw_status st, int64_t now, char *output, char *error)
