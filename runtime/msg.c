@@ -730,12 +730,14 @@ static int sx_add(tw_msg *m, const char *field, size_t kl, const char *value, si
     lz_str *x = arena_take(m, size);
     bool in_arena = x != NULL;
     if (!x && !(x = malloc(size))) return TW_ENOMEM;
-    lz_forget(m, field);
+    /* Copy first: field or value may be the very value lz_forget frees (a
+     * string set with tw_msg_set, read back and set again). */
     memcpy(x->key, field, kl + 1);
     x->key_len = (uint32_t)kl;
     x->val = x->key + kl + 1;
     memcpy((char *)x->val, value, vl + 1);
     x->val_len = vl;
+    lz_forget(m, x->key);
     x->gone = false;
     x->in_arena = in_arena;
     x->next = NULL;

@@ -412,6 +412,32 @@ static void test_ids_and_times(void **state)
     assert_int_equal(tw_time_parse("2023-11-14T00:00:00Zjunk", &ms), TW_EINVAL);
 }
 
+/* A string set with tw_msg_set, read back and set again with
+ * tw_msg_set_str: the old value is forgotten only after the new one was
+ * copied (it used to be copied from freed memory; found in review, ASan
+ * reports it without the fix). */
+static void test_set_str_from_own_value(void **state)
+{
+    (void)state;
+    const char *s = "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dtw:a:t\","
+                    "\"name\":\"go\",\"input\":{\"x\":1},\"correlationID\":\"c1\"}";
+    tw_msg *m = NULL;
+    assert_int_equal(tw_msg_parse(s, strlen(s), NULL, &m, NULL), 0);
+    tw_msg_set(m, "note", json_string("a value long enough to be its own allocation"));
+    const char *own = json_string_value(tw_msg_get(m, "note"));
+    assert_non_null(own);
+    tw_msg_set_str(m, "note", own);
+    assert_string_equal(json_string_value(tw_msg_get(m, "note")),
+                        "a value long enough to be its own allocation");
+    tw_msg_set_str(m, "note", json_string_value(tw_msg_get(m, "note"))); /* its own stamp */
+    assert_string_equal(json_string_value(tw_msg_get(m, "note")),
+                        "a value long enough to be its own allocation");
+    size_t len;
+    const char *enc = tw_msg_encode(m, &len);
+    assert_non_null(strstr(enc, "\"note\":\"a value long enough to be its own allocation\""));
+    tw_msg_unref(m);
+}
+
 static void test_problem_shape(void **state)
 {
     json_t *p = tw_problem_from_error(TW_ERATE, "slow down", NULL);
@@ -431,7 +457,7 @@ int main(void)
         cmocka_unit_test(test_build_response),      cmocka_unit_test(test_encode_once_and_freeze),
         cmocka_unit_test(test_concurrent_encode),   cmocka_unit_test(test_blocks_across_threads),
         cmocka_unit_test(test_ops_and_statuses),    cmocka_unit_test(test_ids_and_times),
-        cmocka_unit_test(test_problem_shape),
+        cmocka_unit_test(test_problem_shape),       cmocka_unit_test(test_set_str_from_own_value),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
