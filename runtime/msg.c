@@ -149,9 +149,14 @@ static size_t align8(size_t n)
 #include <sanitizer/asan_interface.h>
 #define BLK_POISON(p) ASAN_POISON_MEMORY_REGION(p, BLK_BYTES)
 #define BLK_UNPOISON(p) ASAN_UNPOISON_MEMORY_REGION(p, BLK_BYTES)
+/* the arena's untaken room, so that an overrun of what was taken shows */
+#define ARENA_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define ARENA_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
 #else
 #define BLK_POISON(p) ((void)(p))
 #define BLK_UNPOISON(p) ((void)(p))
+#define ARENA_POISON(p, n) ((void)(p), (void)(n))
+#define ARENA_UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
 typedef struct blk_cache {
@@ -223,6 +228,7 @@ static void *arena_take(tw_msg *m, size_t n)
     void *p = m->arena;
     m->arena += n;
     m->arena_left -= n;
+    ARENA_UNPOISON(p, n);
     return p;
 }
 
@@ -920,6 +926,7 @@ static int parse_lazy(const char *buf, size_t len, int max_depth, tw_msg **out, 
     m->pooled = pooled;
     m->arena = blk + used;
     m->arena_left = pooled ? BLK_BYTES - used : arena;
+    ARENA_POISON(m->arena, m->arena_left);
     m->lazy = true;
     m->mem = (lz_member *)(void *)(blk + sizeof *m);
     m->nmem = n;
@@ -1251,6 +1258,7 @@ tw_msg *tw_msg_new(tw_msg_type type, tw_op op, const char *thing_id, const char 
         m->pooled = pooled;
         m->arena = blk + head;
         m->arena_left = pooled ? BLK_BYTES - head : ARENA_NEW;
+        ARENA_POISON(m->arena, m->arena_left);
         atomic_init(&m->refs, 1);
         atomic_init(&m->obj, NULL);
         pthread_mutex_init(&m->enc_lock, NULL);
