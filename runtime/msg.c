@@ -446,7 +446,7 @@ size_t tw_utf8_put(char *o, uint32_t cp)
 
 /* Depth of nested containers, counted on the raw bytes so a hostile body is
  * rejected before Jansson builds anything. Strings are skipped. */
-static int max_depth_of(const char *buf, size_t len)
+int tw_json_max_depth(const char *buf, size_t len)
 {
     int depth = 0, max = 0;
     bool in_str = false;
@@ -1214,7 +1214,7 @@ int tw_msg_parse(const char *buf, size_t len, const tw_msg_limits *lim, tw_msg *
         return reject(problem, TW_EINVAL, "the message is not valid UTF-8", "");
     int rc = parse_lazy(buf, len, max_depth, out, problem);
     if (rc) return rc > 0 ? 0 : rc;
-    if (max_depth_of(buf, len) > max_depth) {
+    if (tw_json_max_depth(buf, len) > max_depth) {
         snprintf(detail, sizeof detail, "the message nests deeper than %d levels", max_depth);
         return reject(problem, TW_EINVAL, detail, "");
     }

@@ -152,6 +152,9 @@ json_t *tw_problem_from_error(int code, const char *detail, const char *field);
  * limits; exposed for the bindings' own validators. */
 int tw_msg_validate(json_t *obj, json_t **problem);
 
+/* Nesting depth of the containers in a JSON text, counted on the raw bytes
+ * (strings skipped), as tw_msg_parse checks its depth limit. */
+int tw_json_max_depth(const char *buf, size_t len);
 /* Checks UTF-8 well-formedness (no overlongs, no surrogates). */
 bool tw_utf8_valid(const char *s, size_t len);
 /* Writes code point cp (<= 0x10FFFF) as UTF-8 into out (4 bytes of room);

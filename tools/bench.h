@@ -11,6 +11,7 @@
 #define TW_BENCH_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 typedef struct tw_bench_args {
     const char *workdir; /* a fresh temporary directory for this scenario */
@@ -31,6 +32,11 @@ void tw_bench_register(const tw_bench_scenario *s);
 
 /* Reports one figure of the running scenario (e.g. "msgs_per_s", 512345, "1/s"). */
 void tw_bench_report(const char *scenario, const char *figure, double value, const char *unit);
+
+/* CPU seconds (user + system, every thread) process pid has used so far,
+ * from /proc/PID/stat; -1 if unknown. A clock tick (10 ms) of resolution:
+ * use it over seconds. */
+double tw_bench_proc_cpu_s(pid_t pid);
 
 #define TW_BENCH_SCENARIO(id, desc, func)                                                          \
     static const tw_bench_scenario bench_##id = {#id, desc, func};                                 \

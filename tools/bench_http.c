@@ -641,24 +641,6 @@ static enum MHD_Result bare_handler(void *cls, struct MHD_Connection *c, const c
     return res;
 }
 
-/* CPU seconds (user + system, every thread) of a process so far. */
-static double proc_cpu_s(pid_t pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    unsigned long long ut = 0, st = 0;
-    /* after the command: state, then 10 fields, then utime and stime */
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-        return -1;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
-
 static double children_cpu_s(void)
 {
     struct rusage ru;
@@ -728,9 +710,9 @@ static int bench_read(const tw_bench_args *a)
     double bare = -1, tw = -1, p99b = -1, p99t = -1;
     double cpu_b = -1, cpu_t = -1, wrk_b = -1, wrk_t = -1;
     for (int i = 0; i < rounds; i++) {
-        double p99, n = 0, c0 = proc_cpu_s(getpid()), w0 = children_cpu_s();
+        double p99, n = 0, c0 = tw_bench_proc_cpu_s(getpid()), w0 = children_cpu_s();
         double v = run_wrk(burl, NULL, secs, &p99, &n);
-        double c = n > 0 ? (proc_cpu_s(getpid()) - c0) / n * 1e6 : -1;
+        double c = n > 0 ? (tw_bench_proc_cpu_s(getpid()) - c0) / n * 1e6 : -1;
         double w = n > 0 ? (children_cpu_s() - w0) / n * 1e6 : -1;
         if (v > bare) {
             bare = v;
@@ -741,10 +723,10 @@ static int bench_read(const tw_bench_args *a)
             wrk_b = w;
         }
         n = 0;
-        c0 = proc_cpu_s(t.pid);
+        c0 = tw_bench_proc_cpu_s(t.pid);
         w0 = children_cpu_s();
         v = run_wrk(turl, t.admin_token, secs, &p99, &n);
-        c = n > 0 ? (proc_cpu_s(t.pid) - c0) / n * 1e6 : -1;
+        c = n > 0 ? (tw_bench_proc_cpu_s(t.pid) - c0) / n * 1e6 : -1;
         w = n > 0 ? (children_cpu_s() - w0) / n * 1e6 : -1;
         if (v > tw) {
             tw = v;

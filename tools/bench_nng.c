@@ -171,24 +171,6 @@ static void nb_stop(nb_twind *t)
     t->pid = 0;
 }
 
-/* CPU time (user + system, all threads) the process has used, in us; -1 if
- * unknown. Resolution is a clock tick (10 ms): use it over seconds. */
-static double nb_cpu_us(pid_t pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
-    unsigned long ut = 0, st = 0;
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
-        return -1;
-    return (double)(ut + st) * 1e6 / (double)sysconf(_SC_CLK_TCK);
-}
-
 static long nb_rss_kb(pid_t pid)
 {
     char path[64], line[256];
@@ -531,7 +513,7 @@ static int run_events(const tw_bench_args *a)
     if (nb_env_up(&e, a, true)) goto out;
     if (tw_consumer_subscribe_event_view(e.cons, "dtw:ba:b", "e", ev_cb, &x, NULL)) goto out;
     json_t *v = json_integer(0);
-    double cpu0 = nb_cpu_us(e.t.pid);
+    double cpu0 = tw_bench_proc_cpu_s(e.t.pid);
     int64_t t0 = tw_mono_us();
     for (long i = 0; i < n; i++) {
         while (i - atomic_load(&x.received) > window) {
@@ -547,14 +529,14 @@ static int run_events(const tw_bench_args *a)
     for (int i = 0; i < 3000 && atomic_load(&x.received) < n; i++)
         nb_sleep_ms(10);
     int64_t t1 = tw_mono_us();
-    double cpu1 = nb_cpu_us(e.t.pid);
+    double cpu1 = tw_bench_proc_cpu_s(e.t.pid);
     long got = atomic_load(&x.received);
     tw_client_stats st;
     tw_client_get_stats(e.agent, &st);
     tw_bench_report("nng_events", "events_per_s", (double)got * 1e6 / (double)(t1 - t0), "1/s");
     tw_bench_report("nng_events", "delivered", (double)got, "events");
     if (cpu0 >= 0 && cpu1 >= 0 && got > 0)
-        tw_bench_report("nng_events", "twind_cpu_per_event", (cpu1 - cpu0) * 1000 / (double)got,
+        tw_bench_report("nng_events", "twind_cpu_per_event", (cpu1 - cpu0) * 1e9 / (double)got,
                         "ns");
     tw_bench_report("nng_events", "sent_per_write", st.batches ? (double)st.sent / st.batches : 0,
                     "envelopes");
@@ -624,7 +606,7 @@ static int run_rtt(const tw_bench_args *a)
     json_t *in = json_integer(1);
     for (long i = 0; i < n / 10; i++) /* warm-up */
         tw_consumer_invoke(e.cons, "dtw:ba:b", "echo", in, 10000, NULL);
-    double cpu0 = nb_cpu_us(e.t.pid);
+    double cpu0 = tw_bench_proc_cpu_s(e.t.pid);
     for (long i = 0; i < n; i++) {
         int64_t t0 = tw_mono_us();
         if (tw_consumer_invoke(e.cons, "dtw:ba:b", "echo", in, 10000, NULL) != 0) goto out_in;
@@ -632,12 +614,12 @@ static int run_rtt(const tw_bench_args *a)
     }
     /* includes the writer's commits of the round trips' rows, if done by
      * then: a store linger may leave the last few ms for later */
-    double cpu1 = nb_cpu_us(e.t.pid);
+    double cpu1 = tw_bench_proc_cpu_s(e.t.pid);
     qsort(lat, (size_t)n, sizeof *lat, cmp_i64);
     tw_bench_report("nng_rtt", "p50", (double)lat[n / 2], "us");
     tw_bench_report("nng_rtt", "p99", (double)lat[n * 99 / 100], "us");
     if (cpu0 >= 0 && cpu1 >= 0)
-        tw_bench_report("nng_rtt", "twind_cpu_per_rtt", (cpu1 - cpu0) / (double)n, "us");
+        tw_bench_report("nng_rtt", "twind_cpu_per_rtt", (cpu1 - cpu0) * 1e6 / (double)n, "us");
     /* the share of one hop: consumer -> runtime -> consumer (ping) */
     json_t *ping = json_pack("{s:s}", "operation", "ping");
     for (long i = 0; i < n; i++) {

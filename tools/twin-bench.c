@@ -28,6 +28,24 @@ void tw_bench_register(const tw_bench_scenario *s)
     if (nscenarios < MAX_SCENARIOS) scenarios[nscenarios++] = s;
 }
 
+/* CPU seconds (user + system, every thread) of a process so far. */
+double tw_bench_proc_cpu_s(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    unsigned long long ut = 0, st = 0;
+    /* after the command: state, then 10 fields, then utime and stime */
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
 void tw_bench_report(const char *scenario, const char *figure, double value, const char *unit)
 {
     if (json_output)

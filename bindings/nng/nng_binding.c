@@ -125,7 +125,7 @@ static nng_bindx *bx(nng_bind *nb)
 
 /* ---- connection table ------------------------------------------------- */
 
-int nng_slot_alloc(nng_bind *nb, uint32_t *slot, uint32_t *gen)
+int nng_slot_alloc(nng_bind *nb, const char *bound, uint32_t *slot, uint32_t *gen)
 {
     int rc = TW_EFULL;
     pthread_rwlock_wrlock(&nb->slots_lock);
@@ -135,6 +135,8 @@ int nng_slot_alloc(nng_bind *nb, uint32_t *slot, uint32_t *gen)
         rc = 0;
     }
     pthread_rwlock_unlock(&nb->slots_lock);
+    if (rc)
+        tw_log_warn(MOD, "refusing a connection on %s: %d connections open", bound, nb->max_conns);
     return rc;
 }
 
@@ -393,9 +395,7 @@ static void accept_cb(void *arg)
     nng_stream *st = nng_aio_get_output(le->accept_aio, 0);
     uint32_t slot, gen;
     nconn *c = NULL;
-    if (nng_slot_alloc(nb, &slot, &gen) != 0) {
-        tw_log_warn(MOD, "refusing a connection on %s: %d connections open", le->bound,
-                    nb->max_conns);
+    if (nng_slot_alloc(nb, le->bound, &slot, &gen) != 0) {
         nng_stream_free(st);
     } else if (nconn_start(nb, st, -1, NULL, slot, gen, &c) != 0) {
         nng_slot_free(nb, slot);

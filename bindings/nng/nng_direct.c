@@ -230,9 +230,7 @@ static void accept_one(nng_direct *dx, nng_listener_ent *le, int fd)
     format_peer(&ss, le->url + 6, remote, sizeof remote);
     uint32_t slot, gen;
     nconn *c = NULL;
-    if (nng_slot_alloc(nb, &slot, &gen) != 0) {
-        tw_log_warn(MOD, "refusing a connection on %s: %d connections open", le->bound,
-                    nb->max_conns);
+    if (nng_slot_alloc(nb, le->bound, &slot, &gen) != 0) {
         close(fd);
         return;
     }

@@ -141,7 +141,8 @@ void nconn_free(nconn *c); /* housekeeping thread only */
 int nconn_send(nconn *c, tw_msg *m, bool bounded);
 
 /* nng_binding.c */
-int nng_slot_alloc(nng_bind *nb, uint32_t *slot, uint32_t *gen);
+/* TW_EFULL (logged, naming the listener `bound`) when max_conns are open */
+int nng_slot_alloc(nng_bind *nb, const char *bound, uint32_t *slot, uint32_t *gen);
 void nng_slot_set(nng_bind *nb, uint32_t slot, nconn *c);
 void nng_slot_free(nng_bind *nb, uint32_t slot);
 void nng_slot_release(nng_bind *nb, nconn *c);

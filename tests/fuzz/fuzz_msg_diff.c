@@ -19,30 +19,6 @@
 #define MAX_BYTES 65536
 #define MAX_DEPTH 32
 
-/* Nesting depth of the JSON text (strings skipped): inputs past the limit
- * are rejected by both paths, but with different details, so skip them. */
-static int depth_of(const char *buf, size_t len)
-{
-    int depth = 0, max = 0;
-    bool in_str = false;
-    for (size_t i = 0; i < len; i++) {
-        char c = buf[i];
-        if (in_str) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
-                in_str = false;
-        } else if (c == '"') {
-            in_str = true;
-        } else if (c == '{' || c == '[') {
-            if (++depth > max) max = depth;
-        } else if (c == '}' || c == ']') {
-            depth--;
-        }
-    }
-    return max;
-}
-
 static bool same_str(const char *a, const char *b)
 {
     return (!a || !b) ? a == b : strcmp(a, b) == 0;
@@ -51,7 +27,8 @@ static bool same_str(const char *a, const char *b)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *b = (const char *)data;
-    if (size > MAX_BYTES || !tw_utf8_valid(b, size) || depth_of(b, size) > MAX_DEPTH) return 0;
+    if (size > MAX_BYTES || !tw_utf8_valid(b, size) || tw_json_max_depth(b, size) > MAX_DEPTH)
+        return 0; /* rejected by both paths, with different details */
     tw_msg_limits lim = {.max_bytes = MAX_BYTES, .max_depth = MAX_DEPTH};
     tw_msg *m = NULL, *t = NULL;
     json_t *p1 = NULL, *p2 = NULL;
