@@ -399,6 +399,21 @@ static void test_live_action_answered_inside_send(void **state)
     tw_loop_close(ag);
 }
 
+/* c invokes blink with "progress": false and correlation corr; the agent
+ * ag receives the request, whose correlationID (the action id) goes to
+ * action_id. */
+static void quiet_invoke(tw_loop_conn *c, tw_loop_conn *ag, const char *corr,
+                         char action_id[TW_ID_MAX])
+{
+    say(c,
+        "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dtw:ag:lamp\","
+        "\"name\":\"blink\",\"correlationID\":\"%s\",\"progress\":false}",
+        corr);
+    tw_msg *req = next(ag);
+    tw_strlcpy(action_id, tw_msg_correlation(req), TW_ID_MAX);
+    tw_msg_unref(req);
+}
+
 /* "progress": false (libtwin's synchronous invoke): the sender hears the
  * final status only, whether the answers come inside the send (held) or
  * later; the stored action still has every status. */
@@ -409,12 +424,8 @@ static void test_quiet_invoke_final_only(void **state)
     tw_loop_conn *c = client(f, "op1", TW_ROLE_OPERATOR);
 
     /* answered later: running is not forwarded */
-    say(c, "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dtw:ag:lamp\","
-           "\"name\":\"blink\",\"correlationID\":\"q1\",\"progress\":false}");
-    tw_msg *req = next(ag);
     char action_id[TW_ID_MAX];
-    tw_strlcpy(action_id, tw_msg_correlation(req), sizeof action_id);
-    tw_msg_unref(req);
+    quiet_invoke(c, ag, "q1", action_id);
     assert_null(tw_loop_next(c, 50)); /* no `delivered` */
     say(ag,
         "{\"type\":\"notification\",\"operation\":\"invokeaction\",\"thingID\":\"lamp\","
@@ -458,12 +469,8 @@ static void test_quiet_invoke_late_delivered(void **state)
     fixture *f = *state;
     tw_loop_conn *ag = agent_with_lamp(f);
     tw_loop_conn *c = client(f, "op1", TW_ROLE_OPERATOR);
-    say(c, "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dtw:ag:lamp\","
-           "\"name\":\"blink\",\"correlationID\":\"q3\",\"progress\":false}");
-    tw_msg *req = next(ag);
     char action_id[TW_ID_MAX];
-    tw_strlcpy(action_id, tw_msg_correlation(req), sizeof action_id);
-    tw_msg_unref(req);
+    quiet_invoke(c, ag, "q3", action_id);
     assert_null(tw_loop_next(c, 50)); /* older than the sweep's 10 ms by now */
     tw_router_sweep(f->rt);
     tw_msg *ack = next(c);
