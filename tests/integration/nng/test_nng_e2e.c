@@ -186,11 +186,11 @@ static json_t *test_td(const char *id)
     return json_pack("{s:s, s:s, s:s,"
                      " s:{s:{s:s, s:b}, s:{s:s}},"
                      " s:{s:{s:{s:s}}},"
-                     " s:{s:{}, s:{}, s:{}}}",
+                     " s:{s:{}, s:{}, s:{}, s:{s:b}}}",
                      "@context", "https://www.w3.org/2022/wot/td/v1.1", "id", id, "title",
                      "test thing", "properties", "temp", "type", "number", "readOnly", 1, "level",
                      "type", "integer", "events", "alarm", "data", "type", "string", "actions",
-                     "echo", "slow", "work");
+                     "echo", "slow", "work", "probe", "safe", 1);
 }
 
 static tw_client *make_client(twind_proc *d, tw_client *admin, const char *id, const char *kind,
@@ -376,6 +376,14 @@ static void test_offline_queue(void **state)
     assert_int_equal(h_add_client(admin, "co2", "consumer", "operator", "pw-of-a-test-client"), 0);
     tw_client *cons = h_client(&d, "co2", "pw-of-a-test-client");
     assert_non_null(cons);
+    /* Closing the client does not wait for twind to see the connection go:
+     * until it does, an invoke is delivered (to a dying connection), not
+     * queued. The safe action `probe` is an RPC: refused as not connected
+     * (TW_EOFFLINE) once twind knows the agent is offline, unanswered before. */
+    int probe = TW_ETIMEDOUT;
+    for (int i = 0; i < 50 && probe == TW_ETIMEDOUT; i++)
+        probe = tw_consumer_invoke(cons, "dtw:ag2:t2", "probe", NULL, 100, NULL);
+    assert_int_equal(probe, TW_EOFFLINE);
     obs co;
     obs_init(&co);
     json_t *in = json_pack("{s:i}", "job", 42);

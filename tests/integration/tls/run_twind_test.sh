@@ -55,7 +55,7 @@ for f in admin.password keys/token.key tls/ca.key tls/server.key twind.db; do
     [ "$(stat -c %a "$DATA/$f")" = 600 ] || fail "$f is not 0600"
 done
 PW=$(cat "$DATA/admin.password")
-grep -q "$PW" "$WORK/out1.log" || fail "the admin password was not printed on first start"
+grep -qF -- "$PW" "$WORK/out1.log" || fail "the admin password was not printed on first start"
 
 rc=0
 curl -sS --max-time 20 "$URL/things" >/dev/null 2>&1 || rc=$?
@@ -99,7 +99,7 @@ stop
 start 2
 cmp -s "$DATA/tls/server.pem" "$WORK/server.pem.1" || fail "the server certificate changed on restart"
 cmp -s "$DATA/keys/token.key" "$WORK/token.key.1" || fail "the signing key changed on restart"
-grep -q "$PW" "$WORK/out2.log" && fail "the admin password was printed again"
+grep -qF -- "$PW" "$WORK/out2.log" && fail "the admin password was printed again"
 code=$($CURL -o /dev/null -w '%{http_code}' -H "$AUTH" "$URL/things")
 [ "$code" = 200 ] || fail "the admin token did not survive the restart ($code)"
 code=$($CURL -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $BOB" "$URL/things")
