@@ -381,7 +381,7 @@ static void test_offline_queue(void **state)
      * queued. The safe action `probe` is an RPC: refused as not connected
      * (TW_EOFFLINE) once twind knows the agent is offline, unanswered before. */
     int probe = TW_ETIMEDOUT;
-    for (int i = 0; i < 50 && probe == TW_ETIMEDOUT; i++)
+    for (int i = 0; i < 300 && probe == TW_ETIMEDOUT; i++) /* up to 30 s */
         probe = tw_consumer_invoke(cons, "dtw:ag2:t2", "probe", NULL, 100, NULL);
     assert_int_equal(probe, TW_EOFFLINE);
     obs co;
