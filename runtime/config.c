@@ -21,6 +21,7 @@ void tw_config_defaults(tw_config *cfg)
     cfg->queue_ttl_ms = 3600 * 1000;
     cfg->sweep_ms = 1000;
     cfg->store_idle_priority = true;
+    cfg->store_linger_ms = 20;
     cfg->drain_window = 512;
     cfg->action_retention_ms = 7LL * 24 * 3600 * 1000;
     cfg->root = json_object();

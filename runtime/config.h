@@ -26,7 +26,7 @@ typedef struct tw_config {
     int64_t sweep_ms;            /* sweeper period, default 1000 */
     int drain_window;            /* in-flight queued actions per agent, default 512 */
     int64_t action_retention_ms; /* finished actions are kept this long, default 7 days */
-    int store_linger_ms;         /* write-behind commits may wait this long, default 0 */
+    int store_linger_ms;         /* write-behind commits may wait this long, default 20 */
     bool store_idle_priority;    /* write-behind batches at SCHED_IDLE, default true */
     bool store_sync_normal;      /* tests/benchmarks only */
     json_t *middleware;          /* array of stage names, or NULL */

@@ -29,12 +29,19 @@
  * lets them gather for up to that long after the first one before it
  * commits, so a steady trickle costs one transaction and one fsync per few
  * milliseconds instead of one per job. Any other job (or a flush, or close)
- * ends the wait at once and is committed together with them, in order. It
- * is off by default: measured on 2 cores in interleaved runs at normal
- * priority, 5 ms raised an action round trip's p99 from 340-420 to 700-780
- * us (the bigger commits take a core in bursts); with the idle priority
- * below it no longer does (215-585 against 207-486 us without), and saves
- * little more, since the idle writer batches by itself.
+ * ends the wait at once and is committed together with them, in order.
+ * Measured on 2 cores in interleaved runs at normal priority, 5 ms raised
+ * an action round trip's p99 from 340-420 to 700-780 us (the bigger
+ * commits take a core in bursts); with the idle priority below it no
+ * longer does. The default is 20 ms since the nng pollers busy-poll (see
+ * bindings/nng/nng_direct.c): with one core kept by a spinning poller, an
+ * idle writer that wakes for every few rows keeps switching the other core
+ * between processes, and 20 ms took an action round trip from 71-76 to
+ * 61-62 us p50, p99 from 300-315 to 216-230 us, twind's CPU per round trip
+ * from 75-90 to 62-66 us (twin-bench nng_rtt). A crash loses at most the
+ * rows of the last 20 ms more than before; they are rows nobody waits for
+ * (a live action's row, a status update), and a read of an action first
+ * settles it (queue.c).
  *
  * Priority. A batch of write-behind jobs only (config store_idle_priority,
  * on by default) runs its jobs and its commit with the writer at

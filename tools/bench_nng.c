@@ -34,7 +34,8 @@
  * loopback), --nng-streams (twind's tcp:// on nng streams, "direct":
  * false, instead of its own sockets), --ipc (ipc:// instead of tcp://),
  * --twind PATH, --twind-opts 'MEMBERS' (added to twind's config file, e.g.
- * '"store_linger_ms": 5'), --window N (nng_events), --callback-thread,
+ * '"store_linger_ms": 5'), --nng-opts 'MEMBERS' (added to its "nng"
+ * object, e.g. '"io_threads": 1'), --window N (nng_events), --callback-thread,
  * --no-reference (skip the reference figures: bare stream, NATS,
  * Mosquitto; e.g. under a profiler).
  */
@@ -123,9 +124,10 @@ static int nb_start(nb_twind *t, const tw_bench_args *a)
     if (!f) return -1;
     /* --twind-opts adds top-level members, e.g. '"store_linger_ms": 5' */
     const char *extra = nb_opt(a, "--twind-opts");
-    fprintf(f, "{\"rate\": 1e9, \"burst\": 1e9, %s%s\"nng\": {\"max_conns\": 5000%s}}\n",
+    const char *nx = nb_opt(a, "--nng-opts");
+    fprintf(f, "{\"rate\": 1e9, \"burst\": 1e9, %s%s\"nng\": {\"max_conns\": 5000%s%s%s}}\n",
             extra ? extra : "", extra ? ", " : "",
-            nb_flag(a, "--nng-streams") ? ", \"direct\": false" : "");
+            nb_flag(a, "--nng-streams") ? ", \"direct\": false" : "", nx ? ", " : "", nx ? nx : "");
     fclose(f);
     char ipc[1200];
     snprintf(ipc, sizeof ipc, "ipc://%s/twind.sock", a->workdir);

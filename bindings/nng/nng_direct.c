@@ -23,7 +23,7 @@
  * framing we do want; `"nng": {"direct": false}` puts tcp:// and ipc://
  * back on nng streams too.
  *
- * Threads: `io_threads` pollers (default 2), each with its own epoll set.
+ * Threads: `io_threads` pollers, each with its own epoll set.
  * A connection belongs to one poller for its whole life (assigned round
  * robin at accept), so its events are handled by one thread, in order, and
  * an event can never be in flight on another thread when the connection
@@ -31,12 +31,36 @@
  * removes it and drops the reference the registration held (nng_conn.c,
  * nconn_on_event). Listening sockets are on the first poller.
  *
+ * Busy polling (config nng.poll_spin_us, default 0 = off). Every hop of a
+ * round trip that finds its poller asleep pays a wake-up; on the 2-core
+ * virtual machine this was measured on (a PVM guest, where switching
+ * between processes is dear), one wake-up of twind costs about as much as
+ * everything twind does with the envelope. With poll_spin_us set, a poller
+ * that has handled events keeps asking epoll (timeout 0) for up to that
+ * long before it sleeps, so the answer to the request it just forwarded
+ * finds it awake. The budget adapts: a spin that catches nothing halves it
+ * (down to 0), and a sleep that ended sooner than poll_spin_us sets it to
+ * twice that sleep, so a poller spins only while its traffic actually
+ * comes back within the budget, and sparse traffic (a reading a second, a
+ * dashboard) costs no CPU at all. At most one poller per two CPUs spins at
+ * a time (a token), so spinning pollers never take every core from the
+ * threads they wait for. A poller only sees its own connections: a round
+ * trip between two connections of different pollers gains less, which is
+ * why io_threads is 1 below 4 CPUs (nng_binding.c). Measured with
+ * twin-bench nng_rtt on 2 cores, interleaved runs: an action round trip
+ * took 93-98 us p50 with two pollers and no spin, 58-76 with one poller
+ * spinning up to 100 us, 61-62 with that and store_linger_ms 20 (the
+ * defaults now; store.c says why), p99 285-300 / 298-315 / 216-230 us;
+ * two pollers spinning on 2 cores made it worse (90 us, twind's CPU per
+ * round trip 137 us against 86), hence the token.
+ *
  * Connections are level-triggered: EPOLLIN while receiving, EPOLLOUT only
  * while a write is blocked on a full socket buffer (nng_conn.c). The send
  * side is shared with nng streams (the ring, its bound and overflow policy,
  * corking), only the write itself differs.
  */
 #include "nng_int.h"
+#include "nng_spin.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -65,6 +89,8 @@ typedef struct poller {
     int wakefd; /* eventfd: stop */
     pthread_t th;
     bool started;
+    int64_t spin_us;           /* busy-poll budget, adapted (see "Busy polling") */
+    uint64_t spins, spin_hits; /* statistics, this thread only */
 } poller;
 
 struct nng_direct {
@@ -72,6 +98,9 @@ struct nng_direct {
     poller *p;
     int np;
     atomic_uint next; /* round robin */
+    int spin_max_us;  /* nng.poll_spin_us; 0: never spin */
+    int max_spinners; /* pollers that may spin at once */
+    atomic_int spinners;
     atomic_bool accept_paused;
     int64_t paused_until; /* mono ms; poller 0 only */
     /* held while accepting and while the listeners close: a connection
@@ -280,6 +309,48 @@ static void resume_accept(nng_direct *dx)
 
 /* ---- pollers -------------------------------------------------------------- */
 
+static bool take_spin_token(nng_direct *dx)
+{
+    int k = atomic_load_explicit(&dx->spinners, memory_order_relaxed);
+    while (k < dx->max_spinners)
+        if (atomic_compare_exchange_weak(&dx->spinners, &k, k + 1)) return true;
+    return false;
+}
+
+/* Busy-poll for up to the poller's budget: the events, or 0 when none came
+ * (the budget then halves). */
+static int spin_wait(poller *p, struct epoll_event *evs)
+{
+    nng_direct *dx = p->dx;
+    if (p->spin_us <= 0 || !take_spin_token(dx)) return 0;
+    int64_t t0 = tw_mono_us();
+    int n;
+    while ((n = epoll_wait(p->ep, evs, MAX_EVENTS, 0)) == 0 && tw_mono_us() - t0 < p->spin_us) {
+    }
+    atomic_fetch_sub(&dx->spinners, 1);
+    p->spins++;
+    if (n > 0) {
+        p->spin_hits++;
+        return n;
+    }
+    p->spin_us = nng_spin_after_miss(p->spin_us);
+    return n < 0 ? 0 : n;
+}
+
+/* The next events: a spin first if the budget allows, then a sleep. A
+ * sleep that ended within spin_max_us would have been caught by a spin of
+ * twice its length, which becomes the budget. */
+static int next_events(poller *p, struct epoll_event *evs, int timeout)
+{
+    int n = spin_wait(p, evs);
+    if (n > 0) return n;
+    int64_t t0 = p->dx->spin_max_us ? tw_mono_us() : 0;
+    n = epoll_wait(p->ep, evs, MAX_EVENTS, timeout);
+    if (n > 0 && p->dx->spin_max_us)
+        p->spin_us = nng_spin_after_sleep(p->spin_us, tw_mono_us() - t0, p->dx->spin_max_us);
+    return n;
+}
+
 static void *poller_main(void *arg)
 {
     poller *p = arg;
@@ -287,7 +358,7 @@ static void *poller_main(void *arg)
     for (;;) {
         int timeout =
             atomic_load(&p->dx->accept_paused) && p == &p->dx->p[0] ? ACCEPT_RETRY_MS : -1;
-        int n = epoll_wait(p->ep, evs, MAX_EVENTS, timeout);
+        int n = next_events(p, evs, timeout);
         if (n < 0 && errno != EINTR) {
             tw_log_error(MOD, "epoll_wait: %s", strerror(errno));
             return NULL;
@@ -298,6 +369,10 @@ static void *poller_main(void *arg)
         for (int i = 0; i < n; i++) {
             int *kind = evs[i].data.ptr;
             if (!kind) { /* the stop eventfd */
+                if (p->spins)
+                    tw_log_debug(MOD, "poller %d: %llu spins, %llu caught an event",
+                                 (int)(p - p->dx->p), (unsigned long long)p->spins,
+                                 (unsigned long long)p->spin_hits);
                 nconn_thread_done();
                 return NULL;
             }
@@ -309,12 +384,16 @@ static void *poller_main(void *arg)
     }
 }
 
-int nng_direct_new(nng_bind *nb, int threads, nng_direct **out)
+int nng_direct_new(nng_bind *nb, int threads, int spin_us, nng_direct **out)
 {
     nng_direct *dx = calloc(1, sizeof *dx);
     if (!dx) return TW_ENOMEM;
     dx->nb = nb;
     dx->np = threads;
+    dx->spin_max_us = spin_us;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    dx->max_spinners = ncpu >= 4 ? (int)(ncpu / 2) : 1;
+    atomic_init(&dx->spinners, 0);
     pthread_mutex_init(&dx->accept_mu, NULL);
     dx->p = calloc((size_t)threads, sizeof *dx->p);
     if (!dx->p) {

@@ -103,6 +103,7 @@ struct nng_bind {
     char data_dir[1024];
     bool direct;    /* tcp:// and ipc:// on our own sockets (nng_direct.c) */
     int io_threads; /* their pollers */
+    int poll_spin_us; /* their busy-poll bound (nng_direct.c) */
     nng_direct *dx;
 
     nng_listener_ent *ls;
@@ -152,7 +153,7 @@ void nng_listener_set_bound(nng_listener_ent *le, int port);
 
 /* nng_direct.c */
 bool nng_direct_url(const char *url); /* tcp:// or ipc:// */
-int nng_direct_new(nng_bind *nb, int threads, nng_direct **out);
+int nng_direct_new(nng_bind *nb, int threads, int spin_us, nng_direct **out);
 int nng_direct_start(nng_direct *dx); /* the pollers */
 int nng_direct_listen(nng_direct *dx, nng_listener_ent *le);
 void nng_direct_close_listeners(nng_direct *dx);

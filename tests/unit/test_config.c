@@ -27,7 +27,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.max_body, 1024 * 1024);
     assert_int_equal(c.max_depth, 32);
     assert_int_equal(c.queue_ttl_ms, 3600 * 1000);
-    assert_int_equal(c.store_linger_ms, 0);
+    assert_int_equal(c.store_linger_ms, 20);
     assert_true(c.store_idle_priority);
     tw_config_free(&c);
 }
