@@ -16,6 +16,21 @@
  * sender: to the connection that asked if it is still open, else to the
  * client's other connections, else to its inbox.
  *
+ * The sender's statuses of a live action go out in order, and nothing after
+ * a final one: one thread at a time passes them on, the one that set the
+ * entry's `busy` (the invoking thread until it has answered `delivered`, the
+ * drain, the sweeper's late `delivered`, an agent's progress); whatever
+ * comes meanwhile (answers, a cancel, the Thing's deletion) waits in `held`
+ * and that thread passes it on after its own (pass_on()). A final status is
+ * sent by the thread that ends the live entry, after everything before it,
+ * and only if the store took it: when a cancel and the agent's result race,
+ * the store decides and only the winner is sent.
+ *
+ * Quiet actions ("progress": false): the sender hears the outcome only; a
+ * quiet action still running at a sweep gets its `delivered` then (ack_late).
+ * A sender that gave up waiting before that learns the id by asking for
+ * {"correlationID": ...} (queryaction or cancelaction), see action_ref().
+ *
  * Drain: when an agent comes online its queue is delivered in order with at
  * most cfg->drain_window actions in flight; final answers free slots, and
  * once a quarter of the window is free the sweeper thread claims the next
@@ -29,11 +44,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* An answer that arrived before its action's row was recorded. */
+/* A status waiting for the thread that passes the action's statuses on. */
 typedef struct held_answer {
     tw_status st;
     json_t *output, *error; /* references */
+    bool recorded;          /* decided and stored already (a cancel, the Thing deleted) */
 } held_answer;
+
+/* Progress held per action, at most: an agent chattering faster than its
+ * statuses are passed on loses the rest in its sender's view (the store
+ * still records it), never their order. Final statuses get a few more
+ * places (only the first one the store takes is sent). */
+#define HELD_MAX 1024
+#define HELD_MAX_FINAL (HELD_MAX + 16)
 
 /* An action handed to an agent and not yet finally answered. */
 typedef struct tw_live {
@@ -48,17 +71,21 @@ typedef struct tw_live {
     bool from_queue; /* holds a slot of the drain window */
     /* The sender asked for no progress ("progress": false): it hears the
      * final status only; `delivered` is withheld, and sent by the sweeper
-     * (once, acked) if the action is still running then. */
+     * (once, acked) if the action is still running then, unless the sender
+     * asked for the action by its correlationID first. */
     bool quiet, acked;
     int64_t created_ms;
     int64_t seq; /* the action's row, when known (drained), else 0 */
-    /* Delivered live, its row not recorded and `delivered` not sent yet:
-     * the agent's answers wait here, in order, and the invoking thread
-     * passes them on once it has done both (settle()). An agent can answer
-     * before the invoking thread gets there (on the binding's own sockets
-     * it often does); passed on at once, its `completed` would be written
-     * before the row exists, and reach the sender before `delivered`. */
-    bool unsettled;
+    /* A thread is passing this action's statuses to its sender (see the
+     * header): set by deliver() (the invoking thread or the drain first
+     * records the row and answers `delivered`), by the sweeper's late
+     * `delivered` and by an agent's progress. Everything else meanwhile
+     * waits in held, in order, and that thread passes it on (pass_on()).
+     * An agent can answer before the invoking thread gets there (on the
+     * binding's own sockets it often does); passed on at once, its
+     * `completed` would be written before the row exists, and reach the
+     * sender before `delivered`. */
+    bool busy;
     held_answer *held;
     size_t nheld, capheld;
 } tw_live;
@@ -142,6 +169,185 @@ static void notify_action(tw_runtime *rt, tw_conn *origin, const tw_action *a)
     tw_msg_unref(m);
 }
 
+/* Whom an action's statuses go to: borrowed from a tw_action the caller
+ * holds (sender_of_action) or from a copy of a tw_live (live_snap). */
+typedef struct sender_ref {
+    const char *action_id, *sender_id, *twin_id, *name, *correlation;
+    tw_op op;
+    tw_conn *origin;
+    int64_t seq; /* the row's, when known, for the store's updates */
+    bool quiet;
+} sender_ref;
+
+static sender_ref sender_of_action(const tw_action *a, tw_conn *origin, bool quiet)
+{
+    return (sender_ref){a->id, a->sender_id, a->thing_id, a->name, a->correlation_id,
+                        a->op, origin,       a->seq,      quiet};
+}
+
+static sender_ref sender_of_live(const tw_live *l)
+{
+    return (sender_ref){l->action_id, l->sender_id, l->twin_id, l->name, l->correlation,
+                        l->op,        l->origin,    l->seq,     l->quiet};
+}
+
+/* Copies what sender_of_live needs out of l (live_lock held), so it
+ * outlives the entry; false when out of memory. live_snap_drop frees. */
+static bool live_snap(const tw_live *l, tw_live *snap)
+{
+    *snap = *l;
+    snap->held = NULL;
+    snap->nheld = snap->capheld = 0;
+    snap->name = strdup(l->name);
+    snap->correlation = l->correlation ? strdup(l->correlation) : NULL;
+    snap->origin = l->origin ? tw_conn_ref(l->origin) : NULL;
+    if (snap->name && (snap->correlation || !l->correlation)) return true;
+    free(snap->name);
+    free(snap->correlation);
+    if (snap->origin) tw_conn_unref(snap->origin);
+    return false;
+}
+
+static void live_snap_drop(tw_live *snap)
+{
+    free(snap->name);
+    free(snap->correlation);
+    if (snap->origin) tw_conn_unref(snap->origin);
+}
+
+static void send_status(tw_runtime *rt, const sender_ref *w, tw_status st, json_t *output,
+                        json_t *error)
+{
+    tw_msg *m =
+        status_msg(w->op, w->twin_id, w->name, w->action_id, w->correlation, st, output, error);
+    if (!m) return;
+    to_sender(rt, w->origin, w->sender_id, m);
+    tw_msg_unref(m);
+}
+
+/* Appends a status to l->held (live_lock held); false when it cannot be
+ * held: beyond HELD_MAX (HELD_MAX_FINAL), or out of memory. */
+static bool hold(tw_live *l, tw_status st, json_t *output, json_t *error, bool recorded)
+{
+    if (l->nheld >= (tw_status_final(st) ? HELD_MAX_FINAL : HELD_MAX)) return false;
+    if (l->nheld == l->capheld) {
+        size_t nc = l->capheld ? l->capheld * 2 : 4;
+        held_answer *nh = realloc(l->held, nc * sizeof *nh);
+        if (!nh) return false;
+        l->held = nh;
+        l->capheld = nc;
+    }
+    l->held[l->nheld++] = (held_answer){st, output ? json_incref(output) : NULL,
+                                        error ? json_incref(error) : NULL, recorded};
+    return true;
+}
+
+static bool held_has_final(const tw_live *l)
+{
+    for (size_t i = 0; i < l->nheld; i++)
+        if (tw_status_final(l->held[i].st)) return true;
+    return false;
+}
+
+static void window_release(tw_runtime *rt, const char *agent_id);
+
+/*
+ * The thread that set the live entry's `busy` passes on what waits in its
+ * held, in order, then clears busy. Each answer is recorded first; one the
+ * store refuses (the action was finished by another decision: a cancel, the
+ * Thing deleted, whose own status is passed on by whoever holds the turn)
+ * is not sent, nor progress to a quiet sender, nor anything after the first
+ * final status sent. That one ends the live entry, removed only after it
+ * was sent, so nothing else can be sent for the action before it.
+ */
+static void pass_on(tw_runtime *rt, const sender_ref *w)
+{
+    bool finished = false;
+    for (int pass = 1;; pass++) {
+        pthread_mutex_lock(&rt->live_lock);
+        tw_live *l = tw_hmap_get(&rt->live, w->action_id);
+        if (!l) { /* forgotten by the sweep meanwhile */
+            pthread_mutex_unlock(&rt->live_lock);
+            return;
+        }
+        if (finished) {
+            tw_hmap_del(&rt->live, w->action_id);
+            pthread_mutex_unlock(&rt->live_lock);
+            if (l->from_queue) window_release(rt, l->agent_id);
+            live_free(l);
+            return;
+        }
+        /* An agent that keeps reporting progress must not keep this thread
+         * (a poller with other connections) here: after a few passes the
+         * turn is given up and the next answer (or the sweep) takes it with
+         * what waits; a final status waiting is passed on first. */
+        if (l->nheld == 0 || (pass > 8 && !held_has_final(l))) {
+            l->busy = false;
+            pthread_mutex_unlock(&rt->live_lock);
+            return;
+        }
+        held_answer *held = l->held;
+        size_t n = l->nheld;
+        l->held = NULL;
+        l->nheld = l->capheld = 0;
+        pthread_mutex_unlock(&rt->live_lock);
+        for (size_t i = 0; i < n && !finished; i++) {
+            held_answer *h = &held[i];
+            if (!h->recorded && rt->queue &&
+                tw_queue_update_seq(rt->queue, w->action_id, w->seq, h->st, h->output, h->error) ==
+                    TW_ECONFLICT)
+                continue; /* finished otherwise: that status is the one sent */
+            bool final = tw_status_final(h->st);
+            if (w->quiet && !final) continue; /* no progress wanted */
+            send_status(rt, w, h->st, h->output, h->error);
+            finished = final;
+        }
+        held_free(held, n);
+    }
+}
+
+/*
+ * A final status the router decided and recorded itself (a cancel, the
+ * Thing deleted) for an action that may be live: it ends the live entry
+ * and reaches the sender after every status before it (held for the thread
+ * that holds the turn, if any). Returns whether the action was live.
+ */
+static bool finish_decided(tw_runtime *rt, const tw_action *a)
+{
+    pthread_mutex_lock(&rt->live_lock);
+    tw_live *l = tw_hmap_get(&rt->live, a->id);
+    if (!l) {
+        pthread_mutex_unlock(&rt->live_lock);
+        notify_action(rt, NULL, a);
+        return false;
+    }
+    if ((l->busy || l->nheld) && hold(l, a->status, a->output, a->error, true)) {
+        if (l->busy) { /* its thread passes it on */
+            pthread_mutex_unlock(&rt->live_lock);
+            return true;
+        }
+        /* earlier statuses wait without a thread (given up): take the turn */
+        tw_live snap;
+        bool ok = live_snap(l, &snap);
+        l->busy = ok;
+        pthread_mutex_unlock(&rt->live_lock);
+        if (ok) {
+            sender_ref w = sender_of_live(&snap);
+            pass_on(rt, &w);
+            live_snap_drop(&snap);
+        }
+        return true;
+    }
+    if (l->busy || l->nheld) /* out of memory: unordered rather than lost */
+        tw_log_warn("router", "action %s: status passed on out of order (out of memory)", a->id);
+    tw_hmap_del(&rt->live, a->id);
+    pthread_mutex_unlock(&rt->live_lock);
+    notify_action(rt, NULL, a);
+    if (l->from_queue) window_release(rt, l->agent_id);
+    live_free(l);
+    return true;
+}
+
 /* ---- delivery to agents -------------------------------------------------- */
 
 typedef struct {
@@ -194,7 +400,7 @@ static int deliver(tw_runtime *rt, tw_conn *agent, const tw_action *a, tw_conn *
     l->quiet = quiet;
     l->created_ms = tw_now_ms();
     l->seq = a->seq;
-    l->unsettled = !from_queue; /* a drained action's row exists */
+    l->busy = true; /* the caller answers `delivered`, then pass_on() */
     int err = 0;
     pthread_mutex_lock(&rt->live_lock);
     tw_hmap_put(&rt->live, l->action_id, l, &err);
@@ -216,62 +422,6 @@ static int deliver(tw_runtime *rt, tw_conn *agent, const tw_action *a, tw_conn *
 }
 
 static void drain(tw_runtime *rt, const char *agent_id);
-
-/*
- * The invoking thread, after recording a live action's row and answering
- * `delivered`: passes on the answers the agent sent meanwhile (tw_live's
- * unsettled), in order, up to a final one; the next ones go their usual
- * way (tw_actions_agent_answer).
- */
-static void settle(tw_runtime *rt, const tw_action *a, tw_conn *origin, bool quiet)
-{
-    for (int pass = 1;; pass++) {
-        held_answer *held = NULL;
-        size_t n = 0, nall = 0;
-        tw_live *owned = NULL;
-        pthread_mutex_lock(&rt->live_lock);
-        tw_live *l = tw_hmap_get(&rt->live, a->id);
-        if (!l) {
-            pthread_mutex_unlock(&rt->live_lock);
-            return;
-        }
-        if (l->nheld == 0) { /* nothing held: later answers go their usual way */
-            l->unsettled = false;
-            pthread_mutex_unlock(&rt->live_lock);
-            return;
-        }
-        held = l->held;
-        n = nall = l->nheld;
-        l->held = NULL;
-        l->nheld = l->capheld = 0;
-        /* An agent that keeps reporting progress must not keep this thread
-         * (a poller with other connections) here: after a few passes the
-         * rest goes its usual way, unordered, like a full hold. */
-        if (pass >= 8) l->unsettled = false;
-        for (size_t i = 0; i < n && !owned; i++)
-            if (tw_status_final(held[i].st)) {
-                owned = tw_hmap_del(&rt->live, a->id);
-                n = i + 1;
-            }
-        pthread_mutex_unlock(&rt->live_lock);
-        for (size_t i = 0; i < n; i++) {
-            if (rt->queue)
-                tw_queue_update_seq(rt->queue, a->id, 0, held[i].st, held[i].output, held[i].error);
-            if (quiet && !tw_status_final(held[i].st)) continue; /* no progress wanted */
-            tw_msg *sm = status_msg(a->op, a->thing_id, a->name, a->id, a->correlation_id,
-                                    held[i].st, held[i].output, held[i].error);
-            if (sm) {
-                to_sender(rt, origin, a->sender_id, sm);
-                tw_msg_unref(sm);
-            }
-        }
-        held_free(held, nall);
-        if (owned || pass >= 8) {
-            live_free(owned);
-            return;
-        }
-    }
-}
 
 /* A queued action whose delivery failed after it was claimed: it is not
  * retried (that could run it twice), it fails and its sender is told. */
@@ -343,6 +493,8 @@ static void drain(tw_runtime *rt, const char *agent_id)
             delivered++;
             a->status = TW_STATUS_DELIVERED;
             notify_action(rt, NULL, a);
+            sender_ref w = sender_of_action(a, NULL, false);
+            pass_on(rt, &w); /* answers that came meanwhile */
         }
         tw_action_list_free(list, n);
         if (agent) tw_conn_unref(agent);
@@ -511,7 +663,8 @@ void tw_actions_request(tw_mw_call *call)
             if (!quiet)
                 tw_router_reply(call, status_msg(op, a.thing_id, a.name, a.id, a.correlation_id,
                                                  TW_STATUS_DELIVERED, NULL, NULL));
-            settle(rt, &a, call->conn, quiet);
+            sender_ref w = sender_of_action(&a, call->conn, quiet);
+            pass_on(rt, &w); /* answers that came meanwhile */
             return;
         }
         /* The connection went away under us: fall through to the offline path. */
@@ -555,17 +708,6 @@ void tw_actions_request(tw_mw_call *call)
 
 /* ---- answers from agents ----------------------------------------------------- */
 
-static bool grow_held(tw_live *l)
-{
-    size_t nc = l->capheld ? l->capheld * 2 : 4;
-    if (nc > 1024) return false; /* an agent chattering before settle(): go on unordered */
-    held_answer *nh = realloc(l->held, nc * sizeof *nh);
-    if (!nh) return false;
-    l->held = nh;
-    l->capheld = nc;
-    return true;
-}
-
 void tw_actions_agent_answer(tw_mw_call *call)
 {
     tw_runtime *rt = call->rt;
@@ -588,32 +730,34 @@ void tw_actions_agent_answer(tw_mw_call *call)
     if (st == TW_STATUS_QUEUED || st == TW_STATUS_EXPIRED || st == TW_STATUS_DELIVERED)
         st = TW_STATUS_RUNNING; /* those are the runtime's to say */
 
-    /* Copy what we need under the lock: a concurrent final answer may free
-     * the live entry as soon as we let go. */
+    /* Decide under the lock what becomes of the answer (see the header). */
+    enum { NOT_LIVE, HELD, RECORD_ONLY, TAKE_TURN, SEND_TAKE_TURN, SEND_FINAL } what = NOT_LIVE;
     tw_live snap;
     memset(&snap, 0, sizeof snap);
     tw_live *owned = NULL;
+    int64_t seq = 0;
     pthread_mutex_lock(&rt->live_lock);
     tw_live *l = tw_hmap_get(&rt->live, action_id);
     bool found = l != NULL, mine = l && strcmp(l->agent_id, id->client_id) == 0;
-    if (mine && l->unsettled) { /* the invoking thread passes it on (settle) */
-        if (l->nheld < l->capheld || grow_held(l)) {
-            l->held[l->nheld++] = (held_answer){st, output ? json_incref(output) : NULL,
-                                                error ? json_incref(error) : NULL};
-            pthread_mutex_unlock(&rt->live_lock);
-            return;
-        }
-    }
     if (mine) {
-        if (tw_status_final(st)) {
+        seq = l->seq;
+        if (l->busy || l->nheld) {
+            /* another thread has the turn, or statuses wait without one:
+             * this one waits behind them (and takes the turn if free) */
+            if (!hold(l, st, output, error, false))
+                what = RECORD_ONLY;
+            else if (l->busy)
+                what = HELD;
+            else
+                what = (l->busy = live_snap(l, &snap)) ? TAKE_TURN : HELD;
+        } else if (tw_status_final(st)) {
             tw_hmap_del(&rt->live, action_id);
             owned = l;
-            snap = *l;
+            what = SEND_FINAL;
+        } else if (l->quiet) {
+            what = RECORD_ONLY; /* the sender wants no progress */
         } else {
-            snap = *l;
-            snap.name = strdup(l->name);
-            snap.correlation = l->correlation ? strdup(l->correlation) : NULL;
-            snap.origin = l->origin ? tw_conn_ref(l->origin) : NULL;
+            what = (l->busy = live_snap(l, &snap)) ? SEND_TAKE_TURN : RECORD_ONLY;
         }
     }
     pthread_mutex_unlock(&rt->live_lock);
@@ -642,33 +786,72 @@ void tw_actions_agent_answer(tw_mw_call *call)
                                                    "correlationID"));
         return;
     }
-    if (rt->queue) tw_queue_update_seq(rt->queue, action_id, snap.seq, st, output, error);
-    tw_msg *sm = snap.quiet && !tw_status_final(st)
-                     ? NULL /* the sender wants no progress */
-                     : status_msg(snap.op, snap.twin_id, snap.name, snap.action_id,
-                                  snap.correlation, st, output, error);
-    if (sm) {
-        to_sender(rt, snap.origin, snap.sender_id, sm);
-        tw_msg_unref(sm);
+    if (what == HELD) return;
+    if (what == TAKE_TURN) {
+        sender_ref w = sender_of_live(&snap);
+        pass_on(rt, &w);
+        live_snap_drop(&snap);
+        return;
     }
-    if (owned) {
+    /* A status the store refuses (finished otherwise, e.g. cancelled) is
+     * not sent: the decision that won is. */
+    bool taken = !rt->queue ||
+                 tw_queue_update_seq(rt->queue, action_id, seq, st, output, error) != TW_ECONFLICT;
+    if (what == SEND_FINAL) {
+        sender_ref w = sender_of_live(owned);
+        if (taken) send_status(rt, &w, st, output, error);
+        if (owned->from_queue) window_release(rt, owned->agent_id);
         live_free(owned);
-        if (snap.from_queue) window_release(rt, snap.agent_id);
-    } else {
-        free(snap.name);
-        free(snap.correlation);
-        if (snap.origin) tw_conn_unref(snap.origin);
+    } else if (what == SEND_TAKE_TURN) {
+        sender_ref w = sender_of_live(&snap);
+        if (taken) send_status(rt, &w, st, output, error);
+        pass_on(rt, &w); /* what came meanwhile; gives the turn back */
+        live_snap_drop(&snap);
     }
 }
 
 /* ---- queries and cancel ---------------------------------------------------------- */
 
-static const char *action_ref(const tw_msg *m)
+/* The caller's own live action that it invoked with correlationID corr
+ * (live_lock taken here); its id goes to out. A walk of the live actions:
+ * only callers that gave up waiting before they learned the id ask. The
+ * sweeper's late `delivered` is not sent after this: the caller has the id. */
+static bool live_by_correlation(tw_runtime *rt, const char *sender, const char *corr,
+                                char out[TW_ID_MAX])
+{
+    bool found = false;
+    pthread_mutex_lock(&rt->live_lock);
+    size_t pos = 0;
+    void *v;
+    while (!found && tw_hmap_next(&rt->live, &pos, NULL, &v)) {
+        tw_live *l = v;
+        if (!l->correlation || strcmp(l->correlation, corr) || strcmp(l->sender_id, sender))
+            continue;
+        tw_strlcpy(out, l->action_id, TW_ID_MAX);
+        l->acked = found = true;
+    }
+    pthread_mutex_unlock(&rt->live_lock);
+    return found;
+}
+
+/* The action a queryaction or cancelaction is about: input "<id>",
+ * {"actionID": "<id>"} or {"correlationID": "<c>"}, the caller's own action
+ * that it invoked with correlationID c while that action is live (delivered
+ * and not finished): a synchronous call that gave up waiting before it
+ * learned the action id (a quiet one hears no `delivered` until the sweep)
+ * asks this way. Else the request's own correlationID. NULL: none. */
+static const char *action_ref(tw_runtime *rt, const tw_identity *id, const tw_msg *m,
+                              char buf[TW_ID_MAX])
 {
     json_t *in = tw_msg_get(m, "input");
     if (json_is_string(in)) return json_string_value(in);
     if (json_is_object(in) && json_is_string(json_object_get(in, "actionID")))
         return json_string_value(json_object_get(in, "actionID"));
+    if (json_is_object(in) && json_is_string(json_object_get(in, "correlationID")))
+        return live_by_correlation(rt, id->client_id,
+                                   json_string_value(json_object_get(in, "correlationID")), buf)
+                   ? buf
+                   : NULL;
     return tw_msg_correlation(m);
 }
 
@@ -703,7 +886,8 @@ void tw_actions_query(tw_mw_call *call)
         tw_router_reply_output(call, arr);
         return;
     }
-    const char *ref = action_ref(call->msg);
+    char ref_buf[TW_ID_MAX];
+    const char *ref = action_ref(rt, id, call->msg, ref_buf);
     tw_action *a = NULL;
     int rc = ref ? tw_queue_get(rt->queue, ref, &a) : TW_ENOTFOUND;
     if (rc == 0 && !may_see(id, a)) rc = TW_ENOTFOUND; /* do not reveal others' actions */
@@ -731,32 +915,24 @@ void tw_actions_query(tw_mw_call *call)
                       rc, rc == TW_ECONFLICT ? "the action has already finished" : NULL, "input"));
         return;
     }
-    pthread_mutex_lock(&rt->live_lock);
-    tw_live *l = tw_hmap_del(&rt->live, a->id);
-    pthread_mutex_unlock(&rt->live_lock);
-    if (l) { /* tell the agent to stop */
-        tw_conn *agent = agent_conn(rt, l->agent_id);
+    tw_router_reply_output(call, tw_action_json(cancelled));
+    /* The original sender hears of it too (it may be another connection),
+     * after whatever was on its way to it before (finish_decided). */
+    if (finish_decided(rt, cancelled)) { /* it was live: tell the agent to stop */
+        tw_conn *agent = agent_conn(rt, cancelled->agent_id);
         char buf[TW_THING_ID_MAX];
         const char *ag, *local;
-        if (agent && tw_twin_id_split(l->twin_id, buf, &ag, &local) == 0) {
-            tw_msg *req = tw_msg_new(TW_TYPE_REQUEST, TW_OP_CANCELACTION, local, l->name);
+        if (agent && tw_twin_id_split(cancelled->thing_id, buf, &ag, &local) == 0) {
+            tw_msg *req = tw_msg_new(TW_TYPE_REQUEST, TW_OP_CANCELACTION, local, cancelled->name);
             if (req) {
-                tw_msg_set_str(req, "correlationID", l->action_id);
-                tw_msg_set_str(req, "input", l->action_id);
+                tw_msg_set_str(req, "correlationID", cancelled->id);
+                tw_msg_set_str(req, "input", cancelled->id);
                 tw_conn_send(agent, req);
                 tw_msg_unref(req);
             }
         }
         if (agent) tw_conn_unref(agent);
-        bool from_queue = l->from_queue;
-        char agent_id[TW_ID_MAX];
-        tw_strlcpy(agent_id, l->agent_id, sizeof agent_id);
-        live_free(l);
-        if (from_queue) window_release(rt, agent_id);
     }
-    tw_router_reply_output(call, tw_action_json(cancelled));
-    /* The original sender hears of it too (it may be another connection). */
-    notify_action(rt, NULL, cancelled);
     tw_action_free(cancelled);
     tw_action_free(a);
 }
@@ -768,22 +944,31 @@ static void notify_cb(void *arg, const tw_action *a)
     notify_action(arg, NULL, a);
 }
 
+/* An action failed because its Thing was deleted: a live one ends, after
+ * what was on its way to the sender (the agent's later answer is refused). */
+static void deleted_cb(void *arg, const tw_action *a)
+{
+    finish_decided(arg, a);
+}
+
 void tw_actions_thing_deleted(tw_runtime *rt, const char *twin_id)
 {
     if (!rt->queue) return;
     json_t *p = tw_problem_new(410, "thing-deleted", "gone", "the Thing was deleted", NULL);
-    tw_queue_fail_thing(rt->queue, twin_id, p, notify_cb, rt);
+    tw_queue_fail_thing(rt->queue, twin_id, p, deleted_cb, rt);
     json_decref(p);
 }
 
 /* A quiet action (see tw_live) still running at a sweep: its sender gets
  * the withheld `delivered` now, so a caller that gives up waiting still
- * learns the action id (to query or cancel it). The entry is marked
- * unsettled first, so an answer arriving meanwhile waits and is passed on
- * after `delivered` (settle()), never before it. */
+ * learns the action id (to query or cancel it). The sweeper takes the
+ * entry's turn first (busy), so whatever comes meanwhile (the agent's
+ * answer, a cancel) waits and is passed on after `delivered`, never before
+ * it. Statuses left waiting by a thread that gave up its turn (pass_on) are
+ * passed on here too. */
 typedef struct late_ack {
-    tw_action a;
-    tw_conn *origin;
+    tw_live snap;
+    bool ack; /* send `delivered` first */
 } late_ack;
 
 static void ack_late(tw_runtime *rt)
@@ -796,7 +981,9 @@ static void ack_late(tw_runtime *rt)
     void *v;
     while (tw_hmap_next(&rt->live, &pos, NULL, &v)) {
         tw_live *l = v;
-        if (!l->quiet || l->acked || l->unsettled || l->created_ms > young) continue;
+        if (l->busy) continue;
+        bool ack = l->quiet && !l->acked && l->created_ms <= young;
+        if (!ack && l->nheld == 0) continue;
         if (n == cap) {
             size_t nc = cap ? cap * 2 : 16;
             late_ack *nl = realloc(list, nc * sizeof *nl);
@@ -804,37 +991,18 @@ static void ack_late(tw_runtime *rt)
             list = nl;
             cap = nc;
         }
-        late_ack *x = &list[n];
-        memset(x, 0, sizeof *x);
-        memcpy(x->a.id, l->action_id, sizeof x->a.id);
-        x->a.op = l->op;
-        x->a.thing_id = strdup(l->twin_id);
-        x->a.name = strdup(l->name);
-        x->a.sender_id = strdup(l->sender_id);
-        x->a.correlation_id = l->correlation ? strdup(l->correlation) : NULL;
-        x->a.status = TW_STATUS_DELIVERED;
-        if (!x->a.thing_id || !x->a.name || !x->a.sender_id ||
-            (l->correlation && !x->a.correlation_id)) {
-            free(x->a.thing_id);
-            free(x->a.name);
-            free(x->a.sender_id);
-            free(x->a.correlation_id);
-            break;
-        }
-        x->origin = l->origin ? tw_conn_ref(l->origin) : NULL;
-        l->acked = l->unsettled = true;
-        n++;
+        if (!live_snap(l, &list[n].snap)) break;
+        list[n++].ack = ack;
+        l->busy = true;
+        if (ack) l->acked = true;
     }
     pthread_mutex_unlock(&rt->live_lock);
     for (size_t i = 0; i < n; i++) {
         late_ack *x = &list[i];
-        notify_action(rt, x->origin, &x->a);
-        settle(rt, &x->a, x->origin, true);
-        if (x->origin) tw_conn_unref(x->origin);
-        free(x->a.thing_id);
-        free(x->a.name);
-        free(x->a.sender_id);
-        free(x->a.correlation_id);
+        sender_ref w = sender_of_live(&x->snap);
+        if (x->ack) send_status(rt, &w, TW_STATUS_DELIVERED, NULL, NULL);
+        pass_on(rt, &w);
+        live_snap_drop(&x->snap);
     }
     free(list);
 }

@@ -552,6 +552,204 @@ static void test_settle_keeps_order(void **state)
     tw_loop_close(ag);
 }
 
+/* A consumer whose at-th status brings other messages (a cancel, the
+ * agent's answer, the Thing's deletion), injected before that status is
+ * seen: as if their threads' sends had overtaken it. What the consumer
+ * sees must still be in order. */
+typedef struct probe {
+    tw_status st[16];
+    int n, at;
+    tw_loop_conn *from[4];
+    char line[4][512];
+    int nlines;
+} probe;
+
+static void probe_add(probe *p, tw_loop_conn *from, const char *fmt, const char *action_id)
+{
+    p->from[p->nlines] = from;
+    snprintf(p->line[p->nlines++], sizeof p->line[0], fmt, action_id);
+}
+
+static void probe_sees(void *arg, tw_loop_conn *c, tw_msg *m)
+{
+    (void)c;
+    probe *p = arg;
+    if (p->n + 1 == p->at)
+        for (int i = 0; i < p->nlines; i++)
+            tw_loop_inject_json(p->from[i], p->line[i]);
+    if (p->n < 16) p->st[p->n++] = tw_msg_status(m);
+}
+
+static const char *CANCEL =
+    "{\"type\":\"request\",\"operation\":\"cancelaction\",\"input\":\"%s\"}";
+static const char *RESULT = "{\"type\":\"response\",\"operation\":\"invokeaction\","
+                            "\"thingID\":\"lamp\",\"name\":\"blink\",\"correlationID\":\"%s\","
+                            "\"output\":1}";
+
+static const char *stored_status(fixture *f, tw_loop_conn *c, const char *action_id)
+{
+    static char st[32];
+    say(c, "{\"type\":\"request\",\"operation\":\"queryaction\",\"input\":\"%s\"}", action_id);
+    tw_msg *q = next(c);
+    tw_strlcpy(st, json_string_value(json_object_get(tw_msg_get(q, "output"), "status")),
+               sizeof st);
+    tw_msg_unref(q);
+    (void)f;
+    return st;
+}
+
+/* A cancel while the sweeper sends a quiet action's late `delivered`: the
+ * sender hears `cancelled` after it, never before (before: the cancel sent
+ * its status at once and could overtake `delivered`). With the agent's
+ * result already waiting, the store decides: the cancel came first there,
+ * so `cancelled` is sent and the result is not. */
+static void test_quiet_cancel_after_late_delivered(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *ag = agent_with_lamp(f);
+    tw_loop_conn *c = client(f, "op1", TW_ROLE_OPERATOR);
+    tw_loop_conn *adm = client(f, "adm", TW_ROLE_ADMIN);
+    for (int with_result = 0; with_result < 2; with_result++) {
+        char action_id[TW_ID_MAX];
+        quiet_invoke(c, ag, with_result ? "q2" : "q1", action_id);
+        assert_null(tw_loop_next(c, 50)); /* older than the sweep's 10 ms by now */
+        probe p = {.at = 1};
+        if (with_result) probe_add(&p, ag, RESULT, action_id);
+        probe_add(&p, adm, CANCEL, action_id);
+        tw_loop_set_responder(c, probe_sees, &p);
+        tw_router_sweep(f->rt);
+        tw_loop_set_responder(c, NULL, NULL);
+        assert_int_equal(p.n, 2);
+        assert_int_equal(p.st[0], TW_STATUS_DELIVERED);
+        assert_int_equal(p.st[1], TW_STATUS_CANCELLED);
+        tw_msg *r = next(adm);
+        assert_int_equal(error_status(r), 0);
+        tw_msg_unref(r);
+        tw_msg *stop = next(ag); /* the agent is told to stop */
+        assert_int_equal(tw_msg_get_op(stop), TW_OP_CANCELACTION);
+        assert_string_equal(tw_msg_correlation(stop), action_id);
+        tw_msg_unref(stop);
+        say(ag, RESULT, action_id); /* too late: refused, not passed on */
+        assert_null(tw_loop_next(c, 50));
+        assert_string_equal(stored_status(f, c, action_id), "cancelled");
+    }
+    tw_loop_close(adm);
+    tw_loop_close(c);
+    tw_loop_close(ag);
+}
+
+/* The Thing deleted while the late `delivered` is on its way: `failed`
+ * comes after it. */
+static void test_quiet_thing_deleted_after_late_delivered(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *ag = agent_with_lamp(f);
+    tw_loop_conn *c = client(f, "op1", TW_ROLE_OPERATOR);
+    char action_id[TW_ID_MAX];
+    quiet_invoke(c, ag, "q1", action_id);
+    assert_null(tw_loop_next(c, 50));
+    probe p = {.at = 1};
+    probe_add(&p, ag, "{\"type\":\"request\",\"operation\":\"deletething\",\"thingID\":\"lamp\"}",
+              "");
+    tw_loop_set_responder(c, probe_sees, &p);
+    tw_router_sweep(f->rt);
+    tw_loop_set_responder(c, NULL, NULL);
+    assert_int_equal(p.n, 2);
+    assert_int_equal(p.st[0], TW_STATUS_DELIVERED);
+    assert_int_equal(p.st[1], TW_STATUS_FAILED);
+    tw_msg_unref(next(ag));     /* deletething's answer */
+    say(ag, RESULT, action_id); /* refused: the action failed */
+    assert_null(tw_loop_next(c, 50));
+    tw_loop_close(c);
+    tw_loop_close(ag);
+}
+
+/* A cancel while the agent's progress is on its way to the sender: the
+ * progress first, then `cancelled`. */
+static void test_cancel_after_progress(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *ag = agent_with_lamp(f);
+    tw_loop_conn *c = client(f, "op1", TW_ROLE_OPERATOR);
+    say(c, "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dtw:ag:lamp\","
+           "\"name\":\"blink\",\"correlationID\":\"p\"}");
+    tw_msg *ack = next(c);
+    assert_int_equal(tw_msg_status(ack), TW_STATUS_DELIVERED);
+    tw_msg_unref(ack);
+    char action_id[TW_ID_MAX];
+    tw_msg *req = next(ag);
+    tw_strlcpy(action_id, tw_msg_correlation(req), sizeof action_id);
+    tw_msg_unref(req);
+    tw_loop_conn *adm = client(f, "adm", TW_ROLE_ADMIN);
+    probe p = {.at = 1};
+    probe_add(&p, adm, CANCEL, action_id);
+    tw_loop_set_responder(c, probe_sees, &p);
+    say(ag,
+        "{\"type\":\"notification\",\"operation\":\"invokeaction\",\"thingID\":\"lamp\","
+        "\"name\":\"blink\",\"correlationID\":\"%s\",\"status\":\"running\"}",
+        action_id);
+    tw_loop_set_responder(c, NULL, NULL);
+    assert_int_equal(p.n, 2);
+    assert_int_equal(p.st[0], TW_STATUS_RUNNING);
+    assert_int_equal(p.st[1], TW_STATUS_CANCELLED);
+    tw_msg *r = next(adm);
+    assert_int_equal(error_status(r), 0);
+    tw_msg_unref(r);
+    tw_loop_close(adm);
+    tw_loop_close(c);
+    tw_loop_close(ag);
+}
+
+/* A sender that gave up waiting for a quiet action before it learned the
+ * id asks by its correlationID (libtwin's synchronous invoke on timeout):
+ * queryaction and cancelaction find its own live action; the sweep then
+ * sends no late `delivered`; nobody else finds it that way. */
+static void test_quiet_action_by_correlation(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *ag = agent_with_lamp(f);
+    tw_loop_conn *c = client(f, "op1", TW_ROLE_OPERATOR);
+    tw_loop_conn *other = client(f, "op2", TW_ROLE_OPERATOR);
+    char action_id[TW_ID_MAX];
+    quiet_invoke(c, ag, "q1", action_id);
+    assert_null(tw_loop_next(c, 50));
+    say(other, "{\"type\":\"request\",\"operation\":\"queryaction\","
+               "\"correlationID\":\"ask\",\"input\":{\"correlationID\":\"q1\"}}");
+    tw_msg *q = next(other);
+    assert_int_equal(error_status(q), 404);
+    tw_msg_unref(q);
+    say(c, "{\"type\":\"request\",\"operation\":\"queryaction\","
+           "\"correlationID\":\"ask\",\"input\":{\"correlationID\":\"q1\"}}");
+    q = next(c);
+    assert_int_equal(error_status(q), 0);
+    json_t *out = tw_msg_get(q, "output");
+    assert_string_equal(json_string_value(json_object_get(out, "id")), action_id);
+    assert_string_equal(json_string_value(json_object_get(out, "status")), "delivered");
+    tw_msg_unref(q);
+    tw_router_sweep(f->rt);
+    assert_null(tw_loop_next(c, 50)); /* the sender has the id: no late `delivered` */
+    say(c, "{\"type\":\"request\",\"operation\":\"cancelaction\","
+           "\"correlationID\":\"ask\",\"input\":{\"correlationID\":\"q1\"}}");
+    q = next(c);
+    assert_int_equal(error_status(q), 0);
+    assert_string_equal(json_string_value(json_object_get(tw_msg_get(q, "output"), "id")),
+                        action_id);
+    tw_msg_unref(q);
+    q = next(c);
+    assert_int_equal(tw_msg_status(q), TW_STATUS_CANCELLED);
+    assert_string_equal(tw_msg_correlation(q), "q1");
+    tw_msg_unref(q);
+    /* finished: no longer live, not found that way */
+    say(c, "{\"type\":\"request\",\"operation\":\"queryaction\","
+           "\"correlationID\":\"ask\",\"input\":{\"correlationID\":\"q1\"}}");
+    q = next(c);
+    assert_int_equal(error_status(q), 404);
+    tw_msg_unref(q);
+    tw_loop_close(other);
+    tw_loop_close(c);
+    tw_loop_close(ag);
+}
+
 static void test_rpc_and_unqueueable_offline(void **state)
 {
     fixture *f = *state;
@@ -942,6 +1140,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_settle_keeps_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quiet_invoke_final_only, setup_no_sweep, teardown),
         cmocka_unit_test_setup_teardown(test_quiet_invoke_late_delivered, setup_no_sweep, teardown),
+        cmocka_unit_test_setup_teardown(test_quiet_cancel_after_late_delivered, setup_no_sweep,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_quiet_thing_deleted_after_late_delivered,
+                                        setup_no_sweep, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_after_progress, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quiet_action_by_correlation, setup_no_sweep, teardown),
         cmocka_unit_test_setup_teardown(test_rpc_and_unqueueable_offline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_then_drain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_offline_consumer_inbox, setup, teardown),
