@@ -31,7 +31,7 @@
  * removes it and drops the reference the registration held (nng_conn.c,
  * nconn_on_event). Listening sockets are on the first poller.
  *
- * Busy polling (config nng.poll_spin_us, default 0 = off). Every hop of a
+ * Busy polling (config nng.poll_spin_us, default 100; 0 is off). Every hop of a
  * round trip that finds its poller asleep pays a wake-up; on the 2-core
  * virtual machine this was measured on (a PVM guest, where switching
  * between processes is dear), one wake-up of twind costs about as much as
