@@ -35,7 +35,9 @@
  * their response; actions (invokeaction, writeproperty) see every status
  * the runtime reports (all of them are responses with the request's
  * correlationID) and complete with a final one. Async timeouts are checked
- * by the callback thread every 100 ms.
+ * by the callback thread every 100 ms. A synchronous action call that times
+ * out before any status named its action asks the runtime for it by its
+ * correlationID (learn_action_id), so the caller can query or cancel it.
  */
 #include "sdk_int.h"
 
@@ -50,6 +52,12 @@
 #include <time.h>
 
 #define MAX_JOBS 65536
+
+/* How long a synchronous action call that timed out without the action's
+ * id waits more to learn it (learn_action_id): its own timeout, within
+ * these bounds. Normally one round trip. */
+#define ID_GRACE_MIN_MS 100
+#define ID_GRACE_MAX_MS 1000
 
 const char *tw_client_state_name(tw_client_state s)
 {
@@ -429,7 +437,7 @@ static void pending_finish(tw_client *c, pending *p, int rc, bool notify_async)
     p->done = true;
     p->rc = rc;
     if (p->sync) {
-        pthread_cond_signal(&p->cond);
+        pthread_cond_signal(p->wake ? p->wake : &p->cond);
         return;
     }
     if (notify_async && p->fn) {
@@ -816,7 +824,10 @@ static void handle_response(tw_client *c, tw_msg *m)
             sdk_push_job_locked(c, j);
         }
     }
-    if (final) pending_finish(c, p, rc_of(st, err), true);
+    if (final)
+        pending_finish(c, p, rc_of(st, err), true);
+    else if (p->want_id && aid)
+        pthread_cond_signal(&p->cond); /* learn_action_id waits for it */
     pthread_mutex_unlock(&c->mtx);
 }
 
@@ -879,6 +890,56 @@ static int pending_add(tw_client *c, pending *p)
     return err ? (c->closing ? TW_ECLOSED : TW_ENOMEM) : 0;
 }
 
+/*
+ * A synchronous action call whose time ran out before any status named the
+ * action: a quiet call (see tw_consumer_invoke) hears no `delivered` from
+ * the runtime until its sweep, so without this the caller could neither
+ * query nor cancel the action it started. Asks the runtime which live
+ * action of ours has the call's correlationID (a queryaction with input
+ * {"correlationID": ...}) and waits up to grace_ms for that answer or for
+ * any status of the action (a final one completes the call after all; a
+ * `queued` whose commit was slow names it too). mtx held on entry and exit;
+ * p stays in the table throughout, so no status is missed meanwhile.
+ */
+static void learn_action_id(tw_client *c, pending *p, int grace_ms)
+{
+    pthread_mutex_unlock(&c->mtx);
+    char qcorr[TW_ID_MAX];
+    json_t *env = sdk_request(c, "queryaction", NULL, NULL, qcorr);
+    if (env) json_object_set_new(env, "input", json_pack("{s:s}", "correlationID", p->corr));
+    size_t len = 0;
+    char *line = env ? encode(env, &len) : NULL;
+    json_decref(env);
+    pending *q = line ? pending_new(c, qcorr, PEND_PLAIN, true) : NULL;
+    if (q) q->wake = &p->cond; /* one condition for both: its answer, or p's status */
+    int rc = q ? pending_add(c, q) : TW_ENOMEM;
+    if (rc == 0)
+        rc = sdk_enqueue_line(c, line, len, OUT_REQUEST, qcorr);
+    else
+        free(line);
+    pthread_mutex_lock(&c->mtx);
+    if (!q) return;
+    if (rc == 0) {
+        p->want_id = true;
+        struct timespec ts;
+        abstime(&ts, grace_ms);
+        while (!p->done && !p->last.action_id[0] && !(q->done && q->rc == 0))
+            if (pthread_cond_timedwait(&p->cond, &c->mtx, &ts) == ETIMEDOUT) break;
+        p->want_id = false;
+    }
+    if (!q->done) tw_hmap_del(&c->pend, q->corr);
+    if (!p->done && !p->last.action_id[0] && q->done && q->rc == 0) {
+        json_t *out = json_object_get(q->response, "output");
+        const char *aid = json_string_value(json_object_get(out, "id"));
+        tw_status st = tw_status_parse(json_string_value(json_object_get(out, "status")));
+        if (aid) {
+            tw_strlcpy(p->last.action_id, aid, sizeof p->last.action_id);
+            if (st != TW_STATUS_NONE) p->last.status = st;
+        }
+    }
+    pending_free(q);
+}
+
 /* Sends the line (ownership taken) and waits; on return p is out of the
  * table and owned by the caller. */
 static int wait_pending(tw_client *c, pending *p, char *line, size_t len, int timeout_ms)
@@ -897,9 +958,15 @@ static int wait_pending(tw_client *c, pending *p, char *line, size_t len, int ti
         return rc;
     }
     struct timespec ts;
-    abstime(&ts, timeout_ms > 0 ? timeout_ms : c->o.request_timeout_ms);
+    int wait_ms = timeout_ms > 0 ? timeout_ms : c->o.request_timeout_ms;
+    abstime(&ts, wait_ms);
     while (!p->done)
         if (pthread_cond_timedwait(&p->cond, &c->mtx, &ts) == ETIMEDOUT) break;
+    if (!p->done && p->kind == PEND_ACTION && !p->last.action_id[0])
+        learn_action_id(c, p,
+                        wait_ms < ID_GRACE_MIN_MS   ? ID_GRACE_MIN_MS
+                        : wait_ms > ID_GRACE_MAX_MS ? ID_GRACE_MAX_MS
+                                                    : wait_ms);
     if (!p->done) {
         tw_hmap_del(&c->pend, p->corr);
         rc = TW_ETIMEDOUT;

@@ -100,7 +100,8 @@ typedef struct tw_client_opts {
     tw_client_state_fn on_state; /* may be NULL; runs on the callback thread */
     void *state_arg;
     /* Action statuses no call of this client waits for: those of actions
-     * invoked before a restart, replayed from the inbox after the login
+     * invoked before a restart, replayed from the inbox after the login,
+     * and those arriving after a synchronous call timed out
      * (res->action_id names the action). May be NULL. Callback thread. */
     tw_action_fn on_action_status;
     void *action_status_arg;
@@ -278,9 +279,15 @@ void tw_action_result_clear(tw_action_result *r); /* drops output and error */
  * connected agent the runtime sends no `delivered` and no `running`, only
  * the outcome (one message instead of two on the round trip); if the action
  * is still running at the runtime's next sweep (sweep_ms, 1 s by default)
- * it sends `delivered` then, so a caller that times out after that has the
- * action id in res to query or cancel it. tw_consumer_invoke_async reports
- * every status.
+ * it sends `delivered` then. A call that times out before any status named
+ * the action asks the runtime which action it started (a queryaction with
+ * input {"correlationID": ...}) and waits for the answer up to timeout_ms
+ * more (at least 100 ms, at most 1 s; normally one round trip): on
+ * TW_ETIMEDOUT res->action_id then names the action (res->status is its
+ * stored status) for tw_consumer_query_action or tw_consumer_cancel, unless
+ * the runtime no longer had it live; its later statuses go to
+ * opts.on_action_status. If the outcome arrives meanwhile, it is returned
+ * as if in time. tw_consumer_invoke_async reports every status.
  */
 int tw_consumer_invoke(tw_client *c, const char *twin_id, const char *name, json_t *input,
                        int timeout_ms, tw_action_result *res);

@@ -41,10 +41,13 @@ typedef enum { PEND_PLAIN = 0, PEND_ACTION } pend_kind;
 typedef struct pending {
     char corr[TW_ID_MAX];
     pend_kind kind;
-    /* synchronous callers wait on cond; asynchronous ones have fn */
+    /* synchronous callers wait on cond (or on *wake: a call that waits
+     * for this one and another together); asynchronous ones have fn */
     pthread_cond_t cond;
+    pthread_cond_t *wake;
     bool sync;
     bool done;
+    bool want_id; /* a sync action's waiter wants a wake-up as soon as the id is known */
     int rc;
     json_t *response; /* PEND_PLAIN: the response envelope */
     tw_action_result last;
@@ -175,7 +178,9 @@ int sdk_enqueue_value(tw_client *c, const char *line, size_t len);
  * status (action). env stolen. */
 int sdk_call(tw_client *c, json_t *env, const char *corr, int timeout_ms, json_t **response);
 /* The action calls take the request as an encoded line (ownership taken;
- * NULL means an allocation failed). */
+ * NULL means an allocation failed). A synchronous one whose time runs out
+ * before any status named the action asks the runtime for it (see
+ * tw_consumer_invoke). */
 int sdk_call_action(tw_client *c, char *line, size_t len, const char *corr, int timeout_ms,
                     tw_action_result *res);
 int sdk_call_action_async(tw_client *c, char *line, size_t len, const char *corr, int timeout_ms,

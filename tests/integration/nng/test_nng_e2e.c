@@ -15,6 +15,10 @@
  *                   problems; an oversized line gets 413 and a close
  *   slow_consumer   a consumer that stops reading is disconnected when its
  *                   bounded queue fills, and the agent is unaffected
+ *   sync_timeout_names_action
+ *                   a synchronous invoke or write that times out before
+ *                   twind said `delivered` still names its action, which
+ *                   the consumer then queries and cancels
  */
 #include "harness.h"
 
@@ -945,14 +949,91 @@ static void test_limits(void **state)
     twind_stop(&d);
 }
 
+/* ---- a synchronous call that times out still names its action --------------- */
+
+/* The synchronous invoke and write_property are quiet ("progress": false):
+ * twind sends no `delivered` for a live action until its sweep. One that
+ * times out before then asks twind for its action by correlationID, so the
+ * caller can query and cancel it. The sweep is an hour away here: without
+ * the question the result has no id (as before the fix). */
+static void test_sync_timeout_names_action(void **state)
+{
+    twind_proc d;
+    memset(&d, 0, sizeof d);
+    assert_int_equal(h_mkdtemp(d.dir, sizeof d.dir, "nng-timeout-id"), 0);
+    snprintf(d.data, sizeof d.data, "%s/data", d.dir);
+    snprintf(d.config, sizeof d.config, "%s/twind.json", d.dir);
+    FILE *f = fopen(d.config, "w");
+    assert_non_null(f);
+    const char *extra = h_nng_extra() + strspn(h_nng_extra(), " ,");
+    fprintf(f, "{\"sweep_ms\": 3600000%s%s%s}\n", extra[0] ? ", \"nng\": {" : "", extra,
+            extra[0] ? "}" : "");
+    fclose(f);
+    assert_int_equal(twind_start(&d, NULL), 0);
+    tw_client *admin = h_admin(&d);
+    assert_non_null(admin);
+    obs ao;
+    obs_init(&ao);
+    tw_client *agent = make_client(&d, admin, "ag1", "agent", "agent");
+    tw_client *cons = make_client(&d, admin, "co1", "consumer", "manager");
+    assert_int_equal(tw_agent_on_action(agent, "t1", "slow", on_hold, &ao), 0);
+    assert_int_equal(tw_agent_on_write(agent, "t1", "level", on_hold, &ao), 0);
+    json_t *td = test_td("t1");
+    assert_int_equal(tw_agent_publish_td(agent, td, NULL, NULL), 0);
+    json_decref(td);
+
+    /* invoke: times out, names the action; query and cancel it */
+    tw_action_result res;
+    assert_int_equal(tw_consumer_invoke(cons, "dtw:ag1:t1", "slow", NULL, 200, &res), TW_ETIMEDOUT);
+    assert_true(res.action_id[0] != 0);
+    assert_int_equal(res.status, TW_STATUS_DELIVERED);
+    tw_action_result_clear(&res);
+    assert_true(h_wait(has_held, &ao, 5000));
+    json_t *v = NULL;
+    assert_int_equal(tw_consumer_query_action(cons, res.action_id, &v), 0);
+    assert_string_equal(json_string_value(json_object_get(v, "status")), "delivered");
+    json_decref(v);
+    assert_int_equal(tw_consumer_cancel(cons, res.action_id), 0);
+    for (int i = 0; i < 100 && !tw_req_cancelled(ao.held); i++)
+        h_sleep_ms(20);
+    assert_true(tw_req_cancelled(ao.held));
+    tw_req_fail(ao.held, TW_ECONFLICT, "cancelled");
+    ao.held = NULL;
+
+    /* write_property the same */
+    v = json_integer(3);
+    assert_int_equal(tw_consumer_write_property(cons, "dtw:ag1:t1", "level", v, 200, &res),
+                     TW_ETIMEDOUT);
+    json_decref(v);
+    assert_true(res.action_id[0] != 0);
+    assert_true(h_wait(has_held, &ao, 5000));
+    assert_int_equal(tw_consumer_cancel(cons, res.action_id), 0);
+    for (int i = 0; i < 100 && !tw_req_cancelled(ao.held); i++)
+        h_sleep_ms(20);
+    assert_true(tw_req_cancelled(ao.held));
+    tw_req_fail(ao.held, TW_ECONFLICT, "cancelled");
+    ao.held = NULL;
+
+    tw_client_close(cons);
+    tw_client_close(agent);
+    tw_client_close(admin);
+    obs_fini(&ao);
+    twind_stop(&d);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip), cmocka_unit_test(test_offline_queue),
-        cmocka_unit_test(test_isolation), cmocka_unit_test(test_restart),
-        cmocka_unit_test(test_protocol),  cmocka_unit_test(test_slow_consumer),
-        cmocka_unit_test(test_limits),    cmocka_unit_test(test_big_replay),
+        cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_offline_queue),
+        cmocka_unit_test(test_isolation),
+        cmocka_unit_test(test_restart),
+        cmocka_unit_test(test_protocol),
+        cmocka_unit_test(test_slow_consumer),
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_big_replay),
+        cmocka_unit_test(test_sync_timeout_names_action),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
