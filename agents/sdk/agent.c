@@ -293,7 +293,8 @@ static void req_free(tw_req *r)
     free(r);
 }
 
-/* Sends an answer for r; final answers unregister and free r. */
+/* Sends an answer for r; a final answer that was queued (or met a closed
+ * client) unregisters and frees r. */
 static int req_answer(tw_req *r, const char *type, tw_status st, json_t *output, json_t *error)
 {
     tw_client *c = r->c;
@@ -323,7 +324,13 @@ static int req_answer(tw_req *r, const char *type, tw_status st, json_t *output,
     }
     size_t len = 0;
     char *line = sdk_line_end(&l, &len);
-    int rc = line ? sdk_enqueue_line(c, line, len, OUT_ANSWER, NULL) : TW_ENOMEM;
+    int rc = line ? sdk_enqueue_line(c, line, len, OUT_ANSWER, NULL) : sdk_line_rc(&l);
+    if (final && rc && rc != TW_ECLOSED) {
+        /* not sent (output not UTF-8, no memory, the queue full): r stays
+         * the caller's, to answer again (e.g. with tw_req_fail) */
+        atomic_store(&r->answered, false);
+        return rc;
+    }
     if (final) {
         pthread_mutex_lock(&c->mtx);
         if (tw_hmap_get(&c->reqs, r->action_id) == r) tw_hmap_del(&c->reqs, r->action_id);
@@ -351,6 +358,7 @@ int tw_req_fail(tw_req *r, int code, const char *detail)
     json_t *p = json_pack("{s:s, s:s, s:i, s:s}", "type", "urn:twind:problem:agent", "title",
                           tw_strerror(code), "status", http < 400 ? 500 : http, "detail",
                           detail ? detail : tw_strerror(code));
+    if (!p) return detail && !tw_utf8_valid(detail, strlen(detail)) ? TW_EINVAL : TW_ENOMEM;
     int rc = req_answer(r, "response", TW_STATUS_FAILED, NULL, p);
     json_decref(p);
     return rc;

@@ -241,7 +241,7 @@ void sdk_line_raw(sdk_line *l, const char *s, size_t n)
 void sdk_line_str(sdk_line *l, const char *s, size_t n)
 {
     if (!tw_utf8_valid(s, n)) { /* the runtime would refuse the whole line */
-        l->failed = true;
+        l->failed = l->invalid = true;
         return;
     }
     line_room(l, 6 * n + 2);
@@ -311,6 +311,11 @@ char *sdk_line_end(sdk_line *l, size_t *len)
     }
     *len = l->len;
     return l->buf;
+}
+
+int sdk_line_rc(const sdk_line *l)
+{
+    return l->invalid ? TW_EINVAL : TW_ENOMEM;
 }
 
 /* The TW_E* code of a response's status and problem. */

@@ -361,8 +361,9 @@ static bool ids_ok(const char *twin_id, const char *name)
 /* quiet: "progress": false, the caller waits for the outcome only (the
  * runtime then sends no `delivered` or `running` for a live delivery; see
  * tw_consumer_invoke). */
+/* NULL with *err TW_EINVAL (input not UTF-8) or TW_ENOMEM. */
 static char *action_line(tw_client *c, const char *op, const char *twin_id, const char *name,
-                         json_t *input, bool quiet, char corr[TW_ID_MAX], size_t *len)
+                         json_t *input, bool quiet, char corr[TW_ID_MAX], size_t *len, int *err)
 {
     sdk_line l = {0};
     sdk_line_request(c, &l, op, twin_id, name, corr);
@@ -371,7 +372,9 @@ static char *action_line(tw_client *c, const char *op, const char *twin_id, cons
         sdk_line_raw(&l, ",\"input\":", 9);
         sdk_line_json(&l, input);
     }
-    return sdk_line_end(&l, len);
+    char *line = sdk_line_end(&l, len);
+    if (!line) *err = sdk_line_rc(&l);
+    return line;
 }
 
 int tw_consumer_invoke(tw_client *c, const char *twin_id, const char *name, json_t *input,
@@ -381,7 +384,9 @@ int tw_consumer_invoke(tw_client *c, const char *twin_id, const char *name, json
     if (!ids_ok(twin_id, name)) return TW_EINVAL;
     char corr[TW_ID_MAX];
     size_t len = 0;
-    char *line = action_line(c, "invokeaction", twin_id, name, input, true, corr, &len);
+    int err = 0;
+    char *line = action_line(c, "invokeaction", twin_id, name, input, true, corr, &len, &err);
+    if (!line) return err;
     tw_action_result r;
     memset(&r, 0, sizeof r);
     int rc = sdk_call_action(c, line, len, corr, timeout_ms, &r);
@@ -398,7 +403,9 @@ int tw_consumer_invoke_async(tw_client *c, const char *twin_id, const char *name
     if (!ids_ok(twin_id, name) || !fn) return TW_EINVAL;
     char corr[TW_ID_MAX];
     size_t len = 0;
-    char *line = action_line(c, "invokeaction", twin_id, name, input, false, corr, &len);
+    int err = 0;
+    char *line = action_line(c, "invokeaction", twin_id, name, input, false, corr, &len, &err);
+    if (!line) return err;
     return sdk_call_action_async(c, line, len, corr, timeout_ms, fn, arg);
 }
 
@@ -409,7 +416,9 @@ int tw_consumer_write_property(tw_client *c, const char *twin_id, const char *na
     if (!ids_ok(twin_id, name) || !value) return TW_EINVAL;
     char corr[TW_ID_MAX];
     size_t len = 0;
-    char *line = action_line(c, "writeproperty", twin_id, name, value, true, corr, &len);
+    int err = 0;
+    char *line = action_line(c, "writeproperty", twin_id, name, value, true, corr, &len, &err);
+    if (!line) return err;
     tw_action_result r;
     memset(&r, 0, sizeof r);
     int rc = sdk_call_action(c, line, len, corr, timeout_ms, &r);

@@ -186,7 +186,11 @@ bool tw_req_cancelled(const tw_req *r);
 /*
  * Answers. Any thread, any time after the handler ran. progress may be
  * called several times (status "running", output optional); complete or
- * fail exactly once, which frees r. output borrowed.
+ * fail once: when that returns 0 (the answer is queued; one given while
+ * disconnected leaves after the next login) or TW_ECLOSED, r is freed. On
+ * any other error nothing was sent and r stays the caller's, to answer
+ * again: TW_EINVAL (output or detail not valid UTF-8), TW_EFULL (the send
+ * queue stayed full for send_block_ms), TW_ENOMEM. output borrowed.
  */
 int tw_req_progress(tw_req *r, json_t *output);
 int tw_req_complete(tw_req *r, json_t *output);
@@ -274,7 +278,8 @@ void tw_action_result_clear(tw_action_result *r); /* drops output and error */
  * expired, cancelled) or timeout_ms (<= 0: request_timeout_ms). Returns 0
  * when the action completed, the error of a failed one, TW_ETIMEDOUT when
  * no final status came in time (res then holds the last status seen, e.g.
- * queued). res may be NULL. input borrowed.
+ * queued). res may be NULL. input borrowed (TW_EINVAL if a string in it
+ * is not valid UTF-8).
  * The request says "progress": false: for an action delivered to a
  * connected agent the runtime sends no `delivered` and no `running`, only
  * the outcome (one message instead of two on the round trip); if the action

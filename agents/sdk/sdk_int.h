@@ -196,12 +196,14 @@ int sdk_consumer_resync(tw_client *c, char **buf, size_t *len, size_t *cap);
 int sdk_append_line(char **buf, size_t *len, size_t *cap, json_t *env);
 
 /* Envelope lines written by hand (the hot paths: values, action requests,
- * answers): no JSON tree, one buffer. A failed allocation is remembered
- * and reported by sdk_line_end. */
+ * answers): no JSON tree, one buffer. A failed allocation or a string that
+ * is not UTF-8 is remembered and reported by sdk_line_end (sdk_line_rc
+ * tells which). */
 typedef struct sdk_line {
     char *buf;
     size_t len, cap;
-    bool failed;
+    bool failed;  /* no line: an allocation failed, or: */
+    bool invalid; /* a string was not UTF-8 (the runtime would refuse the line) */
 } sdk_line;
 /* s[0..n) as a JSON string (out has room for 6*n+2); raw bytes; a
  * decimal integer (room for 21). Each returns the bytes written. */
@@ -219,8 +221,10 @@ void sdk_line_member(sdk_line *l, const char *key, const char *s);
 void sdk_line_request(tw_client *c, sdk_line *l, const char *op, const char *thing,
                       const char *name, char corr[TW_ID_MAX]);
 /* Closes the object and the line: the buffer (the caller owns it) and its
- * length, or NULL if an allocation failed. */
+ * length, or NULL if an allocation failed or a string was not UTF-8. */
 char *sdk_line_end(sdk_line *l, size_t *len);
+/* Why sdk_line_end gave NULL: TW_EINVAL (not UTF-8) or TW_ENOMEM. */
+int sdk_line_rc(const sdk_line *l);
 
 /* agent.c: an incoming request or cancel for the agent */
 void sdk_agent_request(tw_client *c, tw_msg *m);
