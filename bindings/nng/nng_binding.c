@@ -31,11 +31,11 @@
  * identity is per stream (the `login` envelope goes through
  * tw_router_handle, whose login handler calls tw_conn_set_identity; or a
  * client certificate, see below), and the send queue is ours: a bounded
- * ring with an explicit policy (nng_conn.c: full ring -> TW_EFULL and the
- * connection is closed; nothing dropped without the peer noticing, nothing
- * resent). The price is our own framing, which is trivial
- * (newline-delimited JSON, nng_frame.h) and lets a sender batch many
- * envelopes into one write.
+ * ring bounded in messages and in bytes, with an explicit policy
+ * (nng_conn.c: full -> TW_EFULL and the connection is closed; nothing
+ * dropped without the peer noticing, nothing resent). The price is our own framing, which is
+ * trivial (newline-delimited JSON, nng_frame.h) and lets a sender batch many envelopes into one
+ * write.
  *
  * tcp:// and ipc:// listeners (loopback and local: where latency is the
  * point) run on the binding's own sockets instead, with the same framing,
@@ -51,8 +51,10 @@
  *
  * Housekeeping thread: frees dead connections (their aios cannot be freed
  * from their own callbacks), closes connections that did not log in
- * within login_timeout_ms, and tells refused client certificates why
- * before closing their connections.
+ * within login_timeout_ms and those past a write deadline (a write stuck
+ * on a peer that does not read, a closing connection that cannot flush:
+ * nng_conn.c, "Write deadlines"), and tells refused client certificates
+ * why before closing their connections.
  *
  * Mutual TLS (tls+tcp:// and wss:// listeners)
  * --------------------------------------------
@@ -92,6 +94,8 @@
 #define MOD "nng"
 
 #define DEFAULT_SEND_QUEUE 16384
+#define DEFAULT_SEND_QUEUE_BYTES (64 * 1024 * 1024)
+#define DEFAULT_WRITE_TIMEOUT_MS 30000
 #define DEFAULT_MAX_CONNS 10000
 #define DEFAULT_LOGIN_TIMEOUT_MS 10000
 #define DEFAULT_POLL_SPIN_US 100
@@ -317,21 +321,47 @@ static void reap_all(nng_bind *nb)
     }
 }
 
-static void expire_logins(nng_bind *nb)
+/* Closes connections that did not log in in time, and those past a write
+ * deadline (nconn_overdue). At most 64 a pass: the rest wait a second. */
+static void expire_conns(nng_bind *nb)
 {
     int64_t limit = tw_now_ms() - nb->login_timeout_ms;
+    int64_t now = tw_mono_us() / 1000;
     nconn *stack[64];
+    const char *why[64];
+    static const char login_why[] = "no login in time";
     int n = 0;
     pthread_rwlock_rdlock(&nb->slots_lock);
     for (int i = 0; i < nb->max_conns && n < 64; i++) {
         nconn *c = nb->slots[i].c;
-        if (c && c->opened_ms < limit && !tw_conn_identity(c->conn)) stack[n++] = nconn_ref(c);
+        if (!c) continue;
+        const char *w = nconn_overdue(c, now);
+        if (!w && c->opened_ms < limit && !tw_conn_identity(c->conn)) w = login_why;
+        if (w) {
+            why[n] = w;
+            stack[n++] = nconn_ref(c);
+        }
     }
     pthread_rwlock_unlock(&nb->slots_lock);
     for (int i = 0; i < n; i++) {
-        nconn_close(stack[i], "no login in time");
+        if (why[i] == login_why) {
+            nconn_close(stack[i], why[i]);
+        } else { /* a peer that does not read: worth a warning */
+            tw_log_warn(MOD, "closing connection %llu (%s): %s",
+                        (unsigned long long)tw_conn_serial(stack[i]->conn), stack[i]->remote,
+                        why[i]);
+            nconn_close(stack[i], NULL);
+        }
         nconn_unref(stack[i]);
     }
+}
+
+/* A second, or less when a write deadline is shorter (tests), so that a
+ * deadline is kept to within a fraction of itself. */
+static int64_t scan_interval_us(const nng_bind *nb)
+{
+    int64_t us = nb->write_timeout_ms * 1000 / 4;
+    return us < 1000000 ? (us < 10000 ? 10000 : us) : 1000000;
 }
 
 static void *hk_main(void *arg)
@@ -342,14 +372,20 @@ static void *hk_main(void *arg)
     while (!nb->hk_stop) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += 1;
+        int64_t wait_ns = scan_interval_us(nb) * 1000;
+        ts.tv_sec += (time_t)(wait_ns / 1000000000);
+        ts.tv_nsec += (long)(wait_ns % 1000000000);
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
         if (!nb->reap) pthread_cond_timedwait(&nb->hk_cond, &nb->hk_mtx, &ts);
         pthread_mutex_unlock(&nb->hk_mtx);
         reap_all(nb);
         handle_refusals(nb);
         if (tw_mono_us() >= next_scan) {
-            expire_logins(nb);
-            next_scan = tw_mono_us() + 1000000;
+            expire_conns(nb);
+            next_scan = tw_mono_us() + scan_interval_us(nb);
         }
         pthread_mutex_lock(&nb->hk_mtx);
     }
@@ -777,8 +813,15 @@ int tw_nng_binding_new(tw_runtime *rt, json_t *section, tw_binding **out)
         tw_log_error(MOD, "config nng: an object is expected");
         return TW_EINVAL;
     }
-    int64_t sq, mc, lt, iot, spin;
+    const tw_config *cfg = tw_runtime_config(rt);
+    int64_t max_body = cfg && cfg->max_body ? (int64_t)cfg->max_body : TW_MSG_MAX_BYTES_DEFAULT;
+    /* the bytes bound holds a couple of the largest envelopes at least */
+    int64_t sqb_min = 2 * max_body;
+    int64_t sqb_def = DEFAULT_SEND_QUEUE_BYTES > sqb_min ? DEFAULT_SEND_QUEUE_BYTES : sqb_min;
+    int64_t sq, sqb, mc, lt, iot, spin, wt;
     if (get_int(section, "send_queue", DEFAULT_SEND_QUEUE, 16, 1 << 24, &sq) ||
+        get_int(section, "send_queue_bytes", sqb_def, sqb_min, (int64_t)1 << 40, &sqb) ||
+        get_int(section, "write_timeout_ms", DEFAULT_WRITE_TIMEOUT_MS, 100, 3600000, &wt) ||
         get_int(section, "max_conns", DEFAULT_MAX_CONNS, 1, 1 << 20, &mc) ||
         get_int(section, "login_timeout_ms", DEFAULT_LOGIN_TIMEOUT_MS, 100, 3600000, &lt) ||
         get_int(section, "io_threads", default_io_threads(), 1, 64, &iot) ||
@@ -807,13 +850,14 @@ int tw_nng_binding_new(tw_runtime *rt, json_t *section, tw_binding **out)
     nng_bind *nb = &x->nb;
     nb->rt = rt;
     nb->send_queue = (size_t)sq;
+    nb->send_queue_bytes = (size_t)sqb;
+    nb->write_timeout_ms = wt;
     nb->max_conns = (int)mc;
     nb->login_timeout_ms = lt;
     nb->io_threads = (int)iot;
     nb->poll_spin_us = (int)spin;
     nb->direct = !direct || json_is_true(direct);
-    const tw_config *cfg = tw_runtime_config(rt);
-    nb->lim.max_bytes = cfg && cfg->max_body ? cfg->max_body : TW_MSG_MAX_BYTES_DEFAULT;
+    nb->lim.max_bytes = (size_t)max_body;
     nb->lim.max_depth = cfg && cfg->max_depth ? cfg->max_depth : TW_MSG_MAX_DEPTH_DEFAULT;
     snprintf(nb->data_dir, sizeof nb->data_dir, "%s", cfg ? cfg->data_dir : ".");
     pthread_rwlock_init(&nb->slots_lock, NULL);

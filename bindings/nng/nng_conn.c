@@ -23,15 +23,40 @@
  * "Corking" below): one write per destination per received chunk. A chunk
  * of a single line is not corked: its messages leave as they are made.
  *
- * Overflow policy: when the ring is full the message is refused (TW_EFULL)
- * and the connection is closed ("slow consumer"). Nothing is dropped
- * silently and nothing is resent: the peer sees the disconnect, reconnects,
- * and resumes from durable state (its queued actions drain again, its inbox
- * replays from its cursor, action status can be queried).
+ * Overflow policy: the queue is bounded twice, in messages (the ring,
+ * nng.send_queue, default 16384) and in bytes (nng.send_queue_bytes,
+ * default 64 MiB or twice max_body if that is more): a message is counted
+ * once, by its encoded length plus the newline, when it is queued, and its
+ * bytes are released as they are written (a batch being written still holds
+ * what has not left; a partial write releases what did). The bytes bound is
+ * what keeps memory in check: a client that pipelines requests with large
+ * answers (getThing of a big TD) and never reads would otherwise make twind
+ * hold up to send_queue encoded answers. A message that would pass either
+ * bound is refused (TW_EFULL) and the connection is closed ("slow
+ * consumer", logged with the bound). A message larger than the whole bytes
+ * bound is accepted when nothing else is queued, so a big answer to a peer
+ * that reads is never refused. Sends that are not bounded (the housekeeping
+ * thread's problem to a refused client certificate) may pass the bounds by
+ * a little: a message of at most UNBOUNDED_MAX bytes, up to UNBOUNDED_SLACK
+ * bytes over, the ring grown at most to twice its size; beyond that they
+ * are refused like the rest. Nothing is dropped silently and nothing is
+ * resent: the peer sees the disconnect, reconnects, and resumes from
+ * durable state (its queued actions drain again, its inbox replays from its
+ * cursor, action status can be queried).
+ *
+ * Write deadlines (nng.write_timeout_ms, default 30000): a write that waits
+ * for the peer (a direct socket's full buffer, an nng stream send in
+ * flight) and makes no progress for that long, and a connection that is to
+ * close once its queue is written (the 413 case) but is still open that
+ * long after, are closed by the housekeeping thread (nconn_overdue). Else
+ * a peer that never reads would keep its slot, its queue and its socket
+ * for ever: a blocked direct write has no timeout of its own, and a
+ * connection that stopped reading never sees the peer go.
  */
 #include "nng_int.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +66,11 @@
 #include <unistd.h>
 
 #define MOD "nng"
+
+/* Unbounded sends: the largest message, and how far past the bytes bound
+ * they may go ("Overflow policy"). */
+#define UNBOUNDED_MAX (16u * 1024u)
+#define UNBOUNDED_SLACK (64u * 1024u)
 
 static void rx_cb(void *arg);
 
@@ -122,6 +152,8 @@ int nconn_start(nng_bind *nb, nng_stream *st, int fd, const char *remote, uint32
     c->fd = st ? -1 : fd;
     c->ep = -1;
     c->opened_ms = tw_now_ms();
+    atomic_init(&c->tx_wait_ms, 0);
+    atomic_init(&c->close_by_ms, 0);
     pthread_mutex_init(&c->mtx, NULL);
     c->qcap = nb->send_queue;
     c->q = calloc(c->qcap, sizeof *c->q);
@@ -196,6 +228,7 @@ void nconn_close(nconn *c, const char *why)
     for (size_t i = 0; i < c->qn; i++)
         tw_msg_unref(c->q[(c->qhead + i) % c->qcap]);
     c->qn = c->qhead = 0;
+    c->qbytes = 0; /* (a write in progress is dropped: its bytes are not counted) */
     pthread_mutex_unlock(&c->mtx);
     if (why)
         tw_log_info(MOD, "closing connection %llu (%s): %s",
@@ -210,10 +243,25 @@ void nconn_close(nconn *c, const char *why)
 
 /* ---- sending ---------------------------------------------------------- */
 
+static int64_t mono_ms(void)
+{
+    return tw_mono_us() / 1000;
+}
+
+/* The batch's bytes written since the last call leave qbytes. mtx held. */
+static void release_written_locked(nconn *c)
+{
+    size_t done = c->woff - c->wrel;
+    c->wrel = c->woff;
+    assert(c->closing || done <= c->qbytes);
+    c->qbytes = done < c->qbytes ? c->qbytes - done : 0; /* (closing: 0) */
+}
+
 /* Gathers queued messages into wbuf. mtx held. Returns false if nothing. */
 static bool batch_build(nconn *c)
 {
-    c->wlen = c->woff = 0;
+    release_written_locked(c); /* what is left of the last batch is written */
+    c->wlen = c->woff = c->wrel = 0;
     while (c->qn && c->wlen < TW_NNG_BATCH_MAX) {
         tw_msg *m = c->q[c->qhead];
         size_t len = 0;
@@ -237,6 +285,7 @@ static bool batch_build(nconn *c)
             c->wbuf[c->wlen++] = '\n';
         } else {
             tw_log_error(MOD, "out of memory encoding a message; dropped");
+            if (len + 1 <= c->qbytes) c->qbytes -= len + 1; /* (encoded when queued) */
         }
         c->qhead = (c->qhead + 1) % c->qcap;
         c->qn--;
@@ -332,6 +381,8 @@ static bool tx_next_locked(nconn *c, bool *flushed_close)
 
 static void tx_issue(nconn *c)
 {
+    /* waits for the peer from now on (tx_cb clears it) */
+    atomic_store_explicit(&c->tx_wait_ms, mono_ms(), memory_order_relaxed);
     nng_iov iov = {.iov_buf = c->wbuf + c->woff, .iov_len = c->wlen - c->woff};
     nng_aio_set_iov(c->tx_aio, 1, &iov);
     nng_stream_send(c->st, c->tx_aio);
@@ -357,8 +408,10 @@ static void tx_write(nconn *c)
             int err = n < 0 ? errno : EPIPE;
             if (err == EINTR) continue;
             pthread_mutex_lock(&c->mtx);
+            release_written_locked(c);
             if ((err == EAGAIN || err == EWOULDBLOCK) && !c->closing) {
                 c->tx_blocked = true;
+                atomic_store_explicit(&c->tx_wait_ms, mono_ms(), memory_order_relaxed);
                 update_interest_locked(c);
                 pthread_mutex_unlock(&c->mtx);
                 return;
@@ -395,19 +448,38 @@ int nconn_send(nconn *c, tw_msg *m, bool bounded)
      * batch_build then only copies bytes while it holds the lock */
     size_t elen;
     if (!tw_msg_encode(m, &elen)) return TW_ENOMEM;
+    size_t need = elen + 1; /* and the newline */
+    size_t max_bytes = c->nb->send_queue_bytes;
     pthread_mutex_lock(&c->mtx);
     if (c->closing) {
         pthread_mutex_unlock(&c->mtx);
         return TW_ECLOSED;
     }
-    if (c->qn == c->qcap) {
-        if (bounded) {
+    bool full_msgs = c->qn == c->qcap;
+    /* (a message alone in the queue is never refused, however large) */
+    bool full_bytes = c->qbytes > 0 && c->qbytes + need > max_bytes;
+    if (full_msgs || full_bytes) {
+        /* unbounded sends may pass the bounds by a little, no more */
+        bool slack = !bounded && need <= UNBOUNDED_MAX &&
+                     c->qbytes + need <= max_bytes + UNBOUNDED_SLACK &&
+                     (!full_msgs || c->qcap < 2 * c->nb->send_queue);
+        if (!slack) {
+            char why[128];
+            if (full_msgs)
+                snprintf(why, sizeof why, "send queue full (slow consumer): %zu messages", c->qn);
+            else
+                snprintf(why, sizeof why,
+                         "send queue full (slow consumer): %zu bytes queued + %zu > %zu", c->qbytes,
+                         need, max_bytes);
             pthread_mutex_unlock(&c->mtx);
-            nconn_close(c, "send queue full (slow consumer)");
+            /* an operator wants to hear of this one: warn, not info */
+            tw_log_warn(MOD, "closing connection %llu (%s): %s",
+                        (unsigned long long)tw_conn_serial(c->conn), c->remote, why);
+            nconn_close(c, NULL);
             return TW_EFULL;
         }
-        /* unbounded sends (problems about the peer's own input) may exceed
-         * the bound: grow */
+    }
+    if (full_msgs) {
         size_t nc = c->qcap * 2;
         tw_msg **nq = malloc(nc * sizeof *nq);
         if (!nq) {
@@ -423,12 +495,15 @@ int nconn_send(nconn *c, tw_msg *m, bool bounded)
     }
     c->q[(c->qhead + c->qn) % c->qcap] = tw_msg_ref(m);
     c->qn++;
+    c->qbytes += need;
     bool start = false;
     if (!c->writing && !c->flush_deferred && defer_flush(c)) {
         c->flush_deferred = true; /* the receive loop of this thread flushes it */
-    } else if (!c->writing && (!c->flush_deferred || c->qn >= c->qcap / 2) && batch_build(c)) {
-        /* (a corked connection whose queue is half full is written now: a
-         * big inbox replay must flow, not overflow) */
+    } else if (!c->writing &&
+               (!c->flush_deferred || c->qn >= c->qcap / 2 || c->qbytes >= max_bytes / 2) &&
+               batch_build(c)) {
+        /* (a corked connection whose queue is half full, in messages or in
+         * bytes, is written now: a big inbox replay must flow, not overflow) */
         c->writing = true;
         start = true;
         nconn_ref(c); /* the send in flight */
@@ -441,6 +516,7 @@ int nconn_send(nconn *c, tw_msg *m, bool bounded)
 static void tx_cb(void *arg)
 {
     nconn *c = arg;
+    atomic_store_explicit(&c->tx_wait_ms, 0, memory_order_relaxed);
     int rv = nng_aio_result(c->tx_aio);
     if (rv != 0) {
         pthread_mutex_lock(&c->mtx);
@@ -455,6 +531,7 @@ static void tx_cb(void *arg)
     }
     pthread_mutex_lock(&c->mtx);
     c->woff += nng_aio_count(c->tx_aio);
+    release_written_locked(c);
     if (c->woff < c->wlen && !c->closing) { /* partial write: finish it */
         pthread_mutex_unlock(&c->mtx);
         tx_issue(c);
@@ -577,6 +654,8 @@ static bool rx_got(nconn *c, size_t n)
                      0);
         /* stop reading, let the problem leave, then close */
         tw_conn_close(c->conn);
+        atomic_store_explicit(&c->close_by_ms, mono_ms() + c->nb->write_timeout_ms,
+                              memory_order_relaxed);
         pthread_mutex_lock(&c->mtx);
         c->close_when_flushed = true;
         bool idle = !c->writing;
@@ -647,7 +726,10 @@ void nconn_on_event(nconn *c, uint32_t events)
     bool closing = c->closing;
     /* (closing: the write is dropped below, with its reference) */
     bool out = !closing && c->tx_blocked && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP));
-    if (out) c->tx_blocked = false; /* this thread takes the write over */
+    if (out) { /* this thread takes the write over */
+        c->tx_blocked = false;
+        atomic_store_explicit(&c->tx_wait_ms, 0, memory_order_relaxed);
+    }
     bool reading = !c->rx_stopped;
     pthread_mutex_unlock(&c->mtx);
     if (!closing) {
@@ -673,4 +755,14 @@ void nconn_on_event(nconn *c, uint32_t events)
         c->deregistered = true;
         nconn_unref(c); /* the registration's */
     }
+}
+
+const char *nconn_overdue(nconn *c, int64_t now_ms)
+{
+    int64_t close_by = atomic_load_explicit(&c->close_by_ms, memory_order_relaxed);
+    if (close_by && now_ms >= close_by) return "closing, but the peer does not read";
+    int64_t wait = atomic_load_explicit(&c->tx_wait_ms, memory_order_relaxed);
+    if (wait && now_ms - wait >= c->nb->write_timeout_ms)
+        return "a write made no progress in time (the peer does not read)";
+    return NULL;
 }

@@ -60,7 +60,9 @@ struct nconn {
     pthread_mutex_t mtx;
     tw_msg **q; /* ring of queued messages (one reference each) */
     size_t qhead, qn, qcap;
-    bool writing; /* a stream send is in flight */
+    size_t qbytes; /* encoded bytes queued or in the batch, not yet written */
+    size_t wrel;   /* wbuf bytes up to here are released from qbytes */
+    bool writing;  /* a stream send is in flight */
     bool closing;
     bool close_when_flushed; /* close once the queue is written */
     bool flush_deferred;     /* on a receiving thread's flush list (nng_conn.c) */
@@ -71,6 +73,9 @@ struct nconn {
     bool rx_stopped;   /* no more reading (the 413 case) */
     uint32_t ev_mask;  /* the events the epoll set watches now */
     bool deregistered; /* poller thread only */
+    /* deadlines the housekeeping thread checks (mono ms, 0: none) */
+    _Atomic int64_t tx_wait_ms;  /* a write waits for the peer since */
+    _Atomic int64_t close_by_ms; /* closing once flushed, at the latest */
 
     nconn *reap_next;
 };
@@ -96,13 +101,15 @@ struct nng_bind {
     tw_runtime *rt;
     tw_binding *b;
     tw_msg_limits lim;
-    size_t send_queue;
+    size_t send_queue;        /* messages queued per connection, at most */
+    size_t send_queue_bytes;  /* and bytes (nng_conn.c, "Overflow policy") */
+    int64_t write_timeout_ms; /* a stuck write or a closing connection */
     int max_conns;
     int64_t login_timeout_ms;
     nng_tls_config *tls;
     char data_dir[1024];
-    bool direct;    /* tcp:// and ipc:// on our own sockets (nng_direct.c) */
-    int io_threads; /* their pollers */
+    bool direct;      /* tcp:// and ipc:// on our own sockets (nng_direct.c) */
+    int io_threads;   /* their pollers */
     int poll_spin_us; /* their busy-poll bound (nng_direct.c) */
     nng_direct *dx;
 
@@ -117,7 +124,8 @@ struct nng_bind {
     atomic_int nconns;
     atomic_int nlive; /* nconn structures not yet freed (stop waits for 0) */
 
-    /* housekeeping thread: reaps dead connections, enforces login timeout */
+    /* housekeeping thread: reaps dead connections, enforces the login timeout
+     * and the write deadlines */
     pthread_t hk;
     bool hk_started;
     pthread_mutex_t hk_mtx;
@@ -140,6 +148,9 @@ nconn *nconn_ref(nconn *c);
 void nconn_unref(nconn *c);
 void nconn_free(nconn *c); /* housekeeping thread only */
 int nconn_send(nconn *c, tw_msg *m, bool bounded);
+/* Why the housekeeping thread must drop c now (a write deadline passed), or
+ * NULL. Reads only c's atomics. */
+const char *nconn_overdue(nconn *c, int64_t now_ms);
 
 /* nng_binding.c */
 /* TW_EFULL (logged, naming the listener `bound`) when max_conns are open */
