@@ -1087,7 +1087,9 @@ static int read_token_file(const char *path, char *out, size_t n)
     return len ? 0 : TW_EINVAL;
 }
 
-/* Sends the login and reads until its response. 0, TW_EAUTH or a link error. */
+/* Sends the login and reads until its response. 0, TW_EAUTH (the runtime
+ * refused the credentials), another TW_E* of a transient refusal, or a link
+ * error. */
 static int login(tw_client *c, tw_transport *t, bool use_session)
 {
     char corr[TW_ID_MAX];
@@ -1140,9 +1142,11 @@ static int login(tw_client *c, tw_transport *t, bool use_session)
             if (token) tw_strlcpy(c->session_token, token, sizeof c->session_token);
             if (id) tw_strlcpy(c->auth_id, id, sizeof c->auth_id);
             pthread_mutex_unlock(&c->mtx);
-        } else if (rc != TW_ERATE) {
-            rc = TW_EAUTH;
+        } else if (rc == TW_EAUTH || rc == TW_EPERM || rc == TW_EINVAL) {
+            rc = TW_EAUTH; /* 401, 403, 400: these credentials will not do */
         }
+        /* else (429, a 5xx such as 503 while twind starts): transient, the
+         * link is re-made after the backoff and the session token kept */
         json_decref(r);
         return rc;
     }

@@ -63,7 +63,9 @@ typedef enum {
     TW_CLIENT_DISCONNECTED = 0, /* waiting to (re)connect */
     TW_CLIENT_CONNECTING,       /* link up, logging in */
     TW_CLIENT_CONNECTED,        /* logged in: requests flow */
-    TW_CLIENT_AUTH_FAILED,      /* the runtime refused the credentials (retrying slowly) */
+    TW_CLIENT_AUTH_FAILED,      /* the runtime refused the credentials: 400, 401 or 403
+                                   (retrying slowly); another refusal of the login (a 503
+                                   while it starts) is retried as DISCONNECTED */
     TW_CLIENT_CLOSED,           /* tw_client_close() was called */
 } tw_client_state;
 

@@ -414,11 +414,55 @@ static void test_not_utf8(void **state)
     fake_stop(&f);
 }
 
+/* ---- login ----------------------------------------------------------------------------- */
+
+static atomic_int states_seen; /* a bit per tw_client_state */
+
+static void on_state_record(void *arg, tw_client *c, tw_client_state st)
+{
+    (void)arg;
+    (void)c;
+    atomic_fetch_or(&states_seen, 1 << st);
+}
+
+/* Every login on this link is refused with 503 (twind starting). */
+static void script_login_503(conn *k)
+{
+    size_t consumed = 0;
+    char *line;
+    while ((line = conn_line(k, &consumed)))
+        if (strstr(line, "\"operation\":\"login\"")) conn_answer(k, line, 503, NULL);
+}
+
+/* A login refused with a transient error (503) is retried on a new link
+ * after the backoff with the session token; it was taken for refused
+ * credentials: token dropped, a password login on the same link, state
+ * AUTH_FAILED. */
+static void test_login_transient_refusal(void **state)
+{
+    (void)state;
+    fake f;
+    fake_start(&f, 0);
+    f.script[1] = script_login_503;
+    atomic_store(&states_seen, 0);
+    tw_client_opts o = {.on_state = on_state_record};
+    tw_client *c = client_new(&f, &o);
+    assert_int_equal(tw_client_wait_connected(c, SAFETY_MS), 0);
+    tw_client_disconnect(c);
+    assert_true(fake_wait_line(&f, 2, WANT("\"operation\":\"login\""), SAFETY_MS) >= 0);
+    assert_int_equal(tw_client_wait_connected(c, SAFETY_MS), 0);
+    assert_int_equal(fake_count(&f, 1, WANT("\"operation\":\"login\"")), 1);
+    assert_int_equal(fake_count(&f, 2, WANT("\"operation\":\"login\"", "\"tok0\"")), 1);
+    tw_client_close(c);
+    fake_stop(&f);
+    assert_false(atomic_load(&states_seen) & (1 << TW_CLIENT_AUTH_FAILED));
+}
+
 int main(void)
 {
-    (void)fake_count;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_not_utf8),
+        cmocka_unit_test(test_login_transient_refusal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
