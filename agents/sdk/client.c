@@ -35,9 +35,9 @@
  * their response; actions (invokeaction, writeproperty) see every status
  * the runtime reports (all of them are responses with the request's
  * correlationID) and complete with a final one. Async timeouts are checked
- * by the callback thread every 100 ms. A synchronous action call that times
- * out before any status named its action asks the runtime for it by its
- * correlationID (learn_action_id), so the caller can query or cancel it.
+ * every 100 ms by the thread that runs callbacks, between callbacks too. A synchronous action call
+ * that times out before any status named its action asks the runtime for it by its correlationID
+ * (learn_action_id), so the caller can query or cancel it.
  */
 #include "sdk_int.h"
 
@@ -519,6 +519,18 @@ static void send_ping(tw_client *c)
     if (env) sdk_enqueue(c, env, OUT_VALUE, NULL);
 }
 
+/* mtx held. The periodic work: asynchronous timeouts and the keepalive,
+ * every 100 ms, between jobs too (a queue that never runs empty must not
+ * starve them). true: a ping is due (send it without mtx). */
+static bool periodic_locked(tw_client *c)
+{
+    int64_t now = tw_mono_us();
+    if (now < c->next_check_us) return false;
+    c->next_check_us = now + 100000;
+    check_timeouts_locked(c);
+    return keepalive_locked(c);
+}
+
 /* Runs queued jobs in order; run_mtx keeps them one at a time whichever
  * thread (callback thread, or the I/O thread with dispatch_inline) runs. */
 static void run_jobs(tw_client *c)
@@ -526,6 +538,11 @@ static void run_jobs(tw_client *c)
     pthread_mutex_lock(&c->run_mtx);
     for (;;) {
         pthread_mutex_lock(&c->mtx);
+        if (periodic_locked(c)) {
+            pthread_mutex_unlock(&c->mtx);
+            send_ping(c);
+            pthread_mutex_lock(&c->mtx);
+        }
         job *j = c->jhead;
         if (j) {
             c->jhead = j->next;
@@ -544,7 +561,6 @@ static void run_jobs(tw_client *c)
 static void *cb_main(void *arg)
 {
     tw_client *c = arg;
-    int64_t next_check = 0;
     pthread_mutex_lock(&c->mtx);
     for (;;) {
         while (!c->jhead && !c->cb_stop) {
@@ -553,14 +569,10 @@ static void *cb_main(void *arg)
             pthread_cond_timedwait(&c->job_cond, &c->mtx, &ts);
             if (!c->jhead) break;
         }
-        if (tw_mono_us() >= next_check) {
-            check_timeouts_locked(c);
-            next_check = tw_mono_us() + 100000;
-            if (keepalive_locked(c)) {
-                pthread_mutex_unlock(&c->mtx);
-                send_ping(c);
-                pthread_mutex_lock(&c->mtx);
-            }
+        if (periodic_locked(c)) {
+            pthread_mutex_unlock(&c->mtx);
+            send_ping(c);
+            pthread_mutex_lock(&c->mtx);
         }
         if (!c->jhead) {
             if (c->cb_stop) break; /* closing and drained */

@@ -127,6 +127,7 @@ struct tw_client {
     bool kick;                  /* tw_client_disconnect asked to drop the link */
     _Atomic int64_t last_rx_us; /* when the I/O thread last received (keepalive) */
     int64_t last_ping_us;
+    int64_t next_check_us; /* the next check of async timeouts and the keepalive */
 
     /* send queue (ring of items; qenv envelopes in them, at most send_queue) */
     out_item *q;

@@ -83,7 +83,8 @@ struct fake {
     char **lines; /* every line received, "<conn>|<line>" */
     size_t nlines, caplines;
     int accepted;
-    int live_fd; /* the current connection, -1 */
+    int live_fd;  /* the current connection, -1 */
+    long written; /* lines written to the client, all connections */
     bool stop;
     void *arg; /* for the test */
 };
@@ -102,6 +103,7 @@ static void fake_note(fake *f, int n, const char *line, size_t len)
         assert_non_null(f->lines);
     }
     f->lines[f->nlines++] = s;
+    if (getenv("FAKE_DEBUG")) fprintf(stderr, "rx %.300s\n", s);
     pthread_cond_broadcast(&f->cond);
     pthread_mutex_unlock(&f->mtx);
 }
@@ -156,11 +158,37 @@ static bool write_all(int fd, const char *buf, size_t len)
     return true;
 }
 
+static long count_lines(const char *s)
+{
+    long n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
 static void conn_write(conn *k, const char *s)
 {
     pthread_mutex_lock(&k->f->mtx);
-    write_all(k->fd, s, strlen(s));
+    if (write_all(k->fd, s, strlen(s))) k->f->written += count_lines(s);
     pthread_mutex_unlock(&k->f->mtx);
+}
+
+/* Writes lines to the current connection (from the test's thread). */
+static void fake_send(fake *f, const char *s)
+{
+    pthread_mutex_lock(&f->mtx);
+    assert_true(f->live_fd >= 0);
+    assert_true(write_all(f->live_fd, s, strlen(s)));
+    f->written += count_lines(s);
+    pthread_mutex_unlock(&f->mtx);
+}
+
+static long fake_written(fake *f)
+{
+    pthread_mutex_lock(&f->mtx);
+    long n = f->written;
+    pthread_mutex_unlock(&f->mtx);
+    return n;
 }
 
 /* The correlationID of a line the client sent, copied into out. */
@@ -180,17 +208,25 @@ static bool corr_of(const char *line, char *out, size_t n)
  * NULL), or, with http != 0, "failed" with a problem of that status. */
 static void conn_answer(conn *k, const char *line, int http, const char *output)
 {
-    char corr[128], buf[1024];
+    char corr[128], op[64] = "ping", buf[1024];
     if (!corr_of(line, corr, sizeof corr)) return;
+    const char *o = strstr(line, "\"operation\":\"");
+    const char *oe = o ? strchr(o + 13, '"') : NULL;
+    if (oe && (size_t)(oe - o - 13) < sizeof op) {
+        memcpy(op, o + 13, (size_t)(oe - o - 13));
+        op[oe - o - 13] = 0;
+    }
     if (http)
         snprintf(buf, sizeof buf,
-                 "{\"type\":\"response\",\"correlationID\":\"%s\",\"status\":\"failed\","
-                 "\"error\":{\"type\":\"about:blank\",\"title\":\"t\",\"status\":%d}}\n",
-                 corr, http);
+                 "{\"type\":\"response\",\"operation\":\"%s\",\"correlationID\":\"%s\","
+                 "\"status\":\"failed\",\"error\":{\"type\":\"about:blank\",\"title\":\"t\","
+                 "\"status\":%d}}\n",
+                 op, corr, http);
     else
         snprintf(buf, sizeof buf,
-                 "{\"type\":\"response\",\"correlationID\":\"%s\",\"status\":\"completed\"%s%s}\n",
-                 corr, output ? ",\"output\":" : "", output ? output : "");
+                 "{\"type\":\"response\",\"operation\":\"%s\",\"correlationID\":\"%s\","
+                 "\"status\":\"completed\"%s%s}\n",
+                 op, corr, output ? ",\"output\":" : "", output ? output : "");
     conn_write(k, buf);
 }
 
@@ -210,12 +246,13 @@ static bool conn_login(conn *k, size_t *consumed)
 }
 
 /* The default conversation: login accepted, every other request answered
- * "completed" (output 42), until the link ends. */
+ * "completed" (output 42) except those for Thing "silent", until the link
+ * ends. */
 static void fake_serve(conn *k, size_t *consumed)
 {
     char *line;
     while ((line = conn_line(k, consumed)))
-        if (strstr(line, "\"type\":\"request\"")) {
+        if (strstr(line, "\"type\":\"request\"") && !strstr(line, "\"thingID\":\"silent\"")) {
             if (strstr(line, "\"operation\":\"login\"")) {
                 char out[128];
                 snprintf(out, sizeof out, "{\"clientID\":\"c1\",\"token\":\"tok%d\"}", k->n);
@@ -458,11 +495,97 @@ static void test_login_transient_refusal(void **state)
     assert_false(atomic_load(&states_seen) & (1 << TW_CLIENT_AUTH_FAILED));
 }
 
+/* ---- callbacks -------------------------------------------------------------------------- */
+
+#define NOTIF(v)                                                                                   \
+    "{\"type\":\"notification\",\"operation\":\"subscribeevent\",\"thingID\":\"x\",\"name\":"      \
+    "\"e\","                                                                                       \
+    "\"value\":" v "}\n"
+/* A line the client reads and ignores: when it is counted as received, the
+ * line before it has been routed (queued for the callback thread). */
+#define TRAILER "{\"type\":\"response\",\"operation\":\"ping\",\"correlationID\":\"nobody\"}\n"
+
+typedef struct chain {
+    fake *f;
+    tw_client *c;
+    long base_written, base_received;
+    atomic_int ran;        /* notification callbacks run */
+    atomic_int timeout_at; /* callbacks run when the timeout's came; -1 */
+} chain;
+
+/* Waits until the client has read every line written to it. */
+static void wait_read_all(chain *ch)
+{
+    long want = fake_written(ch->f) - ch->base_written;
+    int64_t end = now_ms() + SAFETY_MS;
+    tw_client_stats st;
+    do {
+        tw_client_get_stats(ch->c, &st);
+        if ((long)st.received - ch->base_received >= want) return;
+        usleep(200);
+    } while (now_ms() < end);
+    fail_msg("the client did not read what was sent");
+}
+
+/* Each notification's callback (while the timeout has not come, at most 20)
+ * has the next one sent and waits until it is queued, so the callback
+ * queue never runs empty; the first one also outlasts the invoke's 100 ms
+ * timeout. */
+static void on_chain(void *arg, tw_client *c, const char *t, const char *n, json_t *v, json_t *e)
+{
+    (void)c;
+    (void)t;
+    (void)n;
+    (void)v;
+    (void)e;
+    chain *ch = arg;
+    int k = atomic_fetch_add(&ch->ran, 1) + 1;
+    if (k == 1) usleep(200000);
+    if (atomic_load(&ch->timeout_at) >= 0 || k >= 20) return;
+    fake_send(ch->f, NOTIF("1") TRAILER);
+    wait_read_all(ch);
+}
+
+static void on_chain_status(void *arg, tw_client *c, const tw_action_result *res)
+{
+    (void)c;
+    chain *ch = arg;
+    if (tw_status_final(res->status)) atomic_store(&ch->timeout_at, atomic_load(&ch->ran));
+}
+
+/* An asynchronous call's local timeout comes while callbacks keep the queue
+ * busy (it came only when the queue ran empty: here after the 20th
+ * notification instead of the 2nd). */
+static void test_async_timeout_not_starved(void **state)
+{
+    (void)state;
+    fake f;
+    fake_start(&f, 0);
+    tw_client *c = client_new(&f, NULL);
+    chain ch = {.f = &f, .c = c};
+    atomic_init(&ch.ran, 0);
+    atomic_init(&ch.timeout_at, -1);
+    assert_int_equal(tw_client_wait_connected(c, SAFETY_MS), 0);
+    assert_int_equal(tw_consumer_subscribe_event(c, "x", "e", on_chain, &ch, NULL), 0);
+    tw_client_stats st;
+    tw_client_get_stats(c, &st);
+    ch.base_received = (long)st.received;
+    ch.base_written = fake_written(&f);
+    assert_int_equal(tw_consumer_invoke_async(c, "silent", "act", NULL, 100, on_chain_status, &ch),
+                     0);
+    fake_send(&f, NOTIF("1") TRAILER);
+    assert_true(wait_change(&ch.timeout_at, -1, SAFETY_MS) >= 0);
+    assert_in_range(atomic_load(&ch.timeout_at), 1, 3);
+    tw_client_close(c);
+    fake_stop(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_not_utf8),
         cmocka_unit_test(test_login_transient_refusal),
+        cmocka_unit_test(test_async_timeout_not_starved),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
