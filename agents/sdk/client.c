@@ -366,10 +366,12 @@ int sdk_response_rc(json_t *resp)
 
 /* ---- the callback thread -------------------------------------------------- */
 
-/* mtx held. Waits for room (the I/O thread slows down, TCP pushes back). */
+/* mtx held. Waits for room (the I/O thread slows down, TCP pushes back),
+ * except while the callback thread itself waits in a synchronous call: only
+ * it makes room, and its response may be behind what is being queued. */
 void sdk_push_job_locked(tw_client *c, job *j)
 {
-    while (c->njobs >= MAX_JOBS && !c->closing &&
+    while (c->njobs >= MAX_JOBS && !c->closing && !c->cb_blocked &&
            !(c->o.dispatch_inline && pthread_equal(pthread_self(), c->io_thr)))
         pthread_cond_wait(&c->job_space, &c->mtx);
     j->next = NULL;
@@ -957,6 +959,16 @@ static void learn_action_id(tw_client *c, pending *p, int grace_ms)
     pending_free(q);
 }
 
+/* mtx held. A synchronous wait starts (on) or ends: on the callback
+ * thread, the bound on queued callbacks is lifted meanwhile (see
+ * sdk_push_job_locked). */
+static void cb_block(tw_client *c, bool on)
+{
+    if (!pthread_equal(pthread_self(), c->cb_thr)) return;
+    c->cb_blocked = on;
+    if (on) pthread_cond_broadcast(&c->job_space);
+}
+
 /* Sends the line (ownership taken) and waits; on return p is out of the
  * table and owned by the caller. */
 static int wait_pending(tw_client *c, pending *p, char *line, size_t len, int timeout_ms)
@@ -977,6 +989,7 @@ static int wait_pending(tw_client *c, pending *p, char *line, size_t len, int ti
     struct timespec ts;
     int wait_ms = timeout_ms > 0 ? timeout_ms : c->o.request_timeout_ms;
     abstime(&ts, wait_ms);
+    cb_block(c, true);
     while (!p->done)
         if (pthread_cond_timedwait(&p->cond, &c->mtx, &ts) == ETIMEDOUT) break;
     if (!p->done && p->kind == PEND_ACTION && !p->last.action_id[0])
@@ -984,6 +997,7 @@ static int wait_pending(tw_client *c, pending *p, char *line, size_t len, int ti
                         wait_ms < ID_GRACE_MIN_MS   ? ID_GRACE_MIN_MS
                         : wait_ms > ID_GRACE_MAX_MS ? ID_GRACE_MAX_MS
                                                     : wait_ms);
+    cb_block(c, false);
     if (!p->done) {
         tw_hmap_del(&c->pend, p->corr);
         rc = TW_ETIMEDOUT;
@@ -1460,8 +1474,10 @@ int tw_client_wait_connected(tw_client *c, int timeout_ms)
     abstime(&ts, timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&c->mtx);
+    cb_block(c, true);
     while (c->state != TW_CLIENT_CONNECTED && !c->closing)
         if (pthread_cond_timedwait(&c->state_cond, &c->mtx, &ts) == ETIMEDOUT) break;
+    cb_block(c, false);
     if (c->state != TW_CLIENT_CONNECTED) rc = c->closing ? TW_ECLOSED : TW_ETIMEDOUT;
     pthread_mutex_unlock(&c->mtx);
     return rc;

@@ -32,7 +32,9 @@
  * changes, event and property notifications, asynchronous action statuses
  * and agent request handlers - one at a time, in arrival order. Callbacks may
  * call any libtwin function, including the synchronous ones (those wait on
- * their own condition, which the I/O thread signals), but a long callback
+ * their own condition, which the I/O thread signals; meanwhile the I/O
+ * thread keeps reading and queues callbacks beyond the usual bound of
+ * 65536, after which it waits for the callback thread), but a long callback
  * delays the ones behind it: hand long work to another thread and answer the
  * request from there (tw_req_* may be called from any thread, later).
  * With opts.dispatch_inline, callbacks run on the I/O thread instead (still

@@ -154,6 +154,7 @@ struct tw_client {
     bool cb_stop;
     job *jhead, *jtail;
     size_t njobs;
+    bool cb_blocked; /* the callback thread waits in a synchronous call (no job bound) */
 
     pthread_t io_thr, wr_thr, cb_thr;
 

@@ -580,12 +580,59 @@ static void test_async_timeout_not_starved(void **state)
     fake_stop(&f);
 }
 
+#define FLOOD 70000 /* notifications: more than the callback queue's bound (65536) */
+
+static atomic_int flood_ran, flood_rc = 1;
+
+static void on_flood(void *arg, tw_client *c, const char *t, const char *n, json_t *v, json_t *e)
+{
+    (void)arg;
+    (void)t;
+    (void)n;
+    (void)v;
+    (void)e;
+    if (atomic_fetch_add(&flood_ran, 1) == 0) {
+        json_t *val = NULL;
+        atomic_store(&flood_rc, tw_consumer_read_property(c, "x", "p", &val));
+        json_decref(val);
+    }
+}
+
+/* A synchronous call from a callback gets its response when more callbacks
+ * than the queue's bound arrive before it (the I/O thread waited for room
+ * only the waiting callback thread could make: the call timed out). */
+static void test_sync_call_from_callback_under_flood(void **state)
+{
+    (void)state;
+    fake f;
+    fake_start(&f, 0);
+    tw_client_opts o = {.request_timeout_ms = 10000};
+    tw_client *c = client_new(&f, &o);
+    atomic_store(&flood_ran, 0);
+    atomic_store(&flood_rc, 1);
+    assert_int_equal(tw_client_wait_connected(c, SAFETY_MS), 0);
+    assert_int_equal(tw_consumer_subscribe_event(c, "x", "e", on_flood, NULL, NULL), 0);
+    size_t l = strlen(NOTIF("1"));
+    char *blk = malloc(l * FLOOD + 1);
+    assert_non_null(blk);
+    for (int i = 0; i < FLOOD; i++)
+        memcpy(blk + (size_t)i * l, NOTIF("1"), l);
+    blk[l * FLOOD] = 0;
+    /* one locked write: the fake answers the callback's request after it */
+    fake_send(&f, blk);
+    free(blk);
+    assert_int_equal(wait_change(&flood_rc, 1, SAFETY_MS), 0);
+    tw_client_close(c);
+    fake_stop(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_not_utf8),
         cmocka_unit_test(test_login_transient_refusal),
         cmocka_unit_test(test_async_timeout_not_starved),
+        cmocka_unit_test(test_sync_call_from_callback_under_flood),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
