@@ -42,9 +42,9 @@
  * (down to 0), and a sleep that ended sooner than poll_spin_us sets it to
  * twice that sleep, so a poller spins only while its traffic actually
  * comes back within the budget, and sparse traffic (a reading a second, a
- * dashboard) costs no CPU at all. At most one poller per two CPUs spins at
- * a time (a token), so spinning pollers never take every core from the
- * threads they wait for. A poller only sees its own connections: a round
+ * dashboard) costs no CPU at all. At most one poller per two usable CPUs
+ * spins at a time (a token; none on one CPU), so spinning pollers never
+ * take every core from the threads they wait for. A poller only sees its own connections: a round
  * trip between two connections of different pollers gains less, which is
  * why io_threads is 1 below 4 CPUs (nng_binding.c). Measured with
  * twin-bench nng_rtt on 2 cores, interleaved runs: an action round trip
@@ -64,6 +64,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -107,6 +108,16 @@ struct nng_direct {
      * accepted during stop is in its slot before stop closes them all */
     pthread_mutex_t accept_mu;
 };
+
+/* The CPUs this process may run on (its affinity mask, so taskset and
+ * cpusets count; CPU quotas of a cgroup do not). */
+static int nng_usable_cpus(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
 
 bool nng_direct_url(const char *url)
 {
@@ -317,37 +328,41 @@ static bool take_spin_token(nng_direct *dx)
     return false;
 }
 
-/* Busy-poll for up to the poller's budget: the events, or 0 when none came
- * (the budget then halves). */
-static int spin_wait(poller *p, struct epoll_event *evs)
+/* Busy-polls for up to the poller's budget (idle_since: when it went idle):
+ * the events, or 0 when none came. *spun says whether it spun at all (a
+ * budget of 0 or no token: no). */
+static int spin_wait(poller *p, struct epoll_event *evs, int64_t idle_since, bool *spun)
 {
     nng_direct *dx = p->dx;
+    *spun = false;
     if (p->spin_us <= 0 || !take_spin_token(dx)) return 0;
-    int64_t t0 = tw_mono_us();
+    *spun = true;
     int n;
-    while ((n = epoll_wait(p->ep, evs, MAX_EVENTS, 0)) == 0 && tw_mono_us() - t0 < p->spin_us) {
+    while ((n = epoll_wait(p->ep, evs, MAX_EVENTS, 0)) == 0 &&
+           tw_mono_us() - idle_since < p->spin_us) {
     }
     atomic_fetch_sub(&dx->spinners, 1);
     p->spins++;
-    if (n > 0) {
-        p->spin_hits++;
-        return n;
-    }
-    p->spin_us = nng_spin_after_miss(p->spin_us);
+    if (n > 0) p->spin_hits++;
     return n < 0 ? 0 : n;
 }
 
-/* The next events: a spin first if the budget allows, then a sleep. A
- * sleep that ended within spin_max_us would have been caught by a spin of
- * twice its length, which becomes the budget. */
+/* The next events: a spin first if the budget allows, then a sleep; the
+ * budget follows what happened (nng_spin.h). */
 static int next_events(poller *p, struct epoll_event *evs, int timeout)
 {
-    int n = spin_wait(p, evs);
-    if (n > 0) return n;
-    int64_t t0 = p->dx->spin_max_us ? tw_mono_us() : 0;
+    int64_t max = p->dx->spin_max_us;
+    if (!max) return epoll_wait(p->ep, evs, MAX_EVENTS, timeout);
+    int64_t idle_since = tw_mono_us();
+    bool spun;
+    int n = spin_wait(p, evs, idle_since, &spun);
+    if (n > 0) {
+        p->spin_us = nng_spin_update(p->spin_us, true, true, 0, max);
+        return n;
+    }
     n = epoll_wait(p->ep, evs, MAX_EVENTS, timeout);
-    if (n > 0 && p->dx->spin_max_us)
-        p->spin_us = nng_spin_after_sleep(p->spin_us, tw_mono_us() - t0, p->dx->spin_max_us);
+    if (n > 0)
+        p->spin_us = nng_spin_update(p->spin_us, spun, false, tw_mono_us() - idle_since, max);
     return n;
 }
 
@@ -391,8 +406,7 @@ int nng_direct_new(nng_bind *nb, int threads, int spin_us, nng_direct **out)
     dx->nb = nb;
     dx->np = threads;
     dx->spin_max_us = spin_us;
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    dx->max_spinners = ncpu >= 4 ? (int)(ncpu / 2) : 1;
+    dx->max_spinners = nng_usable_cpus() / 2; /* none on 1 CPU */
     atomic_init(&dx->spinners, 0);
     pthread_mutex_init(&dx->accept_mu, NULL);
     dx->p = calloc((size_t)threads, sizeof *dx->p);
