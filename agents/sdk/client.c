@@ -1278,22 +1278,34 @@ static void *io_main(void *arg)
             continue;
         }
         backoff = c->o.reconnect_min_ms;
-        /* what the runtime must know again: TDs, values, subscriptions */
+        /* What the runtime must know again: TDs, values, subscriptions. The
+         * snapshot and CONNECTED are one locked section, and writer_busy
+         * keeps every other writer off until the resync is out: a value or
+         * subscription made after the snapshot queues behind it (before,
+         * one made meanwhile was refused as offline and missing from the
+         * snapshot, unknown to the runtime until the next reconnect). */
         char *buf = NULL;
         size_t len = 0, cap = 0;
         pthread_mutex_lock(&c->mtx);
         rc = sdk_agent_resync(c, &buf, &len, &cap);
         if (!rc) rc = sdk_consumer_resync(c, &buf, &len, &cap);
-        pthread_mutex_unlock(&c->mtx);
-        if (!rc && len) rc = c->tops->send(t, buf, len);
-        free(buf);
         if (!rc) {
-            pthread_mutex_lock(&c->mtx);
             atomic_store(&c->last_rx_us, tw_mono_us());
             c->state = TW_CLIENT_CONNECTED;
+            c->writer_busy = true;
             state_job_locked(c, c->state);
             pthread_cond_broadcast(&c->state_cond);
+        }
+        pthread_mutex_unlock(&c->mtx);
+        if (!rc) {
+            if (len) rc = c->tops->send(t, buf, len);
+            pthread_mutex_lock(&c->mtx);
+            c->writer_busy = false; /* (before link_down, which waits for it) */
+            pthread_cond_broadcast(&c->state_cond);
             pthread_mutex_unlock(&c->mtx);
+        }
+        free(buf);
+        if (!rc) {
             const char *line;
             size_t n;
             while (c->tops->recv(t, &line, &n) == 0) {

@@ -67,6 +67,7 @@ typedef struct conn {
     int fd;
     char *buf;
     size_t len, cap;
+    size_t scanned; /* bytes at the start of buf known to hold no '\n' */
 } conn;
 
 /* Takes connection n over (instead of fake_serve); closing fd is left to
@@ -83,8 +84,9 @@ struct fake {
     char **lines; /* every line received, "<conn>|<line>" */
     size_t nlines, caplines;
     int accepted;
-    int live_fd;  /* the current connection, -1 */
-    long written; /* lines written to the client, all connections */
+    int live_fd;     /* the current connection, -1 */
+    long written;    /* lines written to the client, all connections */
+    atomic_int step; /* a script's progress, in lockstep with the test */
     bool stop;
     void *arg; /* for the test */
 };
@@ -134,8 +136,11 @@ static char *conn_line(conn *k, size_t *consumed)
             memmove(k->buf, k->buf + *consumed, k->len - *consumed);
             k->len -= *consumed;
             *consumed = 0;
+            k->scanned = 0;
         }
-        char *nl = k->len ? memchr(k->buf, '\n', k->len) : NULL;
+        char *nl =
+            k->len > k->scanned ? memchr(k->buf + k->scanned, '\n', k->len - k->scanned) : NULL;
+        k->scanned = k->len;
         if (nl) {
             *nl = 0;
             *consumed = (size_t)(nl - k->buf) + 1;
@@ -384,6 +389,17 @@ static int wait_change(atomic_int *v, int from, int ms)
     return atomic_load(v);
 }
 
+/* Waits until f->step reaches n (fails after the safety limit). */
+static void wait_step(fake *f, int n)
+{
+    int64_t end = now_ms() + SAFETY_MS;
+    while (atomic_load(&f->step) < n)
+        if (now_ms() > end)
+            fail_msg("step %d never came", n);
+        else
+            usleep(1000);
+}
+
 static tw_client *client_new(fake *f, tw_client_opts *extra)
 {
     tw_client_opts o = {0};
@@ -626,6 +642,68 @@ static void test_sync_call_from_callback_under_flood(void **state)
     fake_stop(&f);
 }
 
+/* ---- the resync after the login -------------------------------------------------------- */
+
+#define BIG                                                                                        \
+    (8u << 20) /* bytes: a write this large blocks until the fake reads (twice tcp_wmem's usual    \
+                  maximum) */
+
+/* Once the test says so (step 1), logs in, reads until the resync has
+ * begun to arrive (the client took its snapshot and is inside the write of
+ * an 8 MiB TD), stops reading until the test says so (step 3), then serves
+ * as usual. */
+static void script_pause_in_resync(conn *k)
+{
+    size_t consumed = 0;
+    wait_step(k->f, 1);
+    if (!conn_login(k, &consumed)) return;
+    while (!memmem(k->buf + consumed, k->len - consumed, "updatething", 11))
+        if (!conn_fill(k)) return;
+    atomic_store(&k->f->step, 2);
+    wait_step(k->f, 3);
+    fake_serve(k, &consumed);
+}
+
+/* A value published while the post-login resync is being written reaches
+ * the runtime (it was refused as offline, missing from the resync already
+ * taken, and so unknown to the runtime until the next reconnect). */
+static void test_publish_during_resync(void **state)
+{
+    (void)state;
+    fake f;
+    fake_start(&f, 0);
+    f.script[0] = script_pause_in_resync;
+    tw_client *c = client_new(&f, NULL);
+    char *d = malloc(BIG + 1);
+    assert_non_null(d);
+    memset(d, 'x', BIG);
+    d[BIG] = 0;
+    json_t *td = json_pack("{s:s, s:s, s:s}", "id", "dev1", "title", "t", "description", d);
+    free(d);
+    assert_non_null(td);
+    json_t *v1 = json_string("v1"), *v2 = json_string("v2");
+    /* refused as offline (no login yet) and kept for the resync */
+    assert_int_equal(tw_agent_publish_td(c, td, NULL, NULL), TW_EOFFLINE);
+    assert_int_equal(tw_agent_publish_property(c, "dev1", "p", v1), TW_EOFFLINE);
+    atomic_store(&f.step, 1);
+    wait_step(&f, 2);
+    assert_int_equal(tw_agent_publish_property(c, "dev1", "p", v2), 0);
+    assert_int_equal(tw_agent_publish_event(c, "dev1", "ev", v2), 0);
+    atomic_store(&f.step, 3);
+    assert_int_equal(tw_client_wait_connected(c, SAFETY_MS), 0);
+    json_t *ping = json_pack("{s:s}", "operation", "ping");
+    assert_int_equal(tw_client_request(c, ping, SAFETY_MS, NULL), 0); /* everything before is in */
+    json_decref(ping);
+    assert_int_equal(fake_count(&f, 0, WANT("\"observeproperty\"", "\"v1\"")), 1);
+    assert_int_equal(fake_count(&f, 0, WANT("\"observeproperty\"", "\"v2\"")), 1);
+    assert_int_equal(fake_count(&f, 0, WANT("\"subscribeevent\"", "\"ev\"", "\"v2\"")), 1);
+    tw_client_close(c);
+    fake_stop(&f);
+    json_decref(td);
+    json_decref(v1);
+    json_decref(v2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -633,6 +711,7 @@ int main(void)
         cmocka_unit_test(test_login_transient_refusal),
         cmocka_unit_test(test_async_timeout_not_starved),
         cmocka_unit_test(test_sync_call_from_callback_under_flood),
+        cmocka_unit_test(test_publish_during_resync),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
