@@ -11,6 +11,8 @@
  * flag it) until it is completed or failed, then handed to its handler on
  * the callback thread. Answers may come from any thread; answers given while
  * the link is down wait in the send queue for the next one (see libtwin.h).
+ * A request outlives tw_client_close: the client's memory stays until the
+ * last request is answered (TW_ECLOSED) or failed.
  */
 #include "sdk_int.h"
 
@@ -284,13 +286,20 @@ static const handler *find_handler(tw_client *c, bool write, const char *thing, 
     return best;
 }
 
-static void req_free(tw_req *r)
+/* Every live tw_req counts in c->nreqs: a closed client stays allocated
+ * (a zombie) until the last request it handed out is answered or failed. */
+void sdk_req_free(tw_req *r)
 {
+    tw_client *c = r->c;
     free(r->thing);
     free(r->name);
     free(r->sender);
     json_decref(r->input);
     free(r);
+    pthread_mutex_lock(&c->mtx);
+    bool last = --c->nreqs == 0 && c->zombie;
+    pthread_mutex_unlock(&c->mtx);
+    if (last) sdk_client_free(c);
 }
 
 /* Sends an answer for r; a final answer that was queued (or met a closed
@@ -335,7 +344,7 @@ static int req_answer(tw_req *r, const char *type, tw_status st, json_t *output,
         pthread_mutex_lock(&c->mtx);
         if (tw_hmap_get(&c->reqs, r->action_id) == r) tw_hmap_del(&c->reqs, r->action_id);
         pthread_mutex_unlock(&c->mtx);
-        req_free(r);
+        sdk_req_free(r);
     }
     return rc;
 }
@@ -412,6 +421,9 @@ void sdk_agent_request(tw_client *c, tw_msg *m)
     tw_req *r = calloc(1, sizeof *r);
     if (!r) return;
     r->c = c;
+    pthread_mutex_lock(&c->mtx);
+    c->nreqs++;
+    pthread_mutex_unlock(&c->mtx);
     r->write = write;
     tw_strlcpy(r->action_id, corr, sizeof r->action_id);
     r->thing = strdup(thing ? thing : "");
@@ -423,7 +435,7 @@ void sdk_agent_request(tw_client *c, tw_msg *m)
     atomic_init(&r->cancelled, false);
     atomic_init(&r->answered, false);
     if (!r->thing || !r->name) {
-        req_free(r);
+        sdk_req_free(r);
         return;
     }
     job *j = calloc(1, sizeof *j);
@@ -466,8 +478,6 @@ void sdk_agent_free(tw_client *c)
     pos = 0;
     while (tw_hmap_next(&c->props, &pos, NULL, &v))
         json_decref(v);
-    /* requests never answered: the runtime's expiry takes care of them */
-    pos = 0;
-    while (tw_hmap_next(&c->reqs, &pos, NULL, &v))
-        req_free(v);
+    /* requests still held by the application stay valid (answering one
+     * returns TW_ECLOSED and frees it); c->reqs goes with the client */
 }

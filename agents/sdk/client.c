@@ -1443,6 +1443,7 @@ void tw_client_close(tw_client *c)
         c->jhead = j->next;
         if (j->msg) tw_msg_unref(j->msg);
         tw_action_result_clear(&j->res);
+        if (j->req) sdk_req_free(j->req); /* (never handed to its handler) */
         free(j);
     }
     sdk_agent_free(c);
@@ -1450,12 +1451,10 @@ void tw_client_close(tw_client *c)
     tw_hmap_fini(&c->pend);
     tw_hmap_fini(&c->tds);
     tw_hmap_fini(&c->props);
-    tw_hmap_fini(&c->reqs);
     pthread_cond_destroy(&c->state_cond);
     pthread_cond_destroy(&c->space_cond);
     pthread_cond_destroy(&c->job_cond);
     pthread_cond_destroy(&c->job_space);
-    pthread_mutex_destroy(&c->mtx);
     pthread_mutex_destroy(&c->run_mtx);
     if (c->password) sodium_memzero(c->password, strlen(c->password));
     sodium_memzero(c->session_token, sizeof c->session_token);
@@ -1469,6 +1468,21 @@ void tw_client_close(tw_client *c)
     free(c->token_file);
     free(c->cert_file);
     free(c->key_file);
+    c->q = NULL;
+    c->url = c->ca_file = c->server_name = c->client_id = c->password = c->token = NULL;
+    c->token_file = c->cert_file = c->key_file = NULL;
+    /* requests still held by the application keep the rest */
+    pthread_mutex_lock(&c->mtx);
+    c->zombie = c->nreqs > 0;
+    bool last = !c->zombie;
+    pthread_mutex_unlock(&c->mtx);
+    if (last) sdk_client_free(c);
+}
+
+void sdk_client_free(tw_client *c)
+{
+    tw_hmap_fini(&c->reqs);
+    pthread_mutex_destroy(&c->mtx);
     free(c);
 }
 

@@ -119,8 +119,13 @@ typedef struct tw_client_opts {
 
 /* Creates a client and starts connecting in the background. opts is copied. */
 int tw_client_new(const tw_client_opts *opts, tw_client **out);
-/* Stops the threads, fails every pending call with TW_ECLOSED, frees. Must
- * not be called from a callback of the same client. */
+/* Stops the threads, fails every pending call with TW_ECLOSED (async ones
+ * hear it through their callback, run before this returns), frees. Must
+ * not be called from a callback of the same client, nor while another
+ * thread is inside (or may still enter) a function of c: c is gone when
+ * this returns. The one exception are requests (tw_req) a handler kept:
+ * they stay valid, answering one returns TW_ECLOSED and frees it (the
+ * client's last memory goes with the last of them). */
 void tw_client_close(tw_client *c);
 
 tw_client_state tw_client_get_state(tw_client *c);

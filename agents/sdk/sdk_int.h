@@ -148,6 +148,8 @@ struct tw_client {
     tw_hmap props;
     /* live requests by action id, for cancelaction */
     tw_hmap reqs;
+    size_t nreqs; /* tw_reqs not yet freed (handed to handlers or being answered) */
+    bool zombie;  /* closed, the memory kept for those requests (sdk_req_free frees it) */
 
     /* callback thread */
     pthread_cond_t job_cond, job_space;
@@ -231,6 +233,9 @@ int sdk_line_rc(const sdk_line *l);
 /* agent.c: an incoming request or cancel for the agent */
 void sdk_agent_request(tw_client *c, tw_msg *m);
 void sdk_agent_free(tw_client *c);
+void sdk_req_free(tw_req *r);
+/* client.c: the last of a closed client (its mutex, c->reqs, c itself) */
+void sdk_client_free(tw_client *c);
 /* consumer.c: an incoming notification */
 void sdk_consumer_notify(tw_client *c, tw_msg *m);
 /* Runs a JOB_NOTIFY job's callback (callback thread, or I/O thread inline). */

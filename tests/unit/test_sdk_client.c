@@ -704,6 +704,56 @@ static void test_publish_during_resync(void **state)
     json_decref(v2);
 }
 
+/* ---- requests outliving the client ------------------------------------------------------ */
+
+static tw_req *kept[2];
+static atomic_int nkept;
+
+static void on_act_keep(void *arg, tw_client *c, tw_req *r)
+{
+    (void)arg;
+    (void)c;
+    int i = atomic_load(&nkept);
+    if (i < 2) kept[i] = r;
+    atomic_store(&nkept, i + 1);
+}
+
+static void script_two_requests(conn *k)
+{
+    size_t consumed = 0;
+    if (!conn_login(k, &consumed)) return;
+    conn_write(k, "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dev1\","
+                  "\"name\":\"go\",\"correlationID\":\"act-1\"}\n"
+                  "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dev1\","
+                  "\"name\":\"go\",\"correlationID\":\"act-2\"}\n");
+    fake_serve(k, &consumed);
+}
+
+/* Requests a handler kept may be answered after tw_client_close: TW_ECLOSED,
+ * and the client's memory goes with the last of them (was a use after
+ * free: close freed them and the client). */
+static void test_req_after_close(void **state)
+{
+    (void)state;
+    fake f;
+    fake_start(&f, 0);
+    f.script[0] = script_two_requests;
+    atomic_store(&nkept, 0);
+    tw_client *c = client_new(&f, NULL);
+    assert_int_equal(tw_agent_on_action(c, "dev1", "go", on_act_keep, NULL), 0);
+    int64_t end = now_ms() + SAFETY_MS;
+    while (atomic_load(&nkept) < 2 && now_ms() < end)
+        usleep(1000);
+    assert_int_equal(atomic_load(&nkept), 2);
+    tw_client_close(c);
+    assert_string_equal(tw_req_action_id(kept[0]), "act-1");
+    assert_false(tw_req_cancelled(kept[0]));
+    assert_int_equal(tw_req_progress(kept[0], NULL), TW_ECLOSED);
+    assert_int_equal(tw_req_complete(kept[0], NULL), TW_ECLOSED);
+    assert_int_equal(tw_req_fail(kept[1], TW_EIO, "gone"), TW_ECLOSED); /* the client's end */
+    fake_stop(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -712,6 +762,7 @@ int main(void)
         cmocka_unit_test(test_async_timeout_not_starved),
         cmocka_unit_test(test_sync_call_from_callback_under_flood),
         cmocka_unit_test(test_publish_during_resync),
+        cmocka_unit_test(test_req_after_close),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
