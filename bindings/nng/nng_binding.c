@@ -803,8 +803,7 @@ static int get_int(json_t *section, const char *key, int64_t def, int64_t min, i
  * spin's gain. Two from 4 CPUs up. */
 static int64_t default_io_threads(void)
 {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n >= 4 ? 2 : 1;
+    return nng_usable_cpus() >= 4 ? 2 : 1;
 }
 
 int tw_nng_binding_new(tw_runtime *rt, json_t *section, tw_binding **out)

@@ -12,13 +12,23 @@
  * Configuration (the "nng" section of the config file, every member optional):
  *   "listen":           array of URLs, default ["tls+tcp://0.0.0.0:8445"]
  *   "send_queue":       messages queued per connection, default 16384
+ *   "send_queue_bytes": bytes queued per connection, default 64 MiB (at
+ *                       least twice max_body); past either bound the
+ *                       connection is closed as a slow consumer
+ *   "write_timeout_ms": a connection whose write makes no progress, or that
+ *                       cannot flush its last answer before closing, for
+ *                       this long is dropped, default 30000
  *   "max_conns":        open connections at most, default 10000
  *   "login_timeout_ms": an unauthenticated connection is closed after this,
  *                       default 10000
  *   "direct":           tcp:// and ipc:// on the binding's own sockets and
  *                       poller threads (nng_direct.c), default true; false
  *                       puts them on nng streams like the other schemes
- *   "io_threads":       poller threads for those sockets, default 2
+ *   "io_threads":       poller threads for those sockets, default 1 below
+ *                       4 usable CPUs, else 2
+ *   "poll_spin_us":     a poller busy-polls up to this long while its
+ *                       traffic comes back that fast, default 100, 0 off
+ *                       (nng_direct.c, "Busy polling")
  * TLS listeners use <data_dir>/tls/server.pem and server.key (created by
  * twind's main). On tls+tcp:// a client certificate signed by
  * <data_dir>/tls/ca.pem (twind --issue-cert) authenticates the connection

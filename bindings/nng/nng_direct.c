@@ -111,7 +111,7 @@ struct nng_direct {
 
 /* The CPUs this process may run on (its affinity mask, so taskset and
  * cpusets count; CPU quotas of a cgroup do not). */
-static int nng_usable_cpus(void)
+int nng_usable_cpus(void)
 {
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);

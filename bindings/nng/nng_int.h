@@ -164,6 +164,7 @@ void nng_listener_set_bound(nng_listener_ent *le, int port);
 
 /* nng_direct.c */
 bool nng_direct_url(const char *url); /* tcp:// or ipc:// */
+int nng_usable_cpus(void);            /* of this process's affinity mask */
 int nng_direct_new(nng_bind *nb, int threads, int spin_us, nng_direct **out);
 int nng_direct_start(nng_direct *dx); /* the pollers */
 int nng_direct_listen(nng_direct *dx, nng_listener_ent *le);
