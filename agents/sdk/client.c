@@ -20,6 +20,9 @@
  * writer takes everything queued (up to TW_NNG_BATCH_MAX bytes) in one go,
  * so while one write is in flight the next batch builds up; a lone envelope
  * leaves at once. The bound (send_queue) counts envelopes, not ring items.
+ * A write that fails partway settles what did not leave whole (wr_failed):
+ * answers back to the head of the ring, requests failed with TW_EOFFLINE;
+ * nobody writes on that link again (link_broken).
  *
  * Round trips: a request or answer that finds the ring empty and no write in
  * flight is written by the calling thread itself, not handed to the writer.
@@ -43,6 +46,7 @@
 
 #include "bindings/nng/nng_frame.h"
 #include "runtime/json_enc.h"
+#include "runtime/log.h"
 
 #include <errno.h>
 #include <sodium.h>
@@ -616,6 +620,29 @@ static bool queue_full(const tw_client *c)
  * stay cache-friendly. */
 #define VALUE_RUN (64u * 1024u)
 
+/* mtx held: puts an item back at the head of the ring (what a failed write
+ * did not send, to leave first on the next link), growing the ring when it
+ * is full (the envelope bound may be passed by what comes back). */
+static bool ring_push_front(tw_client *c, const out_item *it)
+{
+    if (c->qn == c->qcap) {
+        size_t nc = c->qcap * 2;
+        out_item *nq = calloc(nc, sizeof *nq);
+        if (!nq) return false;
+        for (size_t i = 0; i < c->qn; i++)
+            nq[i] = c->q[(c->qhead + i) % c->qcap];
+        free(c->q);
+        c->q = nq;
+        c->qcap = nc;
+        c->qhead = 0;
+    }
+    c->qhead = (c->qhead + c->qcap - 1) % c->qcap;
+    c->q[c->qhead] = *it;
+    c->qn++;
+    c->qenv += it->nenv;
+    return true;
+}
+
 /* Waits (mtx held) until the send queue has room: 0, or TW_ECLOSED,
  * TW_EOFFLINE (unless offline_ok: answers wait for the reconnect) or
  * TW_EFULL after send_block_ms. */
@@ -695,21 +722,33 @@ int sdk_enqueue_line(tw_client *c, char *buf, size_t len, out_kind kind, const c
      * thread hand-off less on every round trip. Values always go through the
      * writer, which batches them. */
     if (kind != OUT_VALUE && c->qn == 0 && !c->writer_busy && !c->closing &&
-        c->state == TW_CLIENT_CONNECTED && c->tr) {
+        c->state == TW_CLIENT_CONNECTED && c->tr && !c->link_broken) {
         tw_transport *t = c->tr;
         c->writer_busy = true;
         pthread_mutex_unlock(&c->mtx);
-        int src = c->tops->send(t, buf, len);
-        if (src) c->tops->shutdown(t);
+        size_t sent = 0;
+        int src = c->tops->send(t, buf, len, &sent);
+        if (src) c->tops->shutdown(t); /* the I/O thread sees the link end */
         atomic_fetch_add(&c->st_sent, 1);
         atomic_fetch_add(&c->st_batches, 1);
-        free(buf);
-        free(corr_copy);
         pthread_mutex_lock(&c->mtx);
+        if (src && sent < len) {
+            /* the line never left whole, so the runtime never read it: an
+             * answer waits for the next link, a request fails now */
+            c->link_broken = true;
+            out_item it = {.buf = buf, .len = len, .cap = len, .nenv = 1, .kind = kind};
+            if (kind == OUT_ANSWER)
+                rc = ring_push_front(c, &it) ? 0 : TW_ENOMEM;
+            else
+                rc = TW_EOFFLINE;
+            if (kind == OUT_ANSWER && !rc) buf = NULL;
+        }
         c->writer_busy = false;
         pthread_cond_broadcast(&c->state_cond);
         pthread_mutex_unlock(&c->mtx);
-        return 0; /* a failed write ends the link; pending calls learn it there */
+        free(buf);
+        free(corr_copy);
+        return rc;
     }
     rc = wait_for_room(c, kind == OUT_ANSWER);
     if (!rc) {
@@ -734,21 +773,63 @@ int sdk_enqueue_line(tw_client *c, char *buf, size_t len, out_kind kind, const c
     return rc;
 }
 
+/* What the writer took into one write, per item: enough to settle each
+ * item if the write fails partway (wr_failed). */
+typedef struct wr_meta {
+    out_kind kind;
+    size_t nenv;
+    size_t end; /* the item's last byte + 1 in the write buffer */
+    char *corr; /* OUT_REQUEST: the pending call's (owned) */
+} wr_meta;
+
+/* mtx held. A write failed after `sent` bytes: the items that did not leave
+ * whole never reached the runtime. Answers go back to the head of the
+ * queue, in order, for the next link; requests fail with TW_EOFFLINE
+ * (their callers no longer wait for a status that cannot come); values
+ * are dropped. Items that left whole count as sent. */
+static void wr_failed(tw_client *c, const char *wbuf, wr_meta *m, size_t n, size_t sent)
+{
+    c->link_broken = true;
+    for (size_t i = n; i-- > 0;) {
+        size_t start = i ? m[i - 1].end : 0;
+        if (m[i].end <= sent) break;
+        if (m[i].kind == OUT_ANSWER) {
+            out_item it = {.buf = malloc(m[i].end - start),
+                           .len = m[i].end - start,
+                           .cap = m[i].end - start,
+                           .nenv = m[i].nenv,
+                           .kind = OUT_ANSWER};
+            if (it.buf) memcpy(it.buf, wbuf + start, it.len);
+            if (!it.buf || !ring_push_front(c, &it)) {
+                free(it.buf);
+                tw_log_warn("libtwin", "an answer was lost with the link (out of memory)");
+            }
+        } else if (m[i].kind == OUT_REQUEST && m[i].corr) {
+            pending *p = tw_hmap_get(&c->pend, m[i].corr);
+            if (p) pending_finish(c, p, TW_EOFFLINE, true);
+        } else if (m[i].kind == OUT_VALUE) {
+            atomic_fetch_add(&c->st_dropped, m[i].nenv);
+        }
+    }
+}
+
 static void *wr_main(void *arg)
 {
     tw_client *c = arg;
     char *wbuf = NULL;
     size_t wcap = 0;
+    wr_meta *meta = NULL;
+    size_t mcap = 0;
     pthread_mutex_lock(&c->mtx);
     for (;;) {
-        while (!c->closing &&
-               (c->qn == 0 || c->state != TW_CLIENT_CONNECTED || !c->tr || c->writer_busy)) {
+        while (!c->closing && (c->qn == 0 || c->state != TW_CLIENT_CONNECTED || !c->tr ||
+                               c->writer_busy || c->link_broken)) {
             c->writer_waiting = true;
             pthread_cond_wait(&c->state_cond, &c->mtx);
             c->writer_waiting = false;
         }
         if (c->closing) break;
-        size_t wlen = 0, n = 0;
+        size_t wlen = 0, n = 0, nitems = 0;
         while (c->qn && (wlen == 0 || wlen + c->q[c->qhead].len <= TW_NNG_BATCH_MAX)) {
             out_item *it = &c->q[c->qhead];
             if (wlen + it->len > wcap) {
@@ -760,9 +841,18 @@ static void *wr_main(void *arg)
                 wbuf = nb;
                 wcap = nc;
             }
+            if (nitems == mcap) {
+                size_t nc = mcap ? 2 * mcap : 64;
+                wr_meta *nm = realloc(meta, nc * sizeof *nm);
+                if (!nm) break;
+                meta = nm;
+                mcap = nc;
+            }
             memcpy(wbuf + wlen, it->buf, it->len);
             wlen += it->len;
             n += it->nenv;
+            meta[nitems++] = (wr_meta){it->kind, it->nenv, wlen, it->corr};
+            it->corr = NULL; /* now meta's */
             c->qenv -= it->nenv;
             item_free(it);
             c->qhead = (c->qhead + 1) % c->qcap;
@@ -773,16 +863,21 @@ static void *wr_main(void *arg)
         tw_transport *t = c->tr;
         c->writer_busy = true;
         pthread_mutex_unlock(&c->mtx);
-        int rc = c->tops->send(t, wbuf, wlen);
+        size_t sent = 0;
+        int rc = c->tops->send(t, wbuf, wlen, &sent);
         if (rc) c->tops->shutdown(t); /* the I/O thread sees the link end */
         atomic_fetch_add(&c->st_sent, n);
         atomic_fetch_add(&c->st_batches, 1);
         pthread_mutex_lock(&c->mtx);
+        if (rc && sent < wlen) wr_failed(c, wbuf, meta, nitems, sent);
+        for (size_t i = 0; i < nitems; i++)
+            free(meta[i].corr);
         c->writer_busy = false;
         pthread_cond_broadcast(&c->state_cond);
     }
     pthread_mutex_unlock(&c->mtx);
     free(wbuf);
+    free(meta);
     return NULL;
 }
 
@@ -1144,7 +1239,8 @@ static int login(tw_client *c, tw_transport *t, bool use_session)
     int rc = sdk_append_line(&buf, &len, &cap, env);
     sodium_memzero(tok, sizeof tok);
     json_decref(env);
-    if (!rc) rc = c->tops->send(t, buf, len);
+    size_t sent = 0;
+    if (!rc) rc = c->tops->send(t, buf, len, &sent);
     if (buf) sodium_memzero(buf, len);
     free(buf);
     if (rc) return rc;
@@ -1257,6 +1353,7 @@ static void *io_main(void *arg)
         }
         pthread_mutex_lock(&c->mtx);
         c->tr = t; /* not CONNECTED yet: the writer keeps off; close() can shut it */
+        c->link_broken = false;
         closing = c->closing;
         pthread_mutex_unlock(&c->mtx);
         if (closing) {
@@ -1298,8 +1395,10 @@ static void *io_main(void *arg)
         }
         pthread_mutex_unlock(&c->mtx);
         if (!rc) {
-            if (len) rc = c->tops->send(t, buf, len);
+            size_t sent = 0;
+            if (len) rc = c->tops->send(t, buf, len, &sent);
             pthread_mutex_lock(&c->mtx);
+            if (rc) c->link_broken = true;
             c->writer_busy = false; /* (before link_down, which waits for it) */
             pthread_cond_broadcast(&c->state_cond);
             pthread_mutex_unlock(&c->mtx);

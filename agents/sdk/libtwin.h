@@ -48,7 +48,13 @@
  * its status (the runtime delivers it live or from the inbox) until its
  * timeout. Agent answers are the exception: an answer given while
  * disconnected waits in the queue and leaves after the next login, so a
- * consumer still hears the outcome of an action that did run.
+ * consumer still hears the outcome of an action that did run. A write the
+ * link's end cuts short counts as not sent for every envelope that did not
+ * leave whole: such a request fails with TW_EOFFLINE (returned by the call,
+ * or an asynchronous action's final `failed`), such an answer leaves on the
+ * next link. An envelope written whole counts as sent, though a link reset
+ * right after may still lose it in the network: a request then waits for
+ * its timeout (an asynchronous one without a timeout until close).
  */
 #ifndef TW_LIBTWIN_H
 #define TW_LIBTWIN_H

@@ -252,8 +252,9 @@ static int nng_connect(const tw_client_opts *o, int timeout_ms, tw_transport **o
     return 0;
 }
 
-static int nng_tsend(tw_transport *t, const char *buf, size_t len)
+static int nng_tsend(tw_transport *t, const char *buf, size_t len, size_t *sent)
 {
+    *sent = 0;
     while (len > 0) {
         nng_iov iov = {.iov_buf = (void *)buf, .iov_len = len};
         nng_aio_set_iov(t->tx, 1, &iov);
@@ -262,6 +263,7 @@ static int nng_tsend(tw_transport *t, const char *buf, size_t len)
         size_t n = nng_aio_count(t->tx);
         buf += n;
         len -= n;
+        *sent += n;
     }
     return 0;
 }

@@ -257,8 +257,9 @@ static int sock_connect(const tw_client_opts *o, int timeout_ms, tw_transport **
     return 0;
 }
 
-static int sock_send(tw_transport *t, const char *buf, size_t len)
+static int sock_send(tw_transport *t, const char *buf, size_t len, size_t *sent)
 {
+    *sent = 0;
     while (len > 0) {
         if (atomic_load_explicit(&t->closed, memory_order_acquire)) return TW_ECLOSED;
         ssize_t n = send(t->fd, buf, len, MSG_NOSIGNAL);
@@ -268,6 +269,7 @@ static int sock_send(tw_transport *t, const char *buf, size_t len)
         }
         buf += n;
         len -= (size_t)n;
+        *sent += (size_t)n;
     }
     return 0;
 }

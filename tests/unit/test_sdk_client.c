@@ -754,6 +754,135 @@ static void test_req_after_close(void **state)
     fake_stop(&f);
 }
 
+/* ---- a write that fails partway ------------------------------------------------------------ */
+
+/* Resets the link (RST, not FIN): what the client is writing fails. */
+static void conn_reset(conn *k)
+{
+    struct linger lg = {1, 0};
+    setsockopt(k->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+}
+
+/* Reads until the bytes hold `want` (false at EOF). */
+static bool conn_read_until(conn *k, size_t consumed, const char *want)
+{
+    while (!memmem(k->buf + consumed, k->len - consumed, want, strlen(want)))
+        if (!conn_fill(k)) return false;
+    return true;
+}
+
+/* 1st link: the request act-1, then closed when the test says (step 1). */
+static void script_request_then_close(conn *k)
+{
+    size_t consumed = 0;
+    if (!conn_login(k, &consumed)) return;
+    conn_write(k, "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dev1\","
+                  "\"name\":\"go\",\"correlationID\":\"act-1\"}\n");
+    wait_step(k->f, 1);
+}
+
+/* 2nd link: the login once the test says (step 2); reset as soon as the
+ * answer to act-1 begins to arrive (8 MiB: the client is inside the write). */
+static void script_reset_in_answer(conn *k)
+{
+    size_t consumed = 0;
+    wait_step(k->f, 2);
+    if (!conn_login(k, &consumed)) return;
+    if (conn_read_until(k, consumed, "\"act-1\"")) conn_reset(k);
+}
+
+/* Retries a ping until one is answered: everything the client queued
+ * before it has then been written on that link. */
+static void ping_through(tw_client *c)
+{
+    int64_t end = now_ms() + SAFETY_MS;
+    json_t *ping = json_pack("{s:s}", "operation", "ping");
+    int rc;
+    while ((rc = tw_client_request(c, ping, SAFETY_MS, NULL)) != 0 && now_ms() < end)
+        tw_client_wait_connected(c, SAFETY_MS);
+    json_decref(ping);
+    assert_int_equal(rc, 0);
+}
+
+/* An agent's answer whose write fails partway (the link reset) leaves on
+ * the next link (it was lost, though tw_req_complete had returned 0). The
+ * answer is given offline, so the writer thread writes it after the login. */
+static void test_answer_survives_failed_write(void **state)
+{
+    (void)state;
+    fake f;
+    fake_start(&f, 0);
+    f.script[0] = script_request_then_close;
+    f.script[1] = script_reset_in_answer;
+    atomic_store(&nkept, 0);
+    tw_client *c = client_new(&f, NULL);
+    assert_int_equal(tw_agent_on_action(c, "dev1", "go", on_act_keep, NULL), 0);
+    assert_int_equal(wait_change(&nkept, 0, SAFETY_MS), 1);
+    atomic_store(&f.step, 1); /* the first link ends */
+    int64_t end = now_ms() + SAFETY_MS;
+    while (tw_client_get_state(c) == TW_CLIENT_CONNECTED && now_ms() < end)
+        usleep(1000);
+    char *d = malloc(BIG + 1);
+    assert_non_null(d);
+    memset(d, 'y', BIG);
+    d[BIG] = 0;
+    json_t *out = json_string(d);
+    free(d);
+    assert_int_equal(tw_req_complete(kept[0], out), 0); /* queued for the next link */
+    json_decref(out);
+    atomic_store(&f.step, 2);
+    ping_through(c); /* on the third link */
+    assert_int_equal(fake_count(&f, 2, WANT("\"correlationID\":\"act-1\"", "\"completed\"")), 1);
+    tw_client_close(c);
+    fake_stop(&f);
+}
+
+/* 1st link: reset as soon as an invokeaction begins to arrive. */
+static void script_reset_in_invoke(conn *k)
+{
+    size_t consumed = 0;
+    if (!conn_login(k, &consumed)) return;
+    if (conn_read_until(k, consumed, "\"invokeaction\"")) conn_reset(k);
+}
+
+static atomic_int invoke_final = -1;
+
+static void on_invoke_status(void *arg, tw_client *c, const tw_action_result *res)
+{
+    (void)arg;
+    (void)c;
+    if (tw_status_final(res->status)) atomic_store(&invoke_final, (int)res->status);
+}
+
+/* A request whose write fails partway fails (TW_EOFFLINE, or a final
+ * `failed` for an asynchronous one already accepted) instead of waiting for
+ * a status that cannot come: an asynchronous call without a timeout
+ * waited until tw_client_close. */
+static void test_request_fails_with_its_write(void **state)
+{
+    (void)state;
+    fake f;
+    fake_start(&f, 0);
+    f.script[0] = script_reset_in_invoke;
+    tw_client *c = client_new(&f, NULL);
+    assert_int_equal(tw_client_wait_connected(c, SAFETY_MS), 0);
+    char *d = malloc(BIG + 1);
+    assert_non_null(d);
+    memset(d, 'z', BIG);
+    d[BIG] = 0;
+    json_t *in = json_string(d);
+    free(d);
+    atomic_store(&invoke_final, -1);
+    int rc = tw_consumer_invoke_async(c, "dev1", "go", in, 0, on_invoke_status, NULL);
+    json_decref(in);
+    if (rc == 0) /* queued, and written by the writer thread */
+        assert_int_equal(wait_change(&invoke_final, -1, SAFETY_MS), TW_STATUS_FAILED);
+    else
+        assert_int_equal(rc, TW_EOFFLINE); /* written by this thread */
+    tw_client_close(c);
+    fake_stop(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -763,6 +892,8 @@ int main(void)
         cmocka_unit_test(test_sync_call_from_callback_under_flood),
         cmocka_unit_test(test_publish_during_resync),
         cmocka_unit_test(test_req_after_close),
+        cmocka_unit_test(test_answer_survives_failed_write),
+        cmocka_unit_test(test_request_fails_with_its_write),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
