@@ -727,7 +727,7 @@ int sdk_enqueue_line(tw_client *c, char *buf, size_t len, out_kind kind, const c
         c->writer_busy = true;
         pthread_mutex_unlock(&c->mtx);
         size_t sent = 0;
-        int src = c->tops->send(t, buf, len, &sent);
+        int src = c->tops->send_n(t, buf, len, &sent);
         if (src) c->tops->shutdown(t); /* the I/O thread sees the link end */
         atomic_fetch_add(&c->st_sent, 1);
         atomic_fetch_add(&c->st_batches, 1);
@@ -864,7 +864,7 @@ static void *wr_main(void *arg)
         c->writer_busy = true;
         pthread_mutex_unlock(&c->mtx);
         size_t sent = 0;
-        int rc = c->tops->send(t, wbuf, wlen, &sent);
+        int rc = c->tops->send_n(t, wbuf, wlen, &sent);
         if (rc) c->tops->shutdown(t); /* the I/O thread sees the link end */
         atomic_fetch_add(&c->st_sent, n);
         atomic_fetch_add(&c->st_batches, 1);
@@ -1240,7 +1240,7 @@ static int login(tw_client *c, tw_transport *t, bool use_session)
     sodium_memzero(tok, sizeof tok);
     json_decref(env);
     size_t sent = 0;
-    if (!rc) rc = c->tops->send(t, buf, len, &sent);
+    if (!rc) rc = c->tops->send_n(t, buf, len, &sent);
     if (buf) sodium_memzero(buf, len);
     free(buf);
     if (rc) return rc;
@@ -1396,7 +1396,7 @@ static void *io_main(void *arg)
         pthread_mutex_unlock(&c->mtx);
         if (!rc) {
             size_t sent = 0;
-            if (len) rc = c->tops->send(t, buf, len, &sent);
+            if (len) rc = c->tops->send_n(t, buf, len, &sent);
             pthread_mutex_lock(&c->mtx);
             if (rc) c->link_broken = true;
             c->writer_busy = false; /* (before link_down, which waits for it) */

@@ -31,10 +31,11 @@ typedef struct tw_transport_ops {
     /* Opens a link (blocking, at most timeout_ms). */
     int (*connect)(const tw_client_opts *o, int timeout_ms, tw_transport **out);
     /* Sends buf: one or more envelopes, each followed by '\n'. Blocking until
-     * written; TW_ECLOSED/TW_EIO when the link is gone. *sent: the bytes
-     * handed on before it failed (len on success), so the caller knows
-     * which envelopes never left whole. */
-    int (*send)(tw_transport *t, const char *buf, size_t len, size_t *sent);
+     * written; TW_ECLOSED/TW_EIO when the link is gone. */
+    int (*send)(tw_transport *t, const char *buf, size_t len);
+    /* The same, and *sent: the bytes handed on before it failed (len on
+     * success), so the caller knows which envelopes never left whole. */
+    int (*send_n)(tw_transport *t, const char *buf, size_t len, size_t *sent);
     /* The next envelope (without its '\n'); *line stays valid until the next
      * recv. Blocking; TW_ECLOSED when the link is gone. */
     int (*recv)(tw_transport *t, const char **line, size_t *len);

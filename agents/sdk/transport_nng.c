@@ -252,7 +252,7 @@ static int nng_connect(const tw_client_opts *o, int timeout_ms, tw_transport **o
     return 0;
 }
 
-static int nng_tsend(tw_transport *t, const char *buf, size_t len, size_t *sent)
+static int nng_tsend_n(tw_transport *t, const char *buf, size_t len, size_t *sent)
 {
     *sent = 0;
     while (len > 0) {
@@ -266,6 +266,12 @@ static int nng_tsend(tw_transport *t, const char *buf, size_t len, size_t *sent)
         *sent += n;
     }
     return 0;
+}
+
+static int nng_tsend(tw_transport *t, const char *buf, size_t len)
+{
+    size_t sent;
+    return nng_tsend_n(t, buf, len, &sent);
 }
 
 static int nng_trecv(tw_transport *t, const char **line, size_t *len)
@@ -296,6 +302,7 @@ const tw_transport_ops tw_transport_nng = {
     .accepts = nng_accepts,
     .connect = nng_connect,
     .send = nng_tsend,
+    .send_n = nng_tsend_n,
     .recv = nng_trecv,
     .shutdown = nng_tshutdown,
     .free = nng_tfree,

@@ -257,7 +257,7 @@ static int sock_connect(const tw_client_opts *o, int timeout_ms, tw_transport **
     return 0;
 }
 
-static int sock_send(tw_transport *t, const char *buf, size_t len, size_t *sent)
+static int sock_send_n(tw_transport *t, const char *buf, size_t len, size_t *sent)
 {
     *sent = 0;
     while (len > 0) {
@@ -272,6 +272,12 @@ static int sock_send(tw_transport *t, const char *buf, size_t len, size_t *sent)
         *sent += (size_t)n;
     }
     return 0;
+}
+
+static int sock_send(tw_transport *t, const char *buf, size_t len)
+{
+    size_t sent;
+    return sock_send_n(t, buf, len, &sent);
 }
 
 static int sock_recv(tw_transport *t, const char **line, size_t *len)
@@ -298,6 +304,7 @@ const tw_transport_ops tw_transport_sock = {
     .accepts = sock_accepts,
     .connect = sock_connect,
     .send = sock_send,
+    .send_n = sock_send_n,
     .recv = sock_recv,
     .shutdown = sock_shutdown,
     .free = sock_free,
