@@ -75,9 +75,22 @@ static char *dupz(const char *s)
     return s ? strdup(s) : NULL;
 }
 
+/* Every timed wait of a client runs on CLOCK_MONOTONIC (its conditions are
+ * made with cond_init): a wall clock stepped back (a device without an RTC
+ * setting its time at boot) would stall timeouts and the reconnect backoff,
+ * one stepped forward would end them early. */
+static void cond_init(pthread_cond_t *cv)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
 static void abstime(struct timespec *ts, int64_t ms)
 {
-    clock_gettime(CLOCK_REALTIME, ts);
+    clock_gettime(CLOCK_MONOTONIC, ts);
     ts->tv_sec += ms / 1000;
     ts->tv_nsec += (ms % 1000) * 1000000;
     if (ts->tv_nsec >= 1000000000) {
@@ -988,7 +1001,7 @@ static pending *pending_new(tw_client *c, const char *corr, pend_kind kind, bool
     tw_strlcpy(p->corr, corr, sizeof p->corr);
     p->kind = kind;
     p->sync = sync;
-    if (sync) pthread_cond_init(&p->cond, NULL);
+    if (sync) cond_init(&p->cond);
     return p;
 }
 
@@ -1469,10 +1482,10 @@ int tw_client_new(const tw_client_opts *opts, tw_client **out)
     snprintf(c->idprefix, sizeof c->idprefix, "%.12s-", rnd);
     pthread_mutex_init(&c->mtx, NULL);
     pthread_mutex_init(&c->run_mtx, NULL);
-    pthread_cond_init(&c->state_cond, NULL);
-    pthread_cond_init(&c->space_cond, NULL);
-    pthread_cond_init(&c->job_cond, NULL);
-    pthread_cond_init(&c->job_space, NULL);
+    cond_init(&c->state_cond);
+    cond_init(&c->space_cond);
+    cond_init(&c->job_cond);
+    cond_init(&c->job_space);
     tw_hmap_init(&c->pend);
     tw_hmap_init(&c->tds);
     tw_hmap_init(&c->props);

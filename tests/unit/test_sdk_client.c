@@ -32,10 +32,24 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #define SAFETY_MS 20000 /* a generous bound on waits that must not hang */
+
+/* The wall clock as this process reads it can be set off by wall_skew_s
+ * seconds (test_wall_clock_step): this definition takes the place of
+ * libc's for the whole program, libtwin included, while the kernel's
+ * clocks (and so the timed waits) stay as they are. */
+static atomic_long wall_skew_s;
+
+int clock_gettime(clockid_t id, struct timespec *ts)
+{
+    int rc = (int)syscall(SYS_clock_gettime, id, ts);
+    if (rc == 0 && id == CLOCK_REALTIME) ts->tv_sec += atomic_load(&wall_skew_s);
+    return rc;
+}
 #define MAX_CONNS 8
 
 static int64_t now_ms(void)
@@ -883,6 +897,45 @@ static void test_request_fails_with_its_write(void **state)
     fake_stop(&f);
 }
 
+/* ---- the wall clock -------------------------------------------------------------------- */
+
+/* Accepts the connection, never answers the login. */
+static void script_mute(conn *k)
+{
+    while (conn_fill(k))
+        k->len = 0;
+}
+
+static atomic_int mute_rc = 1;
+
+static void *wait_connected_thread(void *arg)
+{
+    atomic_store(&mute_rc, tw_client_wait_connected(arg, 300));
+    return NULL;
+}
+
+/* Timed waits do not follow the wall clock: read an hour ahead of the
+ * kernel's (as after a step back), a 300 ms wait for the login waited an
+ * hour (every wait took CLOCK_REALTIME deadlines). */
+static void test_wall_clock_step(void **state)
+{
+    (void)state;
+    fake f;
+    fake_start(&f, 0);
+    f.script[0] = script_mute;
+    tw_client *c = client_new(&f, NULL);
+    atomic_store(&mute_rc, 1);
+    atomic_store(&wall_skew_s, 3600);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, wait_connected_thread, c), 0);
+    int rc = wait_change(&mute_rc, 1, SAFETY_MS);
+    atomic_store(&wall_skew_s, 0);
+    assert_int_equal(rc, TW_ETIMEDOUT); /* (else the thread is stuck: the test ends here) */
+    pthread_join(th, NULL);
+    tw_client_close(c);
+    fake_stop(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -894,6 +947,7 @@ int main(void)
         cmocka_unit_test(test_req_after_close),
         cmocka_unit_test(test_answer_survives_failed_write),
         cmocka_unit_test(test_request_fails_with_its_write),
+        cmocka_unit_test(test_wall_clock_step),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
