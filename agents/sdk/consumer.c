@@ -190,6 +190,21 @@ int tw_consumer_unsubscribe(tw_client *c, int sub_id)
     for (size_t i = 0; found && i < c->nsubs; i++)
         shared |= c->subs[i].kind == s.kind && strcmp(c->subs[i].thing, s.thing) == 0 &&
                   strcmp(c->subs[i].name, s.name) == 0;
+    /* its notifications still queued for the callback thread go too */
+    for (job **pp = &c->jhead, *prev = NULL; found && *pp;) {
+        job *j = *pp;
+        if (j->kind != JOB_NOTIFY || j->sub_id != sub_id) {
+            prev = j;
+            pp = &j->next;
+            continue;
+        }
+        *pp = j->next;
+        if (c->jtail == j) c->jtail = prev;
+        c->njobs--;
+        tw_msg_unref(j->msg);
+        free(j);
+        pthread_cond_broadcast(&c->job_space);
+    }
     pthread_mutex_unlock(&c->mtx);
     if (!found) return TW_ENOTFOUND;
     int rc = 0;
@@ -268,6 +283,7 @@ void sdk_consumer_notify(tw_client *c, tw_msg *m)
         j->nfn = c->subs[i].fn;
         j->vfn = c->subs[i].nfn;
         j->arg = c->subs[i].arg;
+        j->sub_id = c->subs[i].id;
         j->msg = m;
         if (!direct) {
             j->msg = tw_msg_ref(m);

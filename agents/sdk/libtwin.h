@@ -247,6 +247,10 @@ int tw_consumer_subscribe_event(tw_client *c, const char *twin_id, const char *n
                                 tw_notify_fn fn, void *arg, int *sub_id);
 int tw_consumer_observe_property(tw_client *c, const char *twin_id, const char *name,
                                  tw_notify_fn fn, void *arg, int *sub_id);
+/* Ends a subscription: notifications for it still queued for the callback
+ * thread are dropped, so fn hears nothing more once this returns, except a
+ * callback already under way on another thread (called from fn itself, or
+ * from any callback of the callback thread, nothing at all). */
 int tw_consumer_unsubscribe(tw_client *c, int sub_id);
 
 /*

@@ -87,6 +87,7 @@ typedef struct job {
     tw_req_fn rfn;
     void *arg;
     tw_msg *msg;          /* JOB_NOTIFY: the notification (one ref) */
+    int sub_id;           /* JOB_NOTIFY: the subscription (unsubscribe drops the job) */
     tw_action_result res; /* JOB_ACTION: output/error hold refs */
     tw_req *req;          /* JOB_REQ */
     struct job *next;

@@ -897,6 +897,65 @@ static void test_request_fails_with_its_write(void **state)
     fake_stop(&f);
 }
 
+/* ---- unsubscribe ----------------------------------------------------------------------- */
+
+static atomic_int unsub_calls, unsub_release, unsub_done = -1;
+
+static void on_unsub_notify(void *arg, tw_client *c, const char *t, const char *n, json_t *v,
+                            json_t *e)
+{
+    (void)arg;
+    (void)c;
+    (void)t;
+    (void)n;
+    (void)v;
+    (void)e;
+    atomic_fetch_add(&unsub_calls, 1);
+    int64_t end = now_ms() + SAFETY_MS;
+    while (!atomic_load(&unsub_release) && now_ms() < end) /* the first one waits */
+        usleep(1000);
+}
+
+static void on_unsub_done(void *arg, tw_client *c, const tw_action_result *res)
+{
+    (void)arg;
+    (void)c;
+    if (tw_status_final(res->status)) atomic_store(&unsub_done, (int)res->status);
+}
+
+/* Once tw_consumer_unsubscribe returns, notifications of that subscription
+ * still queued for the callback thread are not delivered (they were). */
+static void test_unsubscribe_drops_queued(void **state)
+{
+    (void)state;
+    fake f;
+    fake_start(&f, 0);
+    tw_client *c = client_new(&f, NULL);
+    atomic_store(&unsub_calls, 0);
+    atomic_store(&unsub_release, 0);
+    atomic_store(&unsub_done, -1);
+    assert_int_equal(tw_client_wait_connected(c, SAFETY_MS), 0);
+    int sid = 0;
+    assert_int_equal(tw_consumer_subscribe_event(c, "x", "e", on_unsub_notify, NULL, &sid), 0);
+    chain ch = {.f = &f, .c = c};
+    tw_client_stats st;
+    tw_client_get_stats(c, &st);
+    ch.base_received = (long)st.received;
+    ch.base_written = fake_written(&f);
+    fake_send(&f, NOTIF("1"));
+    assert_int_equal(wait_change(&unsub_calls, 0, SAFETY_MS), 1); /* the first one runs */
+    fake_send(&f, NOTIF("2") NOTIF("3") TRAILER);
+    wait_read_all(&ch); /* and two more are queued behind it */
+    assert_int_equal(tw_consumer_unsubscribe(c, sid), 0);
+    atomic_store(&unsub_release, 1);
+    /* an action's status is queued behind whatever is left */
+    assert_int_equal(tw_consumer_invoke_async(c, "x", "a", NULL, 0, on_unsub_done, NULL), 0);
+    assert_int_equal(wait_change(&unsub_done, -1, SAFETY_MS), TW_STATUS_COMPLETED);
+    assert_int_equal(atomic_load(&unsub_calls), 1);
+    tw_client_close(c);
+    fake_stop(&f);
+}
+
 /* ---- the wall clock -------------------------------------------------------------------- */
 
 /* Accepts the connection, never answers the login. */
@@ -948,6 +1007,7 @@ int main(void)
         cmocka_unit_test(test_answer_survives_failed_write),
         cmocka_unit_test(test_request_fails_with_its_write),
         cmocka_unit_test(test_wall_clock_step),
+        cmocka_unit_test(test_unsubscribe_drops_queued),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
