@@ -969,7 +969,26 @@ static void process_line(tw_client *c, const char *line, size_t len)
     atomic_fetch_add_explicit(&c->st_received, 1, memory_order_relaxed);
     atomic_store_explicit(&c->last_rx_us, tw_mono_us(), memory_order_relaxed);
     tw_msg *m = NULL;
-    if (tw_msg_parse(line, len, &rx_limits, &m, NULL) != 0) return;
+    json_t *problem = NULL;
+    if (tw_msg_parse(line, len, &rx_limits, &m, &problem) != 0) {
+        /* dropped: a call it answered would only time out, so say so (the
+         * reason, not the content: it may hold a token), at most every 10 s */
+        c->rx_bad++;
+        int64_t now = tw_mono_us();
+        if (!c->rx_bad_warn_us || now - c->rx_bad_warn_us >= 10000000) {
+            tw_log_warn("libtwin",
+                        "dropped %llu envelope(s) from the runtime that could not be parsed "
+                        "(the last: %zu bytes, %s)",
+                        (unsigned long long)c->rx_bad, len,
+                        json_string_value(json_object_get(problem, "detail"))
+                            ? json_string_value(json_object_get(problem, "detail"))
+                            : "invalid");
+            c->rx_bad_warn_us = now;
+            c->rx_bad = 0;
+        }
+        json_decref(problem);
+        return;
+    }
     json_t *seq = tw_msg_get(m, TW_NNG_CURSOR_FIELD);
     if (json_is_integer(seq)) {
         pthread_mutex_lock(&c->mtx);

@@ -129,7 +129,9 @@ struct tw_client {
     bool kick;                  /* tw_client_disconnect asked to drop the link */
     _Atomic int64_t last_rx_us; /* when the I/O thread last received (keepalive) */
     int64_t last_ping_us;
-    int64_t next_check_us; /* the next check of async timeouts and the keepalive */
+    int64_t next_check_us;  /* the next check of async timeouts and the keepalive */
+    uint64_t rx_bad;        /* I/O thread: envelopes dropped unparsed since the last warning */
+    int64_t rx_bad_warn_us; /* I/O thread: when that warning was logged */
 
     /* send queue (ring of items; qenv envelopes in them, at most send_queue) */
     out_item *q;

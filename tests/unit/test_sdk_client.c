@@ -956,6 +956,40 @@ static void test_unsubscribe_drops_queued(void **state)
     fake_stop(&f);
 }
 
+/* ---- what cannot be parsed ---------------------------------------------------------------- */
+
+/* An envelope from the runtime that cannot be parsed is logged (at warn),
+ * not dropped silently: a call it answered would only time out. */
+static void test_unparsable_logged(void **state)
+{
+    (void)state;
+    fake f;
+    fake_start(&f, 0);
+    tw_client *c = client_new(&f, NULL);
+    assert_int_equal(tw_client_wait_connected(c, SAFETY_MS), 0);
+    char path[] = "/tmp/test_sdk_client-log-XXXXXX";
+    int lfd = mkstemp(path);
+    assert_true(lfd >= 0);
+    unlink(path);
+    fflush(stderr);
+    int saved = dup(2);
+    assert_int_equal(dup2(lfd, 2), 2);
+    fake_send(&f, "{\"type\":\"response\",\"correlationID\":\"no-operation\"}\n");
+    json_t *ping = json_pack("{s:s}", "operation", "ping");
+    int rc = tw_client_request(c, ping, SAFETY_MS, NULL); /* read after the bad line */
+    json_decref(ping);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    assert_int_equal(rc, 0);
+    char buf[4096] = {0};
+    assert_true(pread(lfd, buf, sizeof buf - 1, 0) > 0);
+    close(lfd);
+    assert_non_null(strstr(buf, "could not be parsed"));
+    tw_client_close(c);
+    fake_stop(&f);
+}
+
 /* ---- the wall clock -------------------------------------------------------------------- */
 
 /* Accepts the connection, never answers the login. */
@@ -1008,6 +1042,7 @@ int main(void)
         cmocka_unit_test(test_request_fails_with_its_write),
         cmocka_unit_test(test_wall_clock_step),
         cmocka_unit_test(test_unsubscribe_drops_queued),
+        cmocka_unit_test(test_unparsable_logged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
