@@ -25,21 +25,27 @@
  * parameters is a new reference the caller must json_decref(). JSON passed to
  * callbacks is borrowed for the duration of the callback.
  *
- * Threading model: every function is thread-safe. A client runs three
- * threads of its own: an I/O thread (connect, login, read and route incoming
- * envelopes), a writer thread (batches everything queued into few large
- * writes), and a callback thread that runs every user callback - state
- * changes, event and property notifications, asynchronous action statuses
- * and agent request handlers - one at a time, in arrival order. Callbacks may
- * call any libtwin function, including the synchronous ones (those wait on
- * their own condition, which the I/O thread signals; meanwhile the I/O
- * thread keeps reading and queues callbacks beyond the usual bound of
- * 65536, after which it waits for the callback thread), but a long callback
- * delays the ones behind it: hand long work to another thread and answer the
- * request from there (tw_req_* may be called from any thread, later).
- * With opts.dispatch_inline, callbacks run on the I/O thread instead (still
- * one at a time, in order): lower latency, but no synchronous calls of the
- * same client from inside them.
+ * Threading model: every function is thread-safe, with the one rule of
+ * tw_client_close (no other call of the client may be under way or follow).
+ * A client runs three threads of its own: an I/O thread (connect, login,
+ * read and route incoming envelopes), a writer thread (batches everything
+ * queued into few large writes; a request or answer that finds nothing
+ * queued is written by the calling thread itself), and a callback thread
+ * that runs every user callback - state changes, event and property
+ * notifications, asynchronous action statuses and agent request handlers -
+ * one at a time, in arrival order. Callbacks may call any libtwin function
+ * but tw_client_close, including the synchronous ones (those wait on their
+ * own condition, which the I/O thread signals; meanwhile the I/O thread
+ * keeps reading, queueing callbacks past the bound of 65536 at which it
+ * otherwise waits for the callback thread), but a long callback delays the
+ * ones behind it: hand long work to another thread and answer the request
+ * from there (tw_req_* may be called from any thread, later, even after
+ * tw_client_close). With opts.dispatch_inline, request handlers,
+ * notifications and action statuses run on the I/O thread as their
+ * envelope is read; state changes and the final status of an asynchronous
+ * call's local timeout may still run on the callback thread. All callbacks
+ * stay one at a time, in order: lower latency, but no synchronous calls of
+ * the same client from inside them.
  *
  * Delivery rules: nothing is resent silently. An envelope still queued when
  * the link drops is dropped: events and property values are stale by then
@@ -102,12 +108,15 @@ typedef struct tw_client_opts {
                                 for twice as long is dropped and re-made; -1: never */
     int64_t inbox_cursor;    /* the inbox cursor to resume from (0: everything unseen) */
     /* Run callbacks on the I/O thread as soon as their envelope is read,
-     * saving a thread hand-off (for latency-bound agents). Callbacks then
-     * must not call the synchronous functions of the same client (they
-     * would wait for the thread that runs them); tw_req_* and the
-     * asynchronous and publishing functions are fine. Default false. */
+     * saving a thread hand-off (for latency-bound agents); state changes
+     * and local timeouts' statuses may still come on the callback thread
+     * (one at a time with the others all the same). Callbacks then must
+     * not call the synchronous functions of the same client (they would
+     * wait for the thread that runs them); tw_req_* and the asynchronous
+     * and publishing functions are fine. Default false. */
     bool dispatch_inline;
-    tw_client_state_fn on_state; /* may be NULL; runs on the callback thread */
+    tw_client_state_fn on_state; /* may be NULL; runs on the callback thread (or the I/O
+                                    thread, see dispatch_inline) */
     void *state_arg;
     /* Action statuses no call of this client waits for: those of actions
      * invoked before a restart, replayed from the inbox after the login,
@@ -173,7 +182,10 @@ int tw_client_send_raw(tw_client *c, json_t *envelope);
  * answer; *twin_id (may be NULL) gets the twin id, malloc'd.
  */
 int tw_agent_publish_td(tw_client *c, json_t *td, char **twin_id, json_t **problem);
-/* Removes a published TD (deletething). */
+/* Removes a published TD (deletething) and forgets it (and its property
+ * values) at once, so it is not re-published. While disconnected this
+ * returns TW_EOFFLINE and the runtime keeps the TD: call it again once
+ * connected. */
 int tw_agent_delete_td(tw_client *c, const char *thing_id);
 
 /*
