@@ -8,10 +8,17 @@
  * cases a real runtime cannot be made to produce on cue.
  *
  * Each test pins down a bug found in review (each fails without its fix):
- * a request or answer that is not UTF-8 fails with TW_EINVAL and an answer
- * that was not sent leaves the request answerable; a login refused with a
- * transient error (503) is retried with the session token, not reported as
- * AUTH_FAILED; ... (see each test's comment).
+ * text that is not UTF-8 fails with TW_EINVAL and an answer that was not
+ * sent leaves the request answerable; a login refused with a transient
+ * error (503) is retried with the session token, not AUTH_FAILED; async
+ * timeouts fire while callbacks keep the queue busy; a synchronous call
+ * from a callback gets its response behind more than 65536 queued
+ * callbacks; a value published while the resync is being written reaches
+ * the runtime; requests a handler kept can be answered after close
+ * (TW_ECLOSED); a write cut by a reset sends its answer on the next link
+ * and fails its request; waits ignore wall-clock steps (this program's
+ * clock_gettime can skew CLOCK_REALTIME); unsubscribe drops queued
+ * notifications; an envelope that cannot be parsed is logged.
  *
  * Waits are for conditions; SAFETY_MS only bounds a wait that must not hang.
  */
