@@ -939,6 +939,68 @@ static int status_read_job(tw_store_tx *tx, void *arg)
     return 0;
 }
 
+/* The status decided for action_id: the pending map's, else the committed
+ * row's (TW_ENOTFOUND). Called and returns with q->mu held; *pp is the
+ * map's entry afterwards, NULL if none. The committed row is read without
+ * q->mu (a read takes a connection and a transaction: under the lock it
+ * would serialize every answer and stall the writer's claims). What it
+ * read is current unless a decision about this id was committed and
+ * dropped from the map meanwhile, which bumps its drop counter: then it is
+ * read again, under the lock, where no entry can be dropped. */
+static int status_now(tw_queue *q, const char *action_id, pend **pp, tw_status *cur)
+{
+    pend *p = tw_hmap_get(&q->pending, action_id);
+    *pp = p;
+    if (p) {
+        *cur = p->st;
+        return 0;
+    }
+    uint32_t drops = *pend_drops(q, action_id);
+    pthread_mutex_unlock(&q->mu);
+    status_read r = {.id = action_id};
+    int rc = tw_store_read(q->store, status_read_job, &r);
+    q_lock(q);
+    p = tw_hmap_get(&q->pending, action_id);
+    *pp = p;
+    if (p) {
+        *cur = p->st; /* decided meanwhile: the map is newer than the read */
+        return 0;
+    }
+    if (*pend_drops(q, action_id) != drops) {
+        r.st = TW_STATUS_NONE;
+        rc = tw_store_read(q->store, status_read_job, &r);
+    }
+    *cur = r.st;
+    return rc;
+}
+
+int tw_queue_status(tw_queue *q, const tw_action *actions, int n, tw_status *out)
+{
+    if (!q || n < 0 || (n && (!actions || !out))) return TW_EINVAL;
+    int misses = 0;
+    q_lock(q);
+    for (int i = 0; i < n; i++) {
+        pend *p = tw_hmap_get(&q->pending, actions[i].id);
+        out[i] = p ? p->st : TW_STATUS_NONE;
+        misses += !p;
+    }
+    /* Rows the map does not know (settled long ago, or claimed inline on
+     * the writer) are read one by one: rare, the map is asked first. */
+    int rc = 0;
+    for (int i = 0; i < n && misses; i++) {
+        if (out[i] != TW_STATUS_NONE) continue;
+        misses--;
+        pend *p;
+        int r = status_now(q, actions[i].id, &p, &out[i]);
+        if (r == TW_ENOTFOUND)
+            out[i] = TW_STATUS_NONE;
+        else if (r < 0 && rc == 0)
+            rc = r;
+    }
+    pthread_mutex_unlock(&q->mu);
+    return rc;
+}
+
 int tw_queue_update(tw_queue *q, const char *action_id, tw_status st, json_t *output, json_t *error)
 {
     return tw_queue_update_seq(q, action_id, 0, st, output, error);
@@ -966,32 +1028,9 @@ int tw_queue_update_seq(tw_queue *q, const char *action_id, int64_t seq, tw_stat
 
     q_lock(q);
     int rc = pend_room(q);
-    pend *p = rc == 0 ? tw_hmap_get(&q->pending, action_id) : NULL;
+    pend *p = NULL;
     tw_status cur = TW_STATUS_NONE;
-    if (rc == 0 && p) {
-        cur = p->st;
-    } else if (rc == 0) {
-        /* Read committed state without holding q->mu (a read takes a
-         * connection and a transaction: under the lock it would serialize
-         * every answer and stall the writer's claims). What it read is
-         * current unless a decision about this id was committed and dropped
-         * from the map meanwhile, which bumps its drop counter: then read
-         * again, under the lock, where no entry can be dropped. */
-        uint32_t drops = *pend_drops(q, action_id);
-        pthread_mutex_unlock(&q->mu);
-        status_read r = {.id = action_id};
-        rc = tw_store_read(q->store, status_read_job, &r);
-        q_lock(q);
-        p = tw_hmap_get(&q->pending, action_id);
-        if (p) {
-            rc = 0; /* decided meanwhile: the map is newer than the read */
-            cur = p->st;
-        } else if (*pend_drops(q, action_id) != drops) {
-            r.st = TW_STATUS_NONE;
-            rc = tw_store_read(q->store, status_read_job, &r);
-        }
-        if (!p) cur = r.st;
-    }
+    if (rc == 0) rc = status_now(q, action_id, &p, &cur);
     if (rc == 0 && tw_status_final(cur)) rc = TW_ECONFLICT;
     if (rc == 0 && p && p->rec && record_fold(p->rec, st, c->now, c->output, c->error)) {
         p->st = st; /* its record was not written yet: folded in */

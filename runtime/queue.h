@@ -84,6 +84,16 @@ int tw_queue_update_seq(tw_queue *q, const char *action_id, int64_t seq, tw_stat
                         json_t *output, json_t *error);
 
 /*
+ * The status each of actions[0..n) (by id) will have once every change
+ * decided so far is committed, into out[i]: a cancel, a failure or an
+ * answer counts as soon as it was decided, before its write is committed.
+ * TW_STATUS_NONE for an id that has no row. One look at the in-memory map
+ * for the lot; an id it does not know costs a read. On an error the other
+ * entries are still filled.
+ */
+int tw_queue_status(tw_queue *q, const tw_action *actions, int n, tw_status *out);
+
+/*
  * Claims up to max queued rows of agent_id in order, after seq `after`, whose
  * expiry has not passed, and marks them `delivered` (write-behind). *out is a
  * new array of *n actions.

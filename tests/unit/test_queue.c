@@ -1,7 +1,7 @@
 /*
  * test_queue.c - action records, the durable offline queue and the inbox:
  * durability across reopen, drain order and paging, coalescing, expiry,
- * cancel/update conflicts, fail_thing, history, list, depth, inbox
+ * cancel/update conflicts, decided statuses, fail_thing, history, list, depth, inbox
  * replay/ack/cursor/bounds, and two concurrent fetchers.
  */
 #include <setjmp.h>
@@ -426,6 +426,45 @@ static void test_cancel(void **state)
     assert_int_equal(tw_queue_fetch(f->q, "ag", 0, 10, &got, &n), 0);
     assert_int_equal(n, 0);
     tw_action_list_free(got, n);
+}
+
+/* tw_queue_status: what the drain asks after registering a claimed batch.
+ * A cancel or a failure decided after the claim counts at once, before its
+ * write is committed; the committed row answers after a reopen (nothing
+ * in memory); an unknown id is NONE. */
+static void test_status_sees_decisions(void **state)
+{
+    fx *f = *state;
+    const char *ids[] = {"s1", "s2", "s3"};
+    for (int i = 0; i < 3; i++) {
+        tw_action a = mk(ids[i], "ag", "dtw:ag:t", "act", TW_OP_INVOKEACTION);
+        assert_int_equal(push_sync(f, &a).rc, 0);
+    }
+    tw_action *got;
+    int n;
+    assert_int_equal(tw_queue_fetch(f->q, "ag", 0, 10, &got, &n), 0);
+    assert_int_equal(n, 3);
+    /* decided, not committed yet: no flush in between */
+    assert_int_equal(tw_queue_cancel(f->q, "s2", NULL), 0);
+    assert_int_equal(tw_queue_update_seq(f->q, "s3", got[2].seq, TW_STATUS_COMPLETED, NULL, NULL),
+                     0);
+    tw_action probe[4];
+    memcpy(probe, got, 3 * sizeof *got);
+    probe[3] = mk("nope", "ag", "dtw:ag:t", "act", TW_OP_INVOKEACTION);
+    tw_status st[4];
+    assert_int_equal(tw_queue_status(f->q, probe, 4, st), 0);
+    assert_int_equal(st[0], TW_STATUS_DELIVERED);
+    assert_int_equal(st[1], TW_STATUS_CANCELLED);
+    assert_int_equal(st[2], TW_STATUS_COMPLETED);
+    assert_int_equal(st[3], TW_STATUS_NONE);
+    tw_action_list_free(got, n);
+    /* committed, and nothing of it in memory */
+    fx_close(f);
+    fx_open(f);
+    tw_action a = mk("s2", "ag", "dtw:ag:t", "act", TW_OP_INVOKEACTION);
+    assert_int_equal(tw_queue_status(f->q, &a, 1, st), 0);
+    assert_int_equal(st[0], TW_STATUS_CANCELLED);
+    assert_int_equal(tw_queue_status(f->q, NULL, 0, NULL), 0);
 }
 
 static void test_record_update_without_waiting(void **state)
@@ -1129,6 +1168,7 @@ int main(void)
         T(test_fetch_skips_expired),
         T(test_expire_many_pages),
         T(test_cancel),
+        T(test_status_sees_decisions),
         T(test_record_update_without_waiting),
         T(test_record_folds_answers_while_waiting),
         T(test_update_after_commit_many_decisions),
