@@ -36,7 +36,11 @@
  * once a quarter of the window is free the sweeper thread claims the next
  * rows, so a queue of a million rows neither floods the agent's connection
  * nor sits in memory, and the agent always has the rest of the window to
- * work on while a claim is under way.
+ * work on while a claim is under way. A claimed batch is registered live
+ * before any of it is sent, then the store is asked which rows a cancel or
+ * the Thing's deletion finished meanwhile: those never reach the agent
+ * (deliver_batch()). A cancel's order to the agent to stop goes after the
+ * request, from the thread that holds the turn.
  */
 #include "log.h"
 #include "router_int.h"
@@ -49,6 +53,7 @@ typedef struct held_answer {
     tw_status st;
     json_t *output, *error; /* references */
     bool recorded;          /* decided and stored already (a cancel, the Thing deleted) */
+    bool stop;              /* a cancel: the agent is told to stop, after its request */
 } held_answer;
 
 /* Progress held per action, at most: an agent chattering faster than its
@@ -172,7 +177,7 @@ static void notify_action(tw_runtime *rt, tw_conn *origin, const tw_action *a)
 /* Whom an action's statuses go to: borrowed from a tw_action the caller
  * holds (sender_of_action) or from a copy of a tw_live (live_snap). */
 typedef struct sender_ref {
-    const char *action_id, *sender_id, *twin_id, *name, *correlation;
+    const char *action_id, *sender_id, *twin_id, *name, *correlation, *agent_id;
     tw_op op;
     tw_conn *origin;
     int64_t seq; /* the row's, when known, for the store's updates */
@@ -181,14 +186,14 @@ typedef struct sender_ref {
 
 static sender_ref sender_of_action(const tw_action *a, tw_conn *origin, bool quiet)
 {
-    return (sender_ref){a->id, a->sender_id, a->thing_id, a->name, a->correlation_id,
-                        a->op, origin,       a->seq,      quiet};
+    return (sender_ref){a->id,       a->sender_id, a->thing_id, a->name, a->correlation_id,
+                        a->agent_id, a->op,        origin,      a->seq,  quiet};
 }
 
 static sender_ref sender_of_live(const tw_live *l)
 {
     return (sender_ref){l->action_id, l->sender_id, l->twin_id, l->name, l->correlation,
-                        l->op,        l->origin,    l->seq,     l->quiet};
+                        l->agent_id,  l->op,        l->origin,  l->seq,  l->quiet};
 }
 
 /* Copies what sender_of_live needs out of l (live_lock held), so it
@@ -227,7 +232,7 @@ static void send_status(tw_runtime *rt, const sender_ref *w, tw_status st, json_
 
 /* Appends a status to l->held (live_lock held); false when it cannot be
  * held: beyond HELD_MAX (HELD_MAX_FINAL), or out of memory. */
-static bool hold(tw_live *l, tw_status st, json_t *output, json_t *error, bool recorded)
+static bool hold(tw_live *l, tw_status st, json_t *output, json_t *error, bool recorded, bool stop)
 {
     if (l->nheld >= (tw_status_final(st) ? HELD_MAX_FINAL : HELD_MAX)) return false;
     if (l->nheld == l->capheld) {
@@ -238,7 +243,7 @@ static bool hold(tw_live *l, tw_status st, json_t *output, json_t *error, bool r
         l->capheld = nc;
     }
     l->held[l->nheld++] = (held_answer){st, output ? json_incref(output) : NULL,
-                                        error ? json_incref(error) : NULL, recorded};
+                                        error ? json_incref(error) : NULL, recorded, stop};
     return true;
 }
 
@@ -250,6 +255,49 @@ static bool held_has_final(const tw_live *l)
 }
 
 static void window_release(tw_runtime *rt, const char *agent_id);
+static tw_conn *agent_conn(tw_runtime *rt, const char *agent_id);
+
+/* Tells the agent that has the request of action w to stop (it was
+ * cancelled). Sent after the request, never before: by the thread that
+ * holds the action's turn, which sent the request or came after it. */
+static void stop_agent(tw_runtime *rt, const sender_ref *w)
+{
+    tw_conn *agent = agent_conn(rt, w->agent_id);
+    if (!agent) return;
+    char buf[TW_THING_ID_MAX];
+    const char *ag, *local;
+    if (tw_twin_id_split(w->twin_id, buf, &ag, &local) == 0) {
+        tw_msg *req = tw_msg_new(TW_TYPE_REQUEST, TW_OP_CANCELACTION, local, w->name);
+        if (req) {
+            tw_msg_set_str(req, "correlationID", w->action_id);
+            tw_msg_set_str(req, "input", w->action_id);
+            tw_conn_send(agent, req);
+            tw_msg_unref(req);
+        }
+    }
+    tw_conn_unref(agent);
+}
+
+/* Passes n held statuses on in order (see pass_on), the agent told to stop
+ * if it has the request (agent_has_it); returns whether a final one was
+ * sent, after which nothing is. */
+static bool pass_held(tw_runtime *rt, const sender_ref *w, const held_answer *held, size_t n,
+                      bool agent_has_it)
+{
+    for (size_t i = 0; i < n; i++) {
+        const held_answer *h = &held[i];
+        if (!h->recorded && rt->queue &&
+            tw_queue_update_seq(rt->queue, w->action_id, w->seq, h->st, h->output, h->error) ==
+                TW_ECONFLICT)
+            continue; /* finished otherwise: that status is the one sent */
+        bool final = tw_status_final(h->st);
+        if (w->quiet && !final) continue; /* no progress wanted */
+        send_status(rt, w, h->st, h->output, h->error);
+        if (h->stop && agent_has_it) stop_agent(rt, w);
+        if (final) return true;
+    }
+    return false;
+}
 
 /*
  * The thread that set the live entry's `busy` passes on what waits in its
@@ -266,7 +314,7 @@ static void pass_on(tw_runtime *rt, const sender_ref *w)
     for (int pass = 1;; pass++) {
         pthread_mutex_lock(&rt->live_lock);
         tw_live *l = tw_hmap_get(&rt->live, w->action_id);
-        if (!l) { /* forgotten by the sweep meanwhile */
+        if (!l) { /* forgotten by the sweep, or ended out of order, meanwhile */
             pthread_mutex_unlock(&rt->live_lock);
             return;
         }
@@ -291,17 +339,7 @@ static void pass_on(tw_runtime *rt, const sender_ref *w)
         l->held = NULL;
         l->nheld = l->capheld = 0;
         pthread_mutex_unlock(&rt->live_lock);
-        for (size_t i = 0; i < n && !finished; i++) {
-            held_answer *h = &held[i];
-            if (!h->recorded && rt->queue &&
-                tw_queue_update_seq(rt->queue, w->action_id, w->seq, h->st, h->output, h->error) ==
-                    TW_ECONFLICT)
-                continue; /* finished otherwise: that status is the one sent */
-            bool final = tw_status_final(h->st);
-            if (w->quiet && !final) continue; /* no progress wanted */
-            send_status(rt, w, h->st, h->output, h->error);
-            finished = final;
-        }
+        finished = pass_held(rt, w, held, n, true);
         held_free(held, n);
     }
 }
@@ -310,21 +348,24 @@ static void pass_on(tw_runtime *rt, const sender_ref *w)
  * A final status the router decided and recorded itself (a cancel, the
  * Thing deleted) for an action that may be live: it ends the live entry
  * and reaches the sender after every status before it (held for the thread
- * that holds the turn, if any). Returns whether the action was live.
+ * that holds the turn, if any). With stop (a cancel), the agent that has
+ * the request is told to stop, after it: a thread holding the turn may not
+ * have sent the request yet (the drain), and one that has not sent it by
+ * then never does (withdraw()).
  */
-static bool finish_decided(tw_runtime *rt, const tw_action *a)
+static void finish_decided(tw_runtime *rt, const tw_action *a, bool stop)
 {
     pthread_mutex_lock(&rt->live_lock);
     tw_live *l = tw_hmap_get(&rt->live, a->id);
-    if (!l) {
+    if (!l) { /* not delivered (queued, or about to be: the drain looks again) */
         pthread_mutex_unlock(&rt->live_lock);
         notify_action(rt, NULL, a);
-        return false;
+        return;
     }
-    if ((l->busy || l->nheld) && hold(l, a->status, a->output, a->error, true)) {
+    if ((l->busy || l->nheld) && hold(l, a->status, a->output, a->error, true, stop)) {
         if (l->busy) { /* its thread passes it on */
             pthread_mutex_unlock(&rt->live_lock);
-            return true;
+            return;
         }
         /* earlier statuses wait without a thread (given up): take the turn */
         tw_live snap;
@@ -336,16 +377,19 @@ static bool finish_decided(tw_runtime *rt, const tw_action *a)
             pass_on(rt, &w);
             live_snap_drop(&snap);
         }
-        return true;
+        return;
     }
     if (l->busy || l->nheld) /* out of memory: unordered rather than lost */
         tw_log_warn("router", "action %s: status passed on out of order (out of memory)", a->id);
     tw_hmap_del(&rt->live, a->id);
     pthread_mutex_unlock(&rt->live_lock);
     notify_action(rt, NULL, a);
+    if (stop) {
+        sender_ref w = sender_of_live(l);
+        stop_agent(rt, &w);
+    }
     if (l->from_queue) window_release(rt, l->agent_id);
     live_free(l);
-    return true;
 }
 
 /* ---- delivery to agents -------------------------------------------------- */
@@ -367,20 +411,16 @@ static tw_conn *agent_conn(tw_runtime *rt, const char *agent_id)
     return p.c;
 }
 
-/* Sends the request of action a to the agent's connection; registers it live. */
-static int deliver(tw_runtime *rt, tw_conn *agent, const tw_action *a, tw_conn *origin,
-                   bool from_queue, bool quiet)
+/* The request of action a for its agent: the agent's own thing id, the
+ * action id as correlationID. */
+static int request_msg(const tw_action *a, tw_msg **out)
 {
     char buf[TW_THING_ID_MAX];
     const char *agent_id, *local;
+    *out = NULL;
     if (tw_twin_id_split(a->thing_id, buf, &agent_id, &local)) return TW_EINVAL;
     tw_msg *req = tw_msg_new(TW_TYPE_REQUEST, a->op, local, a->name);
-    tw_live *l = calloc(1, sizeof *l);
-    if (!req || !l || !(l->name = strdup(a->name))) {
-        tw_msg_unref(req);
-        live_free(l);
-        return TW_ENOMEM;
-    }
+    if (!req) return TW_ENOMEM;
     if (a->input) tw_msg_set(req, "input", json_incref(a->input));
     tw_msg_set_str(req, "correlationID", a->id);
     tw_msg_set_str(req, "senderID", a->sender_id);
@@ -389,49 +429,188 @@ static int deliver(tw_runtime *rt, tw_conn *agent, const tw_action *a, tw_conn *
         tw_time_format(a->expires_ms, ts);
         tw_msg_set_str(req, "expires", ts);
     }
+    *out = req;
+    return 0;
+}
+
+/* A live entry for action a, busy: the thread that delivers it answers
+ * `delivered` first, then passes on what came meanwhile (pass_on()). */
+static tw_live *live_new(const tw_action *a, tw_conn *origin, bool from_queue, bool quiet)
+{
+    tw_live *l = calloc(1, sizeof *l);
+    if (!l) return NULL;
+    l->name = strdup(a->name);
+    l->correlation = a->correlation_id ? strdup(a->correlation_id) : NULL;
+    if (!l->name || (a->correlation_id && !l->correlation)) {
+        live_free(l);
+        return NULL;
+    }
     tw_strlcpy(l->action_id, a->id, sizeof l->action_id);
     tw_strlcpy(l->agent_id, a->agent_id, sizeof l->agent_id);
     tw_strlcpy(l->sender_id, a->sender_id, sizeof l->sender_id);
     tw_strlcpy(l->twin_id, a->thing_id, sizeof l->twin_id);
-    l->correlation = a->correlation_id ? strdup(a->correlation_id) : NULL;
     l->op = a->op;
     l->origin = origin ? tw_conn_ref(origin) : NULL;
     l->from_queue = from_queue;
     l->quiet = quiet;
     l->created_ms = tw_now_ms();
     l->seq = a->seq;
-    l->busy = true; /* the caller answers `delivered`, then pass_on() */
-    int err = 0;
+    l->busy = true;
+    return l;
+}
+
+/* Takes back the live entry of an action whose request did not reach the
+ * agent (finished before it was sent, or the send failed). What was held
+ * for it meanwhile (a cancel, the Thing's deletion: decided and recorded)
+ * is passed on to its sender; the agent, which has nothing, is told
+ * nothing. */
+static void withdraw(tw_runtime *rt, const char *action_id)
+{
     pthread_mutex_lock(&rt->live_lock);
-    tw_hmap_put(&rt->live, l->action_id, l, &err);
+    tw_live *l = tw_hmap_del(&rt->live, action_id);
     pthread_mutex_unlock(&rt->live_lock);
-    if (err) {
+    if (!l) return;
+    sender_ref w = sender_of_live(l);
+    pass_held(rt, &w, l->held, l->nheld, false);
+    live_free(l);
+}
+
+/* Delivers a consumer's action to its online agent: registers it live,
+ * then sends the request. Nothing can be decided for it before the send
+ * (its row is recorded after it), so nothing is looked at; on failure
+ * nothing stays live. */
+static int deliver(tw_runtime *rt, tw_conn *agent, const tw_action *a, tw_conn *origin, bool quiet)
+{
+    tw_msg *req = NULL;
+    int rc = request_msg(a, &req);
+    if (rc) return rc;
+    tw_live *l = live_new(a, origin, false, quiet);
+    int err = 0;
+    if (l) {
+        pthread_mutex_lock(&rt->live_lock);
+        tw_hmap_put(&rt->live, l->action_id, l, &err);
+        pthread_mutex_unlock(&rt->live_lock);
+    }
+    if (!l || err) {
         live_free(l);
         tw_msg_unref(req);
         return TW_ENOMEM;
     }
-    int rc = tw_conn_send(agent, req);
+    rc = tw_conn_send(agent, req);
     tw_msg_unref(req);
-    if (rc) {
-        pthread_mutex_lock(&rt->live_lock);
-        tw_hmap_del(&rt->live, a->id);
-        pthread_mutex_unlock(&rt->live_lock);
-        live_free(l);
-    }
+    if (rc) withdraw(rt, a->id);
     return rc;
 }
 
 static void drain(tw_runtime *rt, const char *agent_id);
 
 /* A queued action whose delivery failed after it was claimed: it is not
- * retried (that could run it twice), it fails and its sender is told. */
+ * retried (that could run it twice), it fails and its sender is told,
+ * unless it was finished otherwise meanwhile (a cancel): that status is
+ * the one its sender hears (withdraw()). */
 static void delivery_failed(tw_runtime *rt, tw_action *a, int rc)
 {
     json_t *p = tw_problem_from_error(rc, "the agent's connection closed during delivery", NULL);
-    tw_queue_update_seq(rt->queue, a->id, a->seq, TW_STATUS_FAILED, NULL, p);
+    if (tw_queue_update_seq(rt->queue, a->id, a->seq, TW_STATUS_FAILED, NULL, p) == TW_ECONFLICT) {
+        json_decref(p);
+        return;
+    }
     a->status = TW_STATUS_FAILED;
+    json_decref(a->error);
     a->error = p;
     notify_action(rt, NULL, a);
+}
+
+typedef enum { REQ_SENT, REQ_FAILED, REQ_FINISHED, REQ_GONE } req_outcome;
+
+/* Sends req, the request of the drained action a whose entry is live and
+ * busy, unless a final status was held for it meanwhile (a cancel, the
+ * Thing deleted: it is withdrawn) or its entry is gone (ended by another
+ * thread, out of memory). A failed send withdraws it too (*rc). */
+static req_outcome send_drained(tw_runtime *rt, tw_conn *agent, const tw_action *a, tw_msg *req,
+                                int *rc)
+{
+    pthread_mutex_lock(&rt->live_lock);
+    tw_live *l = tw_hmap_get(&rt->live, a->id);
+    bool gone = !l, finished = l && held_has_final(l);
+    pthread_mutex_unlock(&rt->live_lock);
+    if (gone) return REQ_GONE;
+    if (finished) {
+        withdraw(rt, a->id);
+        return REQ_FINISHED;
+    }
+    *rc = tw_conn_send(agent, req);
+    if (*rc == 0) return REQ_SENT;
+    withdraw(rt, a->id);
+    return REQ_FAILED;
+}
+
+/*
+ * Delivers a batch the drain claimed. Every action of it is registered live
+ * (busy) before any request is sent; then the store says which of them
+ * were finished meanwhile: a cancel or the Thing's deletion between the
+ * claim and the registration found nothing live, told the sender itself,
+ * and the agent must not get the request, so those are withdrawn. A
+ * decision after the registration is held (finish_decided()): before the
+ * send it withdraws the action (send_drained()), after it it is passed on
+ * after `delivered`, and a cancel's stop reaches the agent after the
+ * request. Returns how many hold a slot of the window (released when they
+ * end).
+ */
+static int deliver_batch(tw_runtime *rt, tw_conn *agent, tw_action *list, int n)
+{
+    tw_status *st = malloc((size_t)n * sizeof *st);
+    tw_live **live = calloc((size_t)n, sizeof *live); /* non-NULL: registered */
+    if (st && live) {
+        for (int i = 0; i < n; i++)
+            live[i] = live_new(&list[i], NULL, true, false);
+        pthread_mutex_lock(&rt->live_lock);
+        for (int i = 0; i < n; i++) {
+            int err = 0;
+            if (live[i]) tw_hmap_put(&rt->live, live[i]->action_id, live[i], &err);
+            if (err) {
+                live_free(live[i]);
+                live[i] = NULL;
+            }
+        }
+        pthread_mutex_unlock(&rt->live_lock);
+        /* On an error the statuses it could not learn stay NONE: those
+         * are delivered, as before this look. */
+        int rc = tw_queue_status(rt->queue, list, n, st);
+        if (rc) tw_log_warn("router", "drain: statuses not read: %s", tw_strerror(rc));
+    }
+    int kept = 0;
+    for (int i = 0; i < n; i++) {
+        tw_action *a = &list[i];
+        if (!st || !live || !live[i]) {
+            delivery_failed(rt, a, TW_ENOMEM);
+            continue;
+        }
+        if (tw_status_final(st[i])) {
+            withdraw(rt, a->id);
+            continue;
+        }
+        tw_msg *req = NULL;
+        int rc = request_msg(a, &req);
+        if (rc) {
+            withdraw(rt, a->id);
+            delivery_failed(rt, a, rc);
+            continue;
+        }
+        req_outcome o = send_drained(rt, agent, a, req, &rc);
+        tw_msg_unref(req);
+        if (o == REQ_GONE) kept++; /* whoever ended it released its slot */
+        if (o == REQ_FAILED) delivery_failed(rt, a, rc);
+        if (o != REQ_SENT) continue;
+        kept++;
+        a->status = TW_STATUS_DELIVERED;
+        notify_action(rt, NULL, a);
+        sender_ref w = sender_of_action(a, NULL, false);
+        pass_on(rt, &w); /* answers that came meanwhile */
+    }
+    free(st);
+    free(live);
+    return kept;
 }
 
 /* Free slots of the drain window that start a refill: a quarter of it (at
@@ -482,20 +661,7 @@ static void drain(tw_runtime *rt, const char *agent_id)
         tw_action *list = NULL;
         int n = 0;
         if (agent) tw_queue_fetch(rt->queue, agent_id, 0, want, &list, &n);
-        int delivered = 0;
-        for (int i = 0; i < n; i++) {
-            tw_action *a = &list[i];
-            int rc = deliver(rt, agent, a, NULL, true, false);
-            if (rc) {
-                delivery_failed(rt, a, rc);
-                continue;
-            }
-            delivered++;
-            a->status = TW_STATUS_DELIVERED;
-            notify_action(rt, NULL, a);
-            sender_ref w = sender_of_action(a, NULL, false);
-            pass_on(rt, &w); /* answers that came meanwhile */
-        }
+        int delivered = n > 0 ? deliver_batch(rt, agent, list, n) : 0;
         tw_action_list_free(list, n);
         if (agent) tw_conn_unref(agent);
 
@@ -655,7 +821,7 @@ void tw_actions_request(tw_mw_call *call)
     tw_conn *agent = agent_conn(rt, aff.agent_id);
     if (agent) {
         a.status = TW_STATUS_DELIVERED;
-        int rc = deliver(rt, agent, &a, call->conn, false, quiet);
+        int rc = deliver(rt, agent, &a, call->conn, quiet);
         tw_conn_unref(agent);
         if (rc == 0) {
             if (rt->queue) tw_queue_record(rt->queue, &a);
@@ -736,6 +902,7 @@ void tw_actions_agent_answer(tw_mw_call *call)
     memset(&snap, 0, sizeof snap);
     tw_live *owned = NULL;
     int64_t seq = 0;
+    bool unordered = false;
     pthread_mutex_lock(&rt->live_lock);
     tw_live *l = tw_hmap_get(&rt->live, action_id);
     bool found = l != NULL, mine = l && strcmp(l->agent_id, id->client_id) == 0;
@@ -744,9 +911,20 @@ void tw_actions_agent_answer(tw_mw_call *call)
         if (l->busy || l->nheld) {
             /* another thread has the turn, or statuses wait without one:
              * this one waits behind them (and takes the turn if free) */
-            if (!hold(l, st, output, error, false))
-                what = RECORD_ONLY;
-            else if (l->busy)
+            if (!hold(l, st, output, error, false, false)) {
+                /* Cannot wait (out of memory, or HELD_MAX_FINAL held): a
+                 * final status ends the entry here, after what it holds,
+                 * unordered with the turn's thread rather than never sent
+                 * (recorded only, the entry left until queue_ttl). */
+                if (tw_status_final(st)) {
+                    tw_hmap_del(&rt->live, action_id);
+                    owned = l;
+                    what = SEND_FINAL;
+                    unordered = true;
+                } else {
+                    what = RECORD_ONLY;
+                }
+            } else if (l->busy)
                 what = HELD;
             else
                 what = (l->busy = live_snap(l, &snap)) ? TAKE_TURN : HELD;
@@ -793,13 +971,22 @@ void tw_actions_agent_answer(tw_mw_call *call)
         live_snap_drop(&snap);
         return;
     }
+    /* What the entry held comes first (a final status that could not be
+     * held); then this one, unless one of those was final. */
+    if (unordered)
+        tw_log_warn("router", "action %s: final status passed on out of order", action_id);
+    bool finished = false;
+    if (owned && owned->nheld) {
+        sender_ref w = sender_of_live(owned);
+        finished = pass_held(rt, &w, owned->held, owned->nheld, true);
+    }
     /* A status the store refuses (finished otherwise, e.g. cancelled) is
      * not sent: the decision that won is. */
     bool taken = !rt->queue ||
                  tw_queue_update_seq(rt->queue, action_id, seq, st, output, error) != TW_ECONFLICT;
     if (what == SEND_FINAL) {
         sender_ref w = sender_of_live(owned);
-        if (taken) send_status(rt, &w, st, output, error);
+        if (taken && !finished) send_status(rt, &w, st, output, error);
         if (owned->from_queue) window_release(rt, owned->agent_id);
         live_free(owned);
     } else if (what == SEND_TAKE_TURN) {
@@ -813,9 +1000,11 @@ void tw_actions_agent_answer(tw_mw_call *call)
 /* ---- queries and cancel ---------------------------------------------------------- */
 
 /* The caller's own live action that it invoked with correlationID corr
- * (live_lock taken here); its id goes to out. A walk of the live actions:
- * only callers that gave up waiting before they learned the id ask. The
- * sweeper's late `delivered` is not sent after this: the caller has the id. */
+ * (live_lock taken here); its id goes to out. A walk of the live actions
+ * under live_lock: only callers that gave up waiting before they learned
+ * the id ask, and an index (sender and correlationID -> id) would cost
+ * every live action with a correlationID an allocation and a second map
+ * on the hot path, for this rare lookup. */
 static bool live_by_correlation(tw_runtime *rt, const char *sender, const char *corr,
                                 char out[TW_ID_MAX])
 {
@@ -828,10 +1017,22 @@ static bool live_by_correlation(tw_runtime *rt, const char *sender, const char *
         if (!l->correlation || strcmp(l->correlation, corr) || strcmp(l->sender_id, sender))
             continue;
         tw_strlcpy(out, l->action_id, TW_ID_MAX);
-        l->acked = found = true;
+        found = true;
     }
     pthread_mutex_unlock(&rt->live_lock);
     return found;
+}
+
+/* The sender of live action action_id was answered with its id (a
+ * queryaction by correlationID): the sweeper's late `delivered` is not
+ * sent after this. Only then: a lookup that found the action but could not
+ * answer leaves the late `delivered` its way to learn the id. */
+static void mark_acked(tw_runtime *rt, const char *action_id)
+{
+    pthread_mutex_lock(&rt->live_lock);
+    tw_live *l = tw_hmap_get(&rt->live, action_id);
+    if (l) l->acked = true;
+    pthread_mutex_unlock(&rt->live_lock);
 }
 
 /* The action a queryaction or cancelaction is about: input "<id>",
@@ -839,11 +1040,14 @@ static bool live_by_correlation(tw_runtime *rt, const char *sender, const char *
  * that it invoked with correlationID c while that action is live (delivered
  * and not finished): a synchronous call that gave up waiting before it
  * learned the action id (a quiet one hears no `delivered` until the sweep)
- * asks this way. Else the request's own correlationID. NULL: none. */
+ * asks this way (*by_correlation set). Else the request's own
+ * correlationID. NULL: none. */
 static const char *action_ref(tw_runtime *rt, const tw_identity *id, const tw_msg *m,
-                              char buf[TW_ID_MAX])
+                              char buf[TW_ID_MAX], bool *by_correlation)
 {
     json_t *in = tw_msg_get(m, "input");
+    *by_correlation = json_is_object(in) && !json_is_string(json_object_get(in, "actionID")) &&
+                      json_is_string(json_object_get(in, "correlationID"));
     if (json_is_string(in)) return json_string_value(in);
     if (json_is_object(in) && json_is_string(json_object_get(in, "actionID")))
         return json_string_value(json_object_get(in, "actionID"));
@@ -887,7 +1091,8 @@ void tw_actions_query(tw_mw_call *call)
         return;
     }
     char ref_buf[TW_ID_MAX];
-    const char *ref = action_ref(rt, id, call->msg, ref_buf);
+    bool by_correlation = false;
+    const char *ref = action_ref(rt, id, call->msg, ref_buf, &by_correlation);
     tw_action *a = NULL;
     int rc = ref ? tw_queue_get(rt->queue, ref, &a) : TW_ENOTFOUND;
     if (rc == 0 && !may_see(id, a)) rc = TW_ENOTFOUND; /* do not reveal others' actions */
@@ -901,6 +1106,7 @@ void tw_actions_query(tw_mw_call *call)
         json_t *hist = NULL;
         if (tw_queue_history(rt->queue, a->id, &hist) == 0)
             json_object_set_new(out, "history", hist);
+        if (by_correlation && out) mark_acked(rt, a->id);
         tw_action_free(a);
         tw_router_reply_output(call, out);
         return;
@@ -917,22 +1123,9 @@ void tw_actions_query(tw_mw_call *call)
     }
     tw_router_reply_output(call, tw_action_json(cancelled));
     /* The original sender hears of it too (it may be another connection),
-     * after whatever was on its way to it before (finish_decided). */
-    if (finish_decided(rt, cancelled)) { /* it was live: tell the agent to stop */
-        tw_conn *agent = agent_conn(rt, cancelled->agent_id);
-        char buf[TW_THING_ID_MAX];
-        const char *ag, *local;
-        if (agent && tw_twin_id_split(cancelled->thing_id, buf, &ag, &local) == 0) {
-            tw_msg *req = tw_msg_new(TW_TYPE_REQUEST, TW_OP_CANCELACTION, local, cancelled->name);
-            if (req) {
-                tw_msg_set_str(req, "correlationID", cancelled->id);
-                tw_msg_set_str(req, "input", cancelled->id);
-                tw_conn_send(agent, req);
-                tw_msg_unref(req);
-            }
-        }
-        if (agent) tw_conn_unref(agent);
-    }
+     * after whatever was on its way to it before, and a live action's agent
+     * is told to stop (finish_decided). */
+    finish_decided(rt, cancelled, true);
     tw_action_free(cancelled);
     tw_action_free(a);
 }
@@ -948,7 +1141,7 @@ static void notify_cb(void *arg, const tw_action *a)
  * what was on its way to the sender (the agent's later answer is refused). */
 static void deleted_cb(void *arg, const tw_action *a)
 {
-    finish_decided(arg, a);
+    finish_decided(arg, a, false);
 }
 
 void tw_actions_thing_deleted(tw_runtime *rt, const char *twin_id)

@@ -9,6 +9,7 @@
 
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <unistd.h>
 
@@ -750,6 +751,329 @@ static void test_quiet_action_by_correlation(void **state)
     tw_loop_close(ag);
 }
 
+/* What a sender hears during a drain (from the sweeper thread: the test
+ * thread reads it after n says so), and what its hook does at the first
+ * `delivered`: as if a cancel, the Thing's deletion or a lost connection
+ * came from other threads while the drain's batch is on its way. */
+typedef struct drain_probe {
+    tw_loop_conn *from; /* the hook's message comes from there */
+    char line[512];
+    tw_conn *close; /* the hook closes this connection too */
+    bool fired;
+    tw_status st[64];
+    char id[64][TW_ID_MAX];
+    atomic_int n;
+} drain_probe;
+
+static void drain_sees(void *arg, tw_loop_conn *c, tw_msg *m)
+{
+    (void)c;
+    drain_probe *p = arg;
+    int i = atomic_load(&p->n);
+    if (i < 64) {
+        p->st[i] = tw_msg_status(m);
+        const char *aid = json_string_value(tw_msg_get(m, "actionID"));
+        tw_strlcpy(p->id[i], aid ? aid : "", TW_ID_MAX);
+        atomic_store(&p->n, i + 1);
+    }
+    if (!p->fired && tw_msg_status(m) == TW_STATUS_DELIVERED) {
+        p->fired = true;
+        if (p->line[0]) tw_loop_inject_json(p->from, p->line);
+        if (p->close) tw_conn_close(p->close);
+    }
+}
+
+/* Waits (up to 5 s) until the probe has a status for action_id. */
+static void drain_wait(drain_probe *p, const char *action_id)
+{
+    for (int t = 0; t < 500; t++) {
+        int n = atomic_load(&p->n);
+        for (int i = 0; i < n; i++)
+            if (strcmp(p->id[i], action_id) == 0) return;
+        usleep(10000);
+    }
+    fail_msg("no status for %s", action_id);
+}
+
+/* The statuses the probe has for action_id, in order, into st (at most 8). */
+static int drain_statuses(drain_probe *p, const char *action_id, tw_status st[8])
+{
+    int k = 0, n = atomic_load(&p->n);
+    for (int i = 0; i < n && k < 8; i++)
+        if (strcmp(p->id[i], action_id) == 0) st[k++] = p->st[i];
+    return k;
+}
+
+/* Queues one blink per thing in things (the agent offline) for c; their
+ * ids go to ids. */
+static void queue_blinks(tw_loop_conn *c, const char *const *things, int n, char ids[][TW_ID_MAX])
+{
+    for (int i = 0; i < n; i++) {
+        say(c,
+            "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dtw:ag:%s\","
+            "\"name\":\"blink\",\"input\":%d,\"correlationID\":\"q%d\"}",
+            things[i], i, i);
+        tw_msg *m = next(c);
+        assert_int_equal(tw_msg_status(m), TW_STATUS_QUEUED);
+        tw_strlcpy(ids[i], json_string_value(tw_msg_get(m, "actionID")), TW_ID_MAX);
+        tw_msg_unref(m);
+    }
+}
+
+/* The agent's next message is the request of action_id. */
+static void next_request(tw_loop_conn *ag, const char *action_id)
+{
+    tw_msg *r = next(ag);
+    assert_int_equal(tw_msg_get_type(r), TW_TYPE_REQUEST);
+    assert_int_equal(tw_msg_get_op(r), TW_OP_INVOKEACTION);
+    assert_string_equal(tw_msg_correlation(r), action_id);
+    tw_msg_unref(r);
+}
+
+/* Whether c's own live action invoked with correlationID corr is found. */
+static bool live_by_corr(tw_loop_conn *c, const char *corr)
+{
+    say(c,
+        "{\"type\":\"request\",\"operation\":\"queryaction\",\"correlationID\":\"ask\","
+        "\"input\":{\"correlationID\":\"%s\"}}",
+        corr);
+    tw_msg *q = next(c);
+    bool found = error_status(q) == 0;
+    tw_msg_unref(q);
+    return found;
+}
+
+/* A cancel while the drain delivers its batch (at the first `delivered`:
+ * the second action's row is claimed already): the cancelled action never
+ * reaches the agent, and its sender hears `cancelled` only. (Before: the
+ * cancel found nothing live and said `cancelled`; the drain then sent the
+ * request and told the sender `delivered`.) The third action is delivered:
+ * by then the drain has passed the second. */
+static void test_cancel_during_drain(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *ag = agent_with_lamp(f);
+    tw_loop_close(ag);
+    tw_loop_conn *c = client(f, "op1", TW_ROLE_OPERATOR);
+    tw_loop_conn *adm = client(f, "adm", TW_ROLE_ADMIN);
+    const char *things[] = {"lamp", "lamp", "lamp"};
+    char ids[3][TW_ID_MAX];
+    queue_blinks(c, things, 3, ids);
+    drain_probe p = {.from = adm};
+    snprintf(p.line, sizeof p.line, CANCEL, ids[1]);
+    tw_loop_set_responder(c, drain_sees, &p);
+    ag = client(f, "ag", TW_ROLE_AGENT); /* the sweeper thread drains */
+    next_request(ag, ids[0]);
+    next_request(ag, ids[2]); /* not ids[1], and no cancel for it */
+    drain_wait(&p, ids[2]);
+    tw_loop_set_responder(c, NULL, NULL);
+    tw_status st[8];
+    assert_int_equal(drain_statuses(&p, ids[1], st), 1);
+    assert_int_equal(st[0], TW_STATUS_CANCELLED);
+    assert_int_equal(drain_statuses(&p, ids[0], st), 1);
+    assert_int_equal(st[0], TW_STATUS_DELIVERED);
+    tw_msg *r = next(adm);
+    assert_int_equal(error_status(r), 0);
+    tw_msg_unref(r);
+    assert_false(live_by_corr(c, "q1"));
+    assert_string_equal(stored_status(f, c, ids[1]), "cancelled");
+    tw_loop_close(adm);
+    tw_loop_close(c);
+    tw_loop_close(ag);
+}
+
+/* The Thing deleted while the drain delivers its batch: its actions not
+ * yet sent never reach the agent and their senders hear `failed` only, and
+ * nothing of them stays live (before: `failed`, then `delivered`, and the
+ * entry held a slot of the window until queue_ttl). An action on another
+ * Thing of the agent, last in the batch, is still delivered. */
+static void test_thing_deleted_during_drain(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *ag = agent_with_lamp(f);
+    char td2[1024];
+    snprintf(td2, sizeof td2, "{\"id\":\"lamp2\",%s", TD + strlen("{\"id\":\"lamp\","));
+    say(ag, "{\"type\":\"request\",\"operation\":\"updatething\",\"input\":%s}", td2);
+    tw_msg *r = next(ag);
+    assert_int_equal(error_status(r), 0);
+    tw_msg_unref(r);
+    tw_loop_close(ag);
+    tw_loop_conn *c = client(f, "op1", TW_ROLE_OPERATOR);
+    const char *things[] = {"lamp", "lamp", "lamp2"};
+    char ids[3][TW_ID_MAX];
+    queue_blinks(c, things, 3, ids);
+    ag = tw_loop_connect(f->loop, "agent");
+    drain_probe p = {.from = ag};
+    tw_strlcpy(p.line, "{\"type\":\"request\",\"operation\":\"deletething\",\"thingID\":\"lamp\"}",
+               sizeof p.line);
+    tw_loop_set_responder(c, drain_sees, &p);
+    assert_int_equal(tw_loop_identify(ag, "ag", TW_ROLE_AGENT), 0);
+    next_request(ag, ids[0]);
+    r = next(ag); /* deletething's answer */
+    assert_int_equal(tw_msg_get_type(r), TW_TYPE_RESPONSE);
+    assert_int_equal(error_status(r), 0);
+    tw_msg_unref(r);
+    next_request(ag, ids[2]); /* not ids[1] */
+    drain_wait(&p, ids[2]);
+    tw_loop_set_responder(c, NULL, NULL);
+    tw_status st[8];
+    assert_int_equal(drain_statuses(&p, ids[1], st), 1);
+    assert_int_equal(st[0], TW_STATUS_FAILED);
+    assert_int_equal(drain_statuses(&p, ids[0], st), 2);
+    assert_int_equal(st[0], TW_STATUS_DELIVERED);
+    assert_int_equal(st[1], TW_STATUS_FAILED);
+    assert_false(live_by_corr(c, "q1"));
+    assert_false(live_by_corr(c, "q0"));
+    assert_true(live_by_corr(c, "q2"));
+    tw_loop_close(c);
+    tw_loop_close(ag);
+}
+
+/* A cancel and the agent's connection lost while the drain delivers its
+ * batch: the cancelled action's sender hears `cancelled` only (before: also
+ * `failed` when its send failed, while the store said cancelled); the next
+ * action, whose send fails, fails. */
+static void test_cancel_and_conn_lost_during_drain(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *ag = agent_with_lamp(f);
+    tw_loop_close(ag);
+    tw_loop_conn *c = client(f, "op1", TW_ROLE_OPERATOR);
+    tw_loop_conn *adm = client(f, "adm", TW_ROLE_ADMIN);
+    const char *things[] = {"lamp", "lamp", "lamp"};
+    char ids[3][TW_ID_MAX];
+    queue_blinks(c, things, 3, ids);
+    ag = tw_loop_connect(f->loop, "agent");
+    drain_probe p = {.from = adm, .close = tw_loop_conn_get(ag)};
+    snprintf(p.line, sizeof p.line, CANCEL, ids[1]);
+    tw_loop_set_responder(c, drain_sees, &p);
+    assert_int_equal(tw_loop_identify(ag, "ag", TW_ROLE_AGENT), 0);
+    next_request(ag, ids[0]);
+    drain_wait(&p, ids[2]);
+    tw_loop_set_responder(c, NULL, NULL);
+    tw_status st[8];
+    assert_int_equal(drain_statuses(&p, ids[1], st), 1);
+    assert_int_equal(st[0], TW_STATUS_CANCELLED);
+    assert_int_equal(drain_statuses(&p, ids[2], st), 1);
+    assert_int_equal(st[0], TW_STATUS_FAILED);
+    tw_msg_unref(next(adm));
+    assert_string_equal(stored_status(f, c, ids[1]), "cancelled");
+    assert_string_equal(stored_status(f, c, ids[2]), "failed");
+    tw_loop_close(adm);
+    tw_loop_close(c);
+    tw_loop_close(ag);
+}
+
+/* An agent that sends more final answers than can wait while another
+ * thread has the turn (HELD_MAX progress reports, then 17 results): the
+ * first result still reaches the sender, once, and the action ends (before:
+ * the one that could not wait was recorded, the store then refused every
+ * held one, nothing was sent and the entry stayed). */
+typedef struct flood {
+    tw_loop_conn *ag;
+    char action_id[TW_ID_MAX];
+    bool fired;
+    int running, completed, after_final;
+    json_int_t output;
+} flood;
+
+static void flood_sees(void *arg, tw_loop_conn *c, tw_msg *m)
+{
+    (void)c;
+    flood *fl = arg;
+    tw_status st = tw_msg_status(m);
+    if (fl->completed) fl->after_final++;
+    if (st == TW_STATUS_RUNNING) fl->running++;
+    if (st == TW_STATUS_COMPLETED) {
+        fl->completed++;
+        fl->output = json_integer_value(tw_msg_get(m, "output"));
+    }
+    if (st != TW_STATUS_DELIVERED || fl->fired) return;
+    fl->fired = true; /* the invoking thread has the turn: all of these wait */
+    tw_strlcpy(fl->action_id, json_string_value(tw_msg_get(m, "actionID")), TW_ID_MAX);
+    char buf[256];
+    for (int i = 0; i < 1024; i++) {
+        snprintf(buf, sizeof buf,
+                 "{\"type\":\"notification\",\"operation\":\"invokeaction\",\"thingID\":\"lamp\","
+                 "\"name\":\"blink\",\"correlationID\":\"%s\",\"status\":\"running\"}",
+                 fl->action_id);
+        tw_loop_inject_json(fl->ag, buf);
+    }
+    for (int i = 1; i <= 17; i++) {
+        snprintf(buf, sizeof buf,
+                 "{\"type\":\"response\",\"operation\":\"invokeaction\",\"thingID\":\"lamp\","
+                 "\"name\":\"blink\",\"correlationID\":\"%s\",\"output\":%d}",
+                 fl->action_id, i);
+        tw_loop_inject_json(fl->ag, buf);
+    }
+}
+
+static void test_final_answer_that_cannot_wait(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *ag = agent_with_lamp(f);
+    tw_loop_conn *c = client(f, "op1", TW_ROLE_OPERATOR);
+    flood fl = {.ag = ag};
+    tw_loop_set_responder(c, flood_sees, &fl);
+    say(c, "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dtw:ag:lamp\","
+           "\"name\":\"blink\",\"correlationID\":\"fl\"}");
+    tw_loop_set_responder(c, NULL, NULL);
+    assert_true(fl.fired);
+    assert_int_equal(fl.running, 1024);
+    assert_int_equal(fl.completed, 1);
+    assert_int_equal(fl.output, 1); /* the first one, which the store took */
+    assert_int_equal(fl.after_final, 0);
+    assert_false(live_by_corr(c, "fl"));
+    assert_string_equal(stored_status(f, c, fl.action_id), "completed");
+    tw_msg_unref(next(ag)); /* the request */
+    tw_loop_close(c);
+    tw_loop_close(ag);
+}
+
+/* A queryaction by correlationID that finds the live action but cannot
+ * answer with it (its row is not recorded yet: asked while the request is
+ * still being sent) leaves the sweeper's late `delivered` as the sender's
+ * way to learn the id (before: marked as answered, so the sender learned
+ * it neither way). */
+typedef struct ask_inside {
+    tw_loop_conn *c;
+    bool asked;
+} ask_inside;
+
+static void ask_inside_send(void *arg, tw_loop_conn *c, tw_msg *m)
+{
+    (void)c;
+    ask_inside *a = arg;
+    if (a->asked || tw_msg_get_type(m) != TW_TYPE_REQUEST) return;
+    a->asked = true;
+    tw_loop_inject_json(a->c, "{\"type\":\"request\",\"operation\":\"queryaction\","
+                              "\"correlationID\":\"ask\",\"input\":{\"correlationID\":\"q1\"}}");
+}
+
+static void test_query_by_correlation_unanswered(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *ag = agent_with_lamp(f);
+    tw_loop_conn *c = client(f, "op1", TW_ROLE_OPERATOR);
+    ask_inside a = {.c = c};
+    tw_loop_set_responder(ag, ask_inside_send, &a);
+    say(c, "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"dtw:ag:lamp\","
+           "\"name\":\"blink\",\"correlationID\":\"q1\",\"progress\":false}");
+    assert_true(a.asked);
+    tw_msg *q = next(c);
+    assert_string_equal(tw_msg_correlation(q), "ask");
+    assert_int_equal(error_status(q), 404);
+    tw_msg_unref(q);
+    usleep(20000); /* older than the sweep's 10 ms */
+    tw_router_sweep(f->rt);
+    tw_msg *ack = next(c);
+    assert_int_equal(tw_msg_status(ack), TW_STATUS_DELIVERED);
+    assert_string_equal(tw_msg_correlation(ack), "q1");
+    tw_msg_unref(ack);
+    tw_loop_close(c);
+    tw_loop_close(ag);
+}
+
 static void test_rpc_and_unqueueable_offline(void **state)
 {
     fixture *f = *state;
@@ -1146,6 +1470,12 @@ int main(void)
                                         setup_no_sweep, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_after_progress, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quiet_action_by_correlation, setup_no_sweep, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_during_drain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_thing_deleted_during_drain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_and_conn_lost_during_drain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_final_answer_that_cannot_wait, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_query_by_correlation_unanswered, setup_no_sweep,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_rpc_and_unqueueable_offline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_then_drain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_offline_consumer_inbox, setup, teardown),
