@@ -385,10 +385,14 @@ int sdk_response_rc(json_t *resp)
 
 /* mtx held. Waits for room (the I/O thread slows down, TCP pushes back),
  * except while the callback thread itself waits in a synchronous call: only
- * it makes room, and its response may be behind what is being queued. */
+ * it makes room, and its response may be behind what is being queued. The
+ * thread that runs the jobs never waits for room it alone would make (the
+ * callback thread queueing a local timeout's status, the I/O thread with
+ * dispatch_inline). */
 void sdk_push_job_locked(tw_client *c, job *j)
 {
     while (c->njobs >= MAX_JOBS && !c->closing && !c->cb_blocked &&
+           !pthread_equal(pthread_self(), c->cb_thr) &&
            !(c->o.dispatch_inline && pthread_equal(pthread_self(), c->io_thr)))
         pthread_cond_wait(&c->job_space, &c->mtx);
     j->next = NULL;

@@ -663,6 +663,70 @@ static void test_sync_call_from_callback_under_flood(void **state)
     fake_stop(&f);
 }
 
+static chain flood_ch;
+static atomic_int flood2_ran, flood2_final = -1;
+
+static void on_flood_wait_full(void *arg, tw_client *c, const char *t, const char *n, json_t *v,
+                               json_t *e)
+{
+    (void)arg;
+    (void)c;
+    (void)t;
+    (void)n;
+    (void)v;
+    (void)e;
+    if (atomic_fetch_add(&flood2_ran, 1) != 0) return;
+    /* the queue full behind this one and the I/O thread waiting for room */
+    int64_t end = now_ms() + SAFETY_MS;
+    tw_client_stats st;
+    do {
+        tw_client_get_stats(flood_ch.c, &st);
+        if ((long)st.received - flood_ch.base_received >= 65538) break;
+        usleep(1000);
+    } while (now_ms() < end);
+    usleep(150000); /* past the invoke's 50 ms timeout */
+}
+
+static void on_flood_status(void *arg, tw_client *c, const tw_action_result *res)
+{
+    (void)arg;
+    (void)c;
+    if (tw_status_final(res->status)) atomic_store(&flood2_final, (int)res->status);
+}
+
+/* A local timeout found due while the callback queue is full: the callback
+ * thread queues its status beyond the bound instead of waiting for room it
+ * alone makes (it hung: the timeout checks between callbacks of 5d0c318
+ * brought this wait to the callback thread). */
+static void test_timeout_with_full_queue(void **state)
+{
+    (void)state;
+    fake f;
+    fake_start(&f, 0);
+    tw_client *c = client_new(&f, NULL);
+    atomic_store(&flood2_ran, 0);
+    atomic_store(&flood2_final, -1);
+    assert_int_equal(tw_client_wait_connected(c, SAFETY_MS), 0);
+    assert_int_equal(tw_consumer_subscribe_event(c, "x", "e", on_flood_wait_full, NULL, NULL), 0);
+    flood_ch = (chain){.f = &f, .c = c};
+    tw_client_stats st;
+    tw_client_get_stats(c, &st);
+    flood_ch.base_received = (long)st.received;
+    assert_int_equal(tw_consumer_invoke_async(c, "silent", "a", NULL, 50, on_flood_status, NULL),
+                     0);
+    size_t l = strlen(NOTIF("1"));
+    char *blk = malloc(l * FLOOD + 1);
+    assert_non_null(blk);
+    for (int i = 0; i < FLOOD; i++)
+        memcpy(blk + (size_t)i * l, NOTIF("1"), l);
+    blk[l * FLOOD] = 0;
+    fake_send(&f, blk);
+    free(blk);
+    assert_int_equal(wait_change(&flood2_final, -1, SAFETY_MS), TW_STATUS_FAILED);
+    tw_client_close(c);
+    fake_stop(&f);
+}
+
 /* ---- the resync after the login -------------------------------------------------------- */
 
 #define BIG                                                                                        \
@@ -1050,6 +1114,7 @@ int main(void)
         cmocka_unit_test(test_wall_clock_step),
         cmocka_unit_test(test_unsubscribe_drops_queued),
         cmocka_unit_test(test_unparsable_logged),
+        cmocka_unit_test(test_timeout_with_full_queue),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
