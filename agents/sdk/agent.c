@@ -286,19 +286,26 @@ static const handler *find_handler(tw_client *c, bool write, const char *thing, 
     return best;
 }
 
-/* Every live tw_req counts in c->nreqs: a closed client stays allocated
- * (a zombie) until the last request it handed out is answered or failed. */
-void sdk_req_free(tw_req *r)
+static void req_fields_free(tw_req *r)
 {
-    tw_client *c = r->c;
     free(r->thing);
     free(r->name);
     free(r->sender);
     json_decref(r->input);
     free(r);
+}
+
+/* Unregisters and frees r. Every live tw_req counts in c->nreqs: a closed
+ * client stays allocated (a zombie) until the last request it handed out
+ * is answered or failed. */
+void sdk_req_free(tw_req *r)
+{
+    tw_client *c = r->c;
     pthread_mutex_lock(&c->mtx);
+    if (tw_hmap_get(&c->reqs, r->action_id) == r) tw_hmap_del(&c->reqs, r->action_id);
     bool last = --c->nreqs == 0 && c->zombie;
     pthread_mutex_unlock(&c->mtx);
+    req_fields_free(r);
     if (last) sdk_client_free(c);
 }
 
@@ -340,12 +347,7 @@ static int req_answer(tw_req *r, const char *type, tw_status st, json_t *output,
         atomic_store(&r->answered, false);
         return rc;
     }
-    if (final) {
-        pthread_mutex_lock(&c->mtx);
-        if (tw_hmap_get(&c->reqs, r->action_id) == r) tw_hmap_del(&c->reqs, r->action_id);
-        pthread_mutex_unlock(&c->mtx);
-        sdk_req_free(r);
-    }
+    if (final) sdk_req_free(r);
     return rc;
 }
 
@@ -421,9 +423,6 @@ void sdk_agent_request(tw_client *c, tw_msg *m)
     tw_req *r = calloc(1, sizeof *r);
     if (!r) return;
     r->c = c;
-    pthread_mutex_lock(&c->mtx);
-    c->nreqs++;
-    pthread_mutex_unlock(&c->mtx);
     r->write = write;
     tw_strlcpy(r->action_id, corr, sizeof r->action_id);
     r->thing = strdup(thing ? thing : "");
@@ -435,11 +434,12 @@ void sdk_agent_request(tw_client *c, tw_msg *m)
     atomic_init(&r->cancelled, false);
     atomic_init(&r->answered, false);
     if (!r->thing || !r->name) {
-        sdk_req_free(r);
+        req_fields_free(r);
         return;
     }
     job *j = calloc(1, sizeof *j);
     pthread_mutex_lock(&c->mtx);
+    c->nreqs++; /* from here on r is counted (sdk_req_free) */
     const handler *h = find_handler(c, write, r->thing, r->name);
     int err = 0;
     if (h && j) tw_hmap_put(&c->reqs, r->action_id, r, &err);
