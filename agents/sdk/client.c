@@ -1051,6 +1051,13 @@ static int pending_add(tw_client *c, pending *p)
  * `queued` whose commit was slow names it too). mtx held on entry and exit;
  * p stays in the table throughout, so no status is missed meanwhile.
  */
+/* The answer to learn_action_id's query says the action is final. */
+static bool query_says_final(const pending *q)
+{
+    json_t *out = json_object_get(q->response, "output");
+    return tw_status_final(tw_status_parse(json_string_value(json_object_get(out, "status"))));
+}
+
 static void learn_action_id(tw_client *c, pending *p, int grace_ms)
 {
     pthread_mutex_unlock(&c->mtx);
@@ -1073,7 +1080,13 @@ static void learn_action_id(tw_client *c, pending *p, int grace_ms)
         p->want_id = true;
         struct timespec ts;
         abstime(&ts, grace_ms);
-        while (!p->done && !p->last.action_id[0] && !(q->done && q->rc == 0))
+        /* Until p ends or names itself, or the query answers: a refusal
+         * (not live: queued, or gone) ends the wait at once; an answer that
+         * the action is already final means its final status is on its way
+         * to p, which is worth the rest of the grace to return the outcome
+         * rather than a final status without output. */
+        while (!p->done && !p->last.action_id[0] &&
+               !(q->done && (q->rc != 0 || !query_says_final(q))))
             if (pthread_cond_timedwait(&p->cond, &c->mtx, &ts) == ETIMEDOUT) break;
         p->want_id = false;
     }
@@ -1084,7 +1097,8 @@ static void learn_action_id(tw_client *c, pending *p, int grace_ms)
         tw_status st = tw_status_parse(json_string_value(json_object_get(out, "status")));
         if (aid) {
             tw_strlcpy(p->last.action_id, aid, sizeof p->last.action_id);
-            if (st != TW_STATUS_NONE) p->last.status = st;
+            /* a final status without its output would pass for the outcome */
+            if (st != TW_STATUS_NONE && !tw_status_final(st)) p->last.status = st;
         }
     }
     pending_free(q);

@@ -320,10 +320,12 @@ void tw_action_result_clear(tw_action_result *r); /* drops output and error */
  * input {"correlationID": ...}) and waits for the answer up to timeout_ms
  * more (at least 100 ms, at most 1 s; normally one round trip): on
  * TW_ETIMEDOUT res->action_id then names the action (res->status is its
- * stored status) for tw_consumer_query_action or tw_consumer_cancel, unless
- * the runtime no longer had it live; its later statuses go to
- * opts.on_action_status. If the outcome arrives meanwhile, it is returned
- * as if in time. tw_consumer_invoke_async reports every status.
+ * stored status, unless that is final) for tw_consumer_query_action or
+ * tw_consumer_cancel, unless the runtime no longer had it live; its later
+ * statuses go to opts.on_action_status. If the outcome arrives meanwhile
+ * (the runtime may answer that the action is already final: its outcome is
+ * then on its way and is waited for), it is returned as if in time. tw_consumer_invoke_async
+ * reports every status.
  */
 int tw_consumer_invoke(tw_client *c, const char *twin_id, const char *name, json_t *input,
                        int timeout_ms, tw_action_result *res);

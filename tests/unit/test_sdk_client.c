@@ -18,7 +18,8 @@
  * (TW_ECLOSED); a write cut by a reset sends its answer on the next link
  * and fails its request; waits ignore wall-clock steps (this program's
  * clock_gettime can skew CLOCK_REALTIME); unsubscribe drops queued
- * notifications; an envelope that cannot be parsed is logged.
+ * notifications; an envelope that cannot be parsed is logged; a timed-out
+ * call told its action is already final waits for the outcome.
  *
  * Waits are for conditions; SAFETY_MS only bounds a wait that must not hang.
  */
@@ -968,6 +969,57 @@ static void test_request_fails_with_its_write(void **state)
     fake_stop(&f);
 }
 
+/* ---- a timed-out call whose action is already final ------------------------------------ */
+
+/* The invoke is never answered in time; its queryaction by correlationID is
+ * answered "completed" (the row is final), and the final status with its
+ * output follows 50 ms later, as when it was already on its way. */
+static void script_final_after_query(conn *k)
+{
+    size_t consumed = 0;
+    if (!conn_login(k, &consumed)) return;
+    char *line, corr[128] = "";
+    while ((line = conn_line(k, &consumed)) && !strstr(line, "\"invokeaction\""))
+        ;
+    if (!line || !corr_of(line, corr, sizeof corr)) return;
+    while ((line = conn_line(k, &consumed)) && !strstr(line, "\"queryaction\""))
+        ;
+    if (!line) return;
+    conn_answer(k, line, 0, "{\"id\":\"act-9\",\"status\":\"completed\"}");
+    usleep(50 * 1000);
+    char buf[512];
+    snprintf(buf, sizeof buf,
+             "{\"type\":\"response\",\"operation\":\"invokeaction\",\"correlationID\":\"%s\","
+             "\"actionID\":\"act-9\",\"status\":\"completed\",\"output\":7}\n",
+             corr);
+    conn_write(k, buf);
+    fake_serve(k, &consumed);
+}
+
+/* A synchronous invoke that timed out and learned from its query that the
+ * action is already final waits for that final status and returns the
+ * outcome (was: TW_ETIMEDOUT with status completed and no output, the
+ * output going to on_action_status; found in review). */
+static void test_timed_out_call_waits_for_known_final(void **state)
+{
+    (void)state;
+    fake f;
+    fake_start(&f, 0);
+    f.script[0] = script_final_after_query;
+    tw_client *c = client_new(&f, NULL);
+    assert_int_equal(tw_client_wait_connected(c, SAFETY_MS), 0);
+    tw_action_result res = {0};
+    int rc = tw_consumer_invoke(c, "dev1", "go", NULL, 300, &res);
+    assert_int_equal(rc, 0);
+    assert_int_equal(res.status, TW_STATUS_COMPLETED);
+    assert_string_equal(res.action_id, "act-9");
+    assert_non_null(res.output);
+    assert_int_equal(json_integer_value(res.output), 7);
+    tw_action_result_clear(&res);
+    tw_client_close(c);
+    fake_stop(&f);
+}
+
 /* ---- unsubscribe ----------------------------------------------------------------------- */
 
 static atomic_int unsub_calls, unsub_release, unsub_done = -1;
@@ -1115,6 +1167,7 @@ int main(void)
         cmocka_unit_test(test_unsubscribe_drops_queued),
         cmocka_unit_test(test_unparsable_logged),
         cmocka_unit_test(test_timeout_with_full_queue),
+        cmocka_unit_test(test_timed_out_call_waits_for_known_final),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
