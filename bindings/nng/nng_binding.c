@@ -51,10 +51,11 @@
  *
  * Housekeeping thread: frees dead connections (their aios cannot be freed
  * from their own callbacks), closes connections that did not log in
- * within login_timeout_ms and those past a write deadline (a write stuck
+ * within login_timeout_ms, those past a write deadline (a write stuck
  * on a peer that does not read, a closing connection that cannot flush:
- * nng_conn.c, "Write deadlines"), and tells refused client certificates
- * why before closing their connections.
+ * nng_conn.c, "Write deadlines") and TLS streams whose peer is gone though
+ * nng never said (nng_conn.c, "A dead TLS stream"), and tells refused
+ * client certificates why before closing their connections.
  *
  * Mutual TLS (tls+tcp:// and wss:// listeners)
  * --------------------------------------------
@@ -321,8 +322,9 @@ static void reap_all(nng_bind *nb)
     }
 }
 
-/* Closes connections that did not log in in time, and those past a write
- * deadline (nconn_overdue). At most 64 a pass: the rest wait a second. */
+/* Closes connections that did not log in in time, those past a write
+ * deadline (nconn_overdue) and streams whose peer is gone without their
+ * telling (nconn_peer_lost). At most 64 a pass: the rest wait a second. */
 static void expire_conns(nng_bind *nb)
 {
     int64_t limit = tw_now_ms() - nb->login_timeout_ms;
@@ -330,6 +332,7 @@ static void expire_conns(nng_bind *nb)
     nconn *stack[64];
     const char *why[64];
     static const char login_why[] = "no login in time";
+    static const char lost_why[] = "the peer is gone (the stream never said)";
     int n = 0;
     pthread_rwlock_rdlock(&nb->slots_lock);
     for (int i = 0; i < nb->max_conns && n < 64; i++) {
@@ -337,6 +340,7 @@ static void expire_conns(nng_bind *nb)
         if (!c) continue;
         const char *w = nconn_overdue(c, now);
         if (!w && c->opened_ms < limit && !tw_conn_identity(c->conn)) w = login_why;
+        if (!w && nconn_peer_lost(c, now)) w = lost_why;
         if (w) {
             why[n] = w;
             stack[n++] = nconn_ref(c);
@@ -346,6 +350,11 @@ static void expire_conns(nng_bind *nb)
     for (int i = 0; i < n; i++) {
         if (why[i] == login_why) {
             nconn_close(stack[i], why[i]);
+        } else if (why[i] == lost_why) { /* an ordinary end, found late */
+            tw_log_debug(MOD, "closing connection %llu (%s): %s",
+                         (unsigned long long)tw_conn_serial(stack[i]->conn), stack[i]->remote,
+                         why[i]);
+            nconn_close(stack[i], NULL);
         } else { /* a peer that does not read: worth a warning */
             tw_log_warn(MOD, "closing connection %llu (%s): %s",
                         (unsigned long long)tw_conn_serial(stack[i]->conn), stack[i]->remote,

@@ -52,6 +52,25 @@
  * a peer that never reads would keep its slot, its queue and its socket
  * for ever: a blocked direct write has no timeout of its own, and a
  * connection that stopped reading never sees the peer go.
+ *
+ * A dead TLS stream (nng 1.5.2's TLS layer, also under wss://): after
+ * handing us a chunk, the layer reads the socket again on its own. If that
+ * read meets the end of the connection (a FIN without the peer's
+ * close_notify: a killed client, or libtwin's close losing the race with
+ * its own abort) while none of our receives is outstanding, which is while
+ * rx_cb handles the chunk, nng closes the socket's aios but remembers
+ * nothing: our next receive starts a socket read on a closed aio, which
+ * nni_aio_begin() refuses without a callback, and it never completes.
+ * Sends are swallowed likewise. The connection then stayed open for ever,
+ * and an agent that had closed stayed online: its RPCs timed out instead
+ * of failing at once as not connected, its actions were "delivered"
+ * instead of queued (found by test_nng_e2e's offline_queue on a loaded
+ * machine: a login of 80 ms is a wide window). The socket itself is closed
+ * and has no peer any more, so the housekeeping thread asks it for its
+ * peer's address (nconn_peer_lost) when a receive has been outstanding for
+ * PROBE_MS, and again every PROBE_MS; ENOTCONN closes the connection. One
+ * getpeername() per idle stream connection per second, on streams where it
+ * worked at the start (direct sockets need none: epoll sees the hang-up).
  */
 #include "nng_int.h"
 
@@ -71,6 +90,10 @@
  * they may go ("Overflow policy"). */
 #define UNBOUNDED_MAX (16u * 1024u)
 #define UNBOUNDED_SLACK (64u * 1024u)
+
+/* A receive outstanding this long gets its socket probed ("A dead TLS
+ * stream"), and again as often. */
+#define PROBE_MS 1000
 
 static void rx_cb(void *arg);
 
@@ -154,6 +177,7 @@ int nconn_start(nng_bind *nb, nng_stream *st, int fd, const char *remote, uint32
     c->opened_ms = tw_now_ms();
     atomic_init(&c->tx_wait_ms, 0);
     atomic_init(&c->close_by_ms, 0);
+    atomic_init(&c->rx_probe_ms, 0);
     pthread_mutex_init(&c->mtx, NULL);
     c->qcap = nb->send_queue;
     c->q = calloc(c->qcap, sizeof *c->q);
@@ -166,9 +190,10 @@ int nconn_start(nng_bind *nb, nng_stream *st, int fd, const char *remote, uint32
     nng_sockaddr sa;
     if (!st)
         snprintf(c->remote, sizeof c->remote, "%s", remote ? remote : "socket");
-    else if (nng_stream_get_addr(st, NNG_OPT_REMADDR, &sa) == 0)
+    else if (nng_stream_get_addr(st, NNG_OPT_REMADDR, &sa) == 0) {
         format_addr(&sa, c->remote, sizeof c->remote);
-    else
+        c->probe = true;
+    } else
         snprintf(c->remote, sizeof c->remote, "nng");
     /* bdata names the table slot and its generation, never the pointer: the
      * router may still hold the tw_conn after this nconn is gone. */
@@ -608,6 +633,9 @@ static void rx_start(nconn *c)
     nng_iov iov = {.iov_buf = c->rbuf + c->rlen, .iov_len = c->rcap - c->rlen};
     nng_aio_set_iov(c->rx_aio, 1, &iov);
     nconn_ref(c); /* the receive in flight */
+    /* (before the receive: its callback may run before this returns) */
+    if (c->probe)
+        atomic_store_explicit(&c->rx_probe_ms, mono_ms() + PROBE_MS, memory_order_relaxed);
     nng_stream_recv(c->st, c->rx_aio);
 }
 
@@ -669,6 +697,7 @@ static bool rx_got(nconn *c, size_t n)
 static void rx_cb(void *arg)
 {
     nconn *c = arg;
+    atomic_store_explicit(&c->rx_probe_ms, 0, memory_order_relaxed);
     int rv = nng_aio_result(c->rx_aio);
     if (rv != 0) {
         nconn_close(c, peer_gone(rv) ? NULL : nng_strerror(rv));
@@ -765,4 +794,14 @@ const char *nconn_overdue(nconn *c, int64_t now_ms)
     if (wait && now_ms - wait >= c->nb->write_timeout_ms)
         return "a write made no progress in time (the peer does not read)";
     return NULL;
+}
+
+bool nconn_peer_lost(nconn *c, int64_t now_ms)
+{
+    int64_t due = atomic_load_explicit(&c->rx_probe_ms, memory_order_relaxed);
+    if (!c->probe || !due || now_ms < due) return false;
+    /* the next one a PROBE_MS on, unless the receive completed meanwhile */
+    if (!atomic_compare_exchange_strong(&c->rx_probe_ms, &due, now_ms + PROBE_MS)) return false;
+    nng_sockaddr sa;
+    return nng_stream_get_addr(c->st, NNG_OPT_REMADDR, &sa) != 0;
 }

@@ -76,6 +76,11 @@ struct nconn {
     /* deadlines the housekeeping thread checks (mono ms, 0: none) */
     _Atomic int64_t tx_wait_ms;  /* a write waits for the peer since */
     _Atomic int64_t close_by_ms; /* closing once flushed, at the latest */
+    /* the dead-stream probe (nng_conn.c, "A dead TLS stream"): whether it
+     * works on this stream, and when the next one is due while a receive is
+     * outstanding (mono ms, 0: no receive outstanding) */
+    bool probe;
+    _Atomic int64_t rx_probe_ms;
 
     nconn *reap_next;
 };
@@ -125,7 +130,7 @@ struct nng_bind {
     atomic_int nlive; /* nconn structures not yet freed (stop waits for 0) */
 
     /* housekeeping thread: reaps dead connections, enforces the login timeout
-     * and the write deadlines */
+     * and the write deadlines, probes streams for a lost peer */
     pthread_t hk;
     bool hk_started;
     pthread_mutex_t hk_mtx;
@@ -151,6 +156,9 @@ int nconn_send(nconn *c, tw_msg *m, bool bounded);
 /* Why the housekeeping thread must drop c now (a write deadline passed), or
  * NULL. Reads only c's atomics. */
 const char *nconn_overdue(nconn *c, int64_t now_ms);
+/* Whether c's stream lost its peer without telling (nng_conn.c, "A dead TLS
+ * stream"): one probe of the socket when one is due. Housekeeping thread. */
+bool nconn_peer_lost(nconn *c, int64_t now_ms);
 
 /* nng_binding.c */
 /* TW_EFULL (logged, naming the listener `bound`) when max_conns are open */
