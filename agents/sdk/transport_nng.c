@@ -287,13 +287,20 @@ static int nng_trecv(tw_transport *t, const char **line, size_t *len)
     }
 }
 
+/* The stream is closed first: on a TLS link that sends our close_notify
+ * and fails the receive and the send in flight. Aborting the receive first
+ * made nng's TLS layer abort its socket read, whose callback (on an nng
+ * thread) closes the socket; when it ran before the close, as it could on
+ * a loaded machine, the close_notify never left, and twind, busy with our
+ * last envelope, missed the end of the connection (bindings/nng/nng_conn.c,
+ * "A dead TLS stream"). The aborts remain for what a close leaves. */
 static void nng_tshutdown(tw_transport *t)
 {
     pthread_mutex_lock(&t->mtx);
     t->closed = true;
+    if (t->st) nng_stream_close(t->st);
     if (t->rx) nng_aio_abort(t->rx, NNG_ECLOSED);
     if (t->tx) nng_aio_abort(t->tx, NNG_ECLOSED);
-    if (t->st) nng_stream_close(t->st);
     pthread_mutex_unlock(&t->mtx);
 }
 

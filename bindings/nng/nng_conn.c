@@ -56,8 +56,8 @@
  * A dead TLS stream (nng 1.5.2's TLS layer, also under wss://): after
  * handing us a chunk, the layer reads the socket again on its own. If that
  * read meets the end of the connection (a FIN without the peer's
- * close_notify: a killed client, or libtwin's close losing the race with
- * its own abort) while none of our receives is outstanding, which is while
+ * close_notify: a killed client, or one closing in a hurry as libtwin did,
+ * see its transport_nng.c) while none of our receives is outstanding, while
  * rx_cb handles the chunk, nng closes the socket's aios but remembers
  * nothing: our next receive starts a socket read on a closed aio, which
  * nni_aio_begin() refuses without a callback, and it never completes.
