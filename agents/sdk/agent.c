@@ -17,6 +17,7 @@
 #include "sdk_int.h"
 
 #include "runtime/json_enc.h"
+#include "runtime/log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -454,13 +455,23 @@ void sdk_agent_request(tw_client *c, tw_msg *m)
     }
     pthread_mutex_unlock(&c->mtx);
     free(j);
+    int rc;
     if (!h) {
         char detail[300];
         snprintf(detail, sizeof detail, "this agent has no handler for %s %s/%s",
                  write ? "writes of" : "action", r->thing, r->name);
-        tw_req_fail(r, TW_ENOTFOUND, detail);
+        rc = tw_req_fail(r, TW_ENOTFOUND, detail);
     } else {
-        tw_req_fail(r, TW_ENOMEM, NULL);
+        rc = tw_req_fail(r, TW_ENOMEM, NULL);
+    }
+    /* An answer that could not be queued leaves r with its caller, here:
+     * nobody else will answer it, so it is freed (it stayed counted and
+     * kept a closed client's memory forever; found in review). The runtime
+     * expires the action. */
+    if (rc) {
+        tw_log_warn("libtwin", "the refusal of action %s could not be sent: %s", r->action_id,
+                    tw_strerror(rc));
+        sdk_req_free(r);
     }
 }
 

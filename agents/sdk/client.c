@@ -521,7 +521,10 @@ static void run_job(tw_client *c, job *j)
  * vanished without a FIN, or a TLS stream that missed the end). */
 static bool keepalive_locked(tw_client *c)
 {
-    if (c->o.keepalive_ms <= 0 || c->state != TW_CLIENT_CONNECTED || !c->tr) return false;
+    /* nothing is read while the resync is written: a slow one is not a
+     * silent link (dropping it sent the whole resync again, found in review) */
+    if (c->o.keepalive_ms <= 0 || c->state != TW_CLIENT_CONNECTED || !c->tr || c->resyncing)
+        return false;
     int64_t now = tw_mono_us(), ka = (int64_t)c->o.keepalive_ms * 1000;
     int64_t idle = now - atomic_load(&c->last_rx_us);
     if (idle > 2 * ka) {
@@ -1440,6 +1443,7 @@ static void *io_main(void *arg)
             atomic_store(&c->last_rx_us, tw_mono_us());
             c->state = TW_CLIENT_CONNECTED;
             c->writer_busy = true;
+            c->resyncing = true;
             state_job_locked(c, c->state);
             pthread_cond_broadcast(&c->state_cond);
         }
@@ -1450,6 +1454,8 @@ static void *io_main(void *arg)
             pthread_mutex_lock(&c->mtx);
             if (rc) c->link_broken = true;
             c->writer_busy = false; /* (before link_down, which waits for it) */
+            c->resyncing = false;
+            atomic_store(&c->last_rx_us, tw_mono_us()); /* silence counts from here */
             pthread_cond_broadcast(&c->state_cond);
             pthread_mutex_unlock(&c->mtx);
         }

@@ -120,6 +120,7 @@ struct tw_client {
     bool closing;
     tw_transport *tr;         /* the live link while CONNECTED (or logging in) */
     bool writer_busy;         /* the writer is inside tr->send */
+    bool resyncing;           /* the I/O thread writes the resync: it reads nothing */
     bool link_broken;         /* a write on tr failed: nobody writes on it again */
     char session_token[4096]; /* token from the last login, for the next one */
     char auth_id[TW_ID_MAX];

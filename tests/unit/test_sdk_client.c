@@ -19,7 +19,9 @@
  * and fails its request; waits ignore wall-clock steps (this program's
  * clock_gettime can skew CLOCK_REALTIME); unsubscribe drops queued
  * notifications; an envelope that cannot be parsed is logged; a timed-out
- * call told its action is already final waits for the outcome.
+ * call told its action is already final waits for the outcome; a slow
+ * resync is not taken for a silent link by the keepalive; a refusal that
+ * cannot be queued still frees its request.
  *
  * Waits are for conditions; SAFETY_MS only bounds a wait that must not hang.
  */
@@ -969,6 +971,99 @@ static void test_request_fails_with_its_write(void **state)
     fake_stop(&f);
 }
 
+/* ---- keepalive during a slow resync ----------------------------------------------------- */
+
+/* The runtime stops reading in the middle of a large resync (a big TD)
+ * for 1.5 s, five keepalive periods: the link stays up and is not
+ * reconnected (the keepalive took the unread silence for a dead link,
+ * dropped it, and the next login sent the whole resync again; found in
+ * review). */
+static void test_keepalive_during_resync(void **state)
+{
+    (void)state;
+    fake f;
+    fake_start(&f, 0);
+    f.script[0] = script_pause_in_resync;
+    tw_client_opts o = {.keepalive_ms = 300};
+    tw_client *c = client_new(&f, &o);
+    char *d = malloc(BIG + 1);
+    assert_non_null(d);
+    memset(d, 'x', BIG);
+    d[BIG] = 0;
+    json_t *td = json_pack("{s:s, s:s, s:s}", "id", "dev1", "title", "t", "description", d);
+    free(d);
+    assert_int_equal(tw_agent_publish_td(c, td, NULL, NULL), TW_EOFFLINE);
+    atomic_store(&f.step, 1);
+    wait_step(&f, 2);
+    usleep(1500 * 1000); /* the runtime does not read the resync meanwhile */
+    atomic_store(&f.step, 3);
+    assert_int_equal(tw_client_wait_connected(c, SAFETY_MS), 0);
+    usleep(200 * 1000);
+    tw_client_stats st;
+    tw_client_get_stats(c, &st);
+    pthread_mutex_lock(&f.mtx);
+    int accepted = f.accepted;
+    pthread_mutex_unlock(&f.mtx);
+    assert_int_equal(accepted, 1);
+    assert_int_equal(st.reconnects, 0);
+    tw_client_close(c);
+    fake_stop(&f);
+    json_decref(td);
+}
+
+/* ---- a refusal that cannot be queued ---------------------------------------------------- */
+
+/* A request for a Thing this agent has no handler for arrives while the
+ * send queue is full (the runtime stopped reading): its refusal cannot be
+ * queued (TW_EFULL after send_block_ms), and the request must still be
+ * freed, with the closed client's memory after it. Under ASan (the
+ * suite's second run) LeakSanitizer fails this test without the fix: the
+ * request stayed counted and the client was never freed (found in
+ * review). */
+static void script_nohandler(conn *k)
+{
+    size_t consumed = 0;
+    if (!conn_login(k, &consumed)) return;
+    wait_step(k->f, 1);
+    conn_write(k, "{\"type\":\"request\",\"operation\":\"invokeaction\",\"thingID\":\"nobody\","
+                  "\"name\":\"go\",\"correlationID\":\"act-9\",\"senderID\":\"u1\"}\n");
+    atomic_store(&k->f->step, 2);
+    wait_step(k->f, 3); /* reads nothing more until then */
+    fake_serve(k, &consumed);
+}
+
+static void test_unsendable_refusal_freed(void **state)
+{
+    (void)state;
+    fake f;
+    fake_start(&f, 4096);
+    f.script[0] = script_nohandler;
+    tw_client_opts o = {.send_queue = 16, .send_block_ms = 200};
+    tw_client *c = client_new(&f, &o);
+    assert_int_equal(tw_client_wait_connected(c, SAFETY_MS), 0);
+    char *d = malloc(BIG + 1);
+    assert_non_null(d);
+    memset(d, 'x', BIG);
+    d[BIG] = 0;
+    json_t *big = json_string(d);
+    free(d);
+    assert_int_equal(tw_agent_publish_property(c, "dev1", "big", big), 0);
+    usleep(300 * 1000); /* the writer gets into the write the runtime does not read */
+    json_t *v = json_integer(1);
+    int n = 0;
+    while (tw_agent_publish_event(c, "dev1", "e", v) == 0 && n < 1000) /* until full */
+        n++;
+    assert_true(n < 1000);
+    atomic_store(&f.step, 1);
+    wait_step(&f, 2);
+    usleep(1000 * 1000); /* the I/O thread's refusal waits send_block_ms, then fails */
+    tw_client_close(c);
+    atomic_store(&f.step, 3);
+    fake_stop(&f);
+    json_decref(big);
+    json_decref(v);
+}
+
 /* ---- a timed-out call whose action is already final ------------------------------------ */
 
 /* The invoke is never answered in time; its queryaction by correlationID is
@@ -1155,6 +1250,8 @@ static void test_wall_clock_step(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        /* first: a stale pointer left by an earlier test can hide its leak */
+        cmocka_unit_test(test_unsendable_refusal_freed),
         cmocka_unit_test(test_not_utf8),
         cmocka_unit_test(test_login_transient_refusal),
         cmocka_unit_test(test_async_timeout_not_starved),
@@ -1168,6 +1265,7 @@ int main(void)
         cmocka_unit_test(test_unparsable_logged),
         cmocka_unit_test(test_timeout_with_full_queue),
         cmocka_unit_test(test_timed_out_call_waits_for_known_final),
+        cmocka_unit_test(test_keepalive_during_resync),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
