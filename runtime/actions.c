@@ -1210,20 +1210,37 @@ void tw_router_sweep(tw_runtime *rt)
     tw_queue_prune(rt->queue, tw_now_ms() - rt->cfg->action_retention_ms, 4, &deleted);
     if (deleted) tw_log_debug("router", "pruned %d finished actions", deleted);
     /* Live entries whose agent never answered are forgotten after the queue
-     * TTL: the row stays `delivered` and can still be queried. */
+     * TTL: the row stays `delivered` and can still be queried. A drained
+     * one gives its slot of the drain window back (it kept it until the
+     * agent reconnected: enough of them stopped the drain; found in
+     * review). */
     int64_t horizon = tw_now_ms() - rt->cfg->queue_ttl_ms;
+    char(*slots)[TW_ID_MAX] = NULL;
+    size_t nslots = 0, cap = 0;
     pthread_mutex_lock(&rt->live_lock);
     size_t pos = 0;
     const char *k;
     void *v;
     while (tw_hmap_next(&rt->live, &pos, &k, &v)) {
         tw_live *l = v;
-        if (l->created_ms < horizon) {
-            tw_hmap_del(&rt->live, k);
-            live_free(l);
+        if (l->created_ms >= horizon) continue;
+        if (l->from_queue) {
+            if (nslots == cap) {
+                size_t nc = cap ? 2 * cap : 16;
+                void *ns = realloc(slots, nc * sizeof *slots);
+                if (!ns) continue; /* kept for the next sweep */
+                slots = ns;
+                cap = nc;
+            }
+            memcpy(slots[nslots++], l->agent_id, TW_ID_MAX);
         }
+        tw_hmap_del(&rt->live, k);
+        live_free(l);
     }
     pthread_mutex_unlock(&rt->live_lock);
+    for (size_t i = 0; i < nslots; i++) /* drain_lock after live_lock, never inside */
+        window_release(rt, slots[i]);
+    free(slots);
 }
 
 static void replay_one(void *arg, int64_t seq, tw_msg *m)

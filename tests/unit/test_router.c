@@ -1139,6 +1139,42 @@ static void test_queue_then_drain(void **state)
     tw_loop_close(ag);
 }
 
+/* A drained action its agent never answers is forgotten by the sweep after
+ * queue_ttl, and gives its slot of the drain window back: with a window
+ * of one, the next queued action is then delivered (before, the slot was
+ * kept until the agent reconnected and the drain stopped; found in
+ * review). */
+static int setup_window_one(void **state)
+{
+    return setup_with(state, "{\"drain_window\": 1, \"sweep_ms\": 3600000}");
+}
+
+static void test_forgotten_live_action_frees_its_slot(void **state)
+{
+    fixture *f = *state;
+    tw_loop_conn *ag = agent_with_lamp(f);
+    tw_loop_close(ag);
+    tw_loop_conn *c = client(f, "op1", TW_ROLE_OPERATOR);
+    const char *things[] = {"lamp", "lamp"};
+    char ids[2][TW_ID_MAX];
+    queue_blinks(c, things, 2, ids);
+    tw_loop_set_discard(c, true);
+    ag = client(f, "ag", TW_ROLE_AGENT); /* the sweeper thread drains */
+    next_request(ag, ids[0]);            /* and never answers it */
+    /* The sweep with a queue_ttl of 0 forgets every live entry; the rows
+     * keep the expiry they were queued with (an hour), so ids[1] stays
+     * queued. The config is the runtime's own: restored at once. */
+    tw_config *cfg = (tw_config *)tw_runtime_config(f->rt);
+    int64_t ttl = cfg->queue_ttl_ms;
+    cfg->queue_ttl_ms = 0;
+    usleep(2000); /* created_ms is in ms: now must be past it */
+    tw_router_sweep(f->rt);
+    cfg->queue_ttl_ms = ttl;
+    next_request(ag, ids[1]);
+    tw_loop_close(c);
+    tw_loop_close(ag);
+}
+
 /* An agent that answers inside the send, before the drain has delivered the
  * rest of its batch: every slot of the window must come back, or the drain
  * stalls with actions still queued. */
@@ -1471,6 +1507,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel_after_progress, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quiet_action_by_correlation, setup_no_sweep, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_during_drain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_forgotten_live_action_frees_its_slot, setup_window_one,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_thing_deleted_during_drain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_and_conn_lost_during_drain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_final_answer_that_cannot_wait, setup, teardown),
