@@ -33,6 +33,8 @@ MiB = 1024 * 1024
 
 class Twind:
     def __init__(self, name, nng_cfg):
+        if os.environ.get("TW_TEST_TMP"):  # run alone, nothing made it yet
+            os.makedirs(os.environ["TW_TEST_TMP"], exist_ok=True)
         self.d = tempfile.mkdtemp(prefix="sendq-%s-%s-" % (name, MODE),
                                   dir=os.environ.get("TW_TEST_TMP") or None)
         cfg = os.path.join(self.d, "twind.json")
