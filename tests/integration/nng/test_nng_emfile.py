@@ -9,6 +9,8 @@ Usage: test_nng_emfile.py TWIND"""
 import json, os, resource, shutil, socket, subprocess, sys, tempfile, threading, time
 
 TWIND = sys.argv[1]
+if os.environ.get("TW_TEST_TMP"):  # run alone, nothing made it yet
+    os.makedirs(os.environ["TW_TEST_TMP"], exist_ok=True)
 d = tempfile.mkdtemp(prefix="emfile-", dir=os.environ.get("TW_TEST_TMP") or None)
 cfg = os.path.join(d, "twind.json")
 # one poller: the chatty connection is on poller 0, with the listener

@@ -12,6 +12,8 @@ import urllib.request
 
 ok = False
 TWIND = sys.argv[1]
+if os.environ.get("TW_TEST_TMP"):  # run alone, nothing made it yet
+    os.makedirs(os.environ["TW_TEST_TMP"], exist_ok=True)
 d = tempfile.mkdtemp(prefix="wss-port-", dir=os.environ.get("TW_TEST_TMP") or None)
 data = os.path.join(d, "data")
 cfg = os.path.join(d, "twind.json")
