@@ -700,6 +700,15 @@ static void rx_cb(void *arg)
     atomic_store_explicit(&c->rx_probe_ms, 0, memory_order_relaxed);
     int rv = nng_aio_result(c->rx_aio);
     if (rv != 0) {
+        pthread_mutex_lock(&c->mtx);
+        bool ours = c->closing;
+        pthread_mutex_unlock(&c->mtx);
+        /* how the peer left, at debug: over TLS, NNG_ECLOSED is its
+         * close_notify, NNG_ECONNSHUT the socket's end without one ("A dead
+         * TLS stream"; test_nng_e2e's clean_close counts them) */
+        if (!ours && peer_gone(rv))
+            tw_log_debug(MOD, "connection %llu (%s) ended by the peer: %s",
+                         (unsigned long long)tw_conn_serial(c->conn), c->remote, nng_strerror(rv));
         nconn_close(c, peer_gone(rv) ? NULL : nng_strerror(rv));
         nconn_unref(c);
         return;
