@@ -764,7 +764,12 @@ int sdk_enqueue_line(tw_client *c, char *buf, size_t len, out_kind kind, const c
             if (kind == OUT_ANSWER && !rc) buf = NULL;
         }
         c->writer_busy = false;
-        pthread_cond_broadcast(&c->state_cond);
+        /* Only if someone waits for this write: the writer thread (idle on
+         * state_cond) when something was queued meanwhile, link_down, or
+         * anyone after a failure. Waking the idle writer after every round
+         * trip's write, for nothing, cost each client a context switch per
+         * request and per answer. */
+        if (c->qn > 0 || c->busy_waiters > 0 || src) pthread_cond_broadcast(&c->state_cond);
         pthread_mutex_unlock(&c->mtx);
         free(buf);
         free(corr_copy);
@@ -847,6 +852,7 @@ static void *wr_main(void *arg)
             c->writer_waiting = true;
             pthread_cond_wait(&c->state_cond, &c->mtx);
             c->writer_waiting = false;
+            atomic_fetch_add(&c->st_writer_wakeups, 1);
         }
         if (c->closing) break;
         size_t wlen = 0, n = 0, nitems = 0;
@@ -1383,8 +1389,10 @@ static void link_down(tw_client *c, tw_transport *t)
             pending_finish(c, plain[i], TW_ECLOSED, true);
     } while (n == 256);
     c->tops->shutdown(t);
+    c->busy_waiters++;
     while (c->writer_busy)
         pthread_cond_wait(&c->state_cond, &c->mtx);
+    c->busy_waiters--;
     pthread_mutex_unlock(&c->mtx);
     c->tops->free(t);
 }
@@ -1693,4 +1701,5 @@ void tw_client_get_stats(tw_client *c, tw_client_stats *out)
     out->batches = atomic_load(&c->st_batches);
     out->dropped = atomic_load(&c->st_dropped);
     out->reconnects = atomic_load(&c->st_reconnects);
+    out->writer_wakeups = atomic_load(&c->st_writer_wakeups);
 }

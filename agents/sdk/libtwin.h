@@ -154,9 +154,11 @@ int64_t tw_client_inbox_cursor(tw_client *c);
  * reconnects by itself. */
 void tw_client_disconnect(tw_client *c);
 
-/* Counters, for benchmarks and health pages. */
+/* Counters, for benchmarks and health pages. writer_wakeups: how often
+ * the writer thread woke up (to write a batch, or to find nothing to do);
+ * a round trip written by its caller (the fast path) does not wake it. */
 typedef struct tw_client_stats {
-    uint64_t sent, received, batches, dropped, reconnects;
+    uint64_t sent, received, batches, dropped, reconnects, writer_wakeups;
 } tw_client_stats;
 void tw_client_get_stats(tw_client *c, tw_client_stats *out);
 

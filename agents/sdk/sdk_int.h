@@ -121,6 +121,7 @@ struct tw_client {
     tw_transport *tr;         /* the live link while CONNECTED (or logging in) */
     bool writer_busy;         /* the writer is inside tr->send */
     bool resyncing;           /* the I/O thread writes the resync: it reads nothing */
+    int busy_waiters;         /* threads waiting for writer_busy to clear */
     bool link_broken;         /* a write on tr failed: nobody writes on it again */
     char session_token[4096]; /* token from the last login, for the next one */
     char auth_id[TW_ID_MAX];
@@ -167,6 +168,7 @@ struct tw_client {
 
     /* stats */
     atomic_uint_fast64_t st_sent, st_received, st_batches, st_dropped, st_reconnects;
+    atomic_uint_fast64_t st_writer_wakeups;
 };
 
 /* client.c */

@@ -21,7 +21,8 @@
  * notifications; an envelope that cannot be parsed is logged; a timed-out
  * call told its action is already final waits for the outcome; a slow
  * resync is not taken for a silent link by the keepalive; a refusal that
- * cannot be queued still frees its request.
+ * cannot be queued still frees its request; round trips written by their
+ * callers leave the writer thread asleep.
  *
  * Waits are for conditions; SAFETY_MS only bounds a wait that must not hang.
  */
@@ -1064,6 +1065,34 @@ static void test_unsendable_refusal_freed(void **state)
     json_decref(v);
 }
 
+/* ---- round trips do not wake the writer ------------------------------------------------ */
+
+/* 200 synchronous invokes, one at a time, each written by its caller (the
+ * fast path): the idle writer thread is not woken for them. Each write's
+ * end woke it for nothing (a context switch per request and per answer,
+ * about 5 us of every round trip on the development machine). */
+static void test_round_trips_leave_writer_asleep(void **state)
+{
+    (void)state;
+    fake f;
+    fake_start(&f, 0);
+    tw_client *c = client_new(&f, NULL);
+    assert_int_equal(tw_client_wait_connected(c, SAFETY_MS), 0);
+    tw_action_result res = {0};
+    assert_int_equal(tw_consumer_invoke(c, "dev1", "go", NULL, SAFETY_MS, &res), 0);
+    tw_action_result_clear(&res);
+    tw_client_stats before, after;
+    tw_client_get_stats(c, &before);
+    for (int i = 0; i < 200; i++) {
+        assert_int_equal(tw_consumer_invoke(c, "dev1", "go", NULL, SAFETY_MS, &res), 0);
+        tw_action_result_clear(&res);
+    }
+    tw_client_get_stats(c, &after);
+    assert_true(after.writer_wakeups - before.writer_wakeups < 20);
+    tw_client_close(c);
+    fake_stop(&f);
+}
+
 /* ---- a timed-out call whose action is already final ------------------------------------ */
 
 /* The invoke is never answered in time; its queryaction by correlationID is
@@ -1266,6 +1295,7 @@ int main(void)
         cmocka_unit_test(test_timeout_with_full_queue),
         cmocka_unit_test(test_timed_out_call_waits_for_known_final),
         cmocka_unit_test(test_keepalive_during_resync),
+        cmocka_unit_test(test_round_trips_leave_writer_asleep),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
