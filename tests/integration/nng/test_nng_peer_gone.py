@@ -24,12 +24,14 @@ way and the test passes without showing anything (it cannot fail falsely).
 Usage: test_nng_peer_gone.py TWIND"""
 import json, os, shutil, socket, ssl, subprocess, sys, tempfile, time
 
+from twind_proc import TwindProc, wire, wait_for
+
 TWIND = sys.argv[1]
 PW = "pw-of-a-test-client"
 ROUNDS = 3
 
 
-class Twind:
+class Twind(TwindProc):
     def __init__(self):
         base = os.environ.get("TW_TEST_TMP") or None
         if base:
@@ -63,29 +65,8 @@ class Twind:
         self.tls_addr, self.tcp_addr = addr(urls[0]), addr(urls[1])
         assert urls[0].startswith("tls+tcp://"), urls
 
-    def logtext(self):
-        return open(self.logpath).read()
-
-    def stop(self, ok):
-        if self.p.poll() is None:
-            self.p.terminate()
-            try:
-                rc = self.p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-                rc = -9
-            ok = ok and rc == 0
-        self.log.close()
-        if ok:
-            shutil.rmtree(self.d, ignore_errors=True)
-        else:
-            print(self.logtext()[-4000:], file=sys.stderr)
-        return ok
 
 
-def wire(o):
-    return (json.dumps(o, separators=(",", ":")) + "\n").encode()
 
 
 def login_msg(login, password):
@@ -128,14 +109,6 @@ class Client:
         self.f.close()
         self.s.close()
 
-
-def wait_for(pred, what, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def test_agent_gone_without_close_notify():

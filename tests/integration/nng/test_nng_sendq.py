@@ -24,6 +24,8 @@ deadline. Usage: test_nng_sendq.py TWIND [direct|stream]
 (stream: tcp:// on nng streams, "direct": false)"""
 import json, os, shutil, socket, subprocess, sys, tempfile, time
 
+from twind_proc import TwindProc, wire, wait_for
+
 TWIND = sys.argv[1]
 MODE = sys.argv[2] if len(sys.argv) > 2 else "direct"
 assert MODE in ("direct", "stream"), MODE
@@ -31,7 +33,7 @@ TD_BYTES = 800_000
 MiB = 1024 * 1024
 
 
-class Twind:
+class Twind(TwindProc):
     def __init__(self, name, nng_cfg):
         if os.environ.get("TW_TEST_TMP"):  # run alone, nothing made it yet
             os.makedirs(os.environ["TW_TEST_TMP"], exist_ok=True)
@@ -59,8 +61,6 @@ class Twind:
         host, port = url[len("tcp://"):].rsplit(":", 1)
         self.addr = (host, int(port))
 
-    def logtext(self):
-        return open(self.logpath).read()
 
     def status(self, key):
         for line in open("/proc/%d/status" % self.p.pid):
@@ -68,26 +68,7 @@ class Twind:
                 return int(line.split()[1]) * 1024
         raise KeyError(key)
 
-    def stop(self, ok):
-        if self.p.poll() is None:
-            self.p.terminate()
-            try:
-                rc = self.p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-                rc = -9
-            ok = ok and rc == 0
-        self.log.close()
-        if ok:
-            shutil.rmtree(self.d, ignore_errors=True)
-        else:
-            print(self.logtext()[-4000:], file=sys.stderr)
-        return ok
 
-
-def wire(o):
-    return (json.dumps(o, separators=(",", ":")) + "\n").encode()
 
 
 class Client:
@@ -142,14 +123,6 @@ def get_things(twin, n, tag):
                           "correlationID": "%s%d" % (tag, i), "input": {"id": twin}})
                     for i in range(n))
 
-
-def wait_for(pred, what, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def closed_by_twind(c):
