@@ -22,7 +22,7 @@ an event, with a generous deadline; on a machine so loaded that the client
 closes only after twind's login is done, the connection ends the ordinary
 way and the test passes without showing anything (it cannot fail falsely).
 Usage: test_nng_peer_gone.py TWIND"""
-import json, os, shutil, socket, ssl, subprocess, sys, tempfile, time
+import json, os, socket, ssl, subprocess, sys, tempfile, time
 
 from twind_proc import TwindProc, wire, wait_for
 

@@ -22,7 +22,7 @@ policy" and "Write deadlines").
 No assertion depends on speed: every wait is for an event, with a generous
 deadline. Usage: test_nng_sendq.py TWIND [direct|stream]
 (stream: tcp:// on nng streams, "direct": false)"""
-import json, os, shutil, socket, subprocess, sys, tempfile, time
+import json, os, socket, subprocess, sys, tempfile, time
 
 from twind_proc import TwindProc, wire, wait_for
 
