@@ -39,8 +39,9 @@
  * work on while a claim is under way. A claimed batch is registered live
  * before any of it is sent, then the store is asked which rows a cancel or
  * the Thing's deletion finished meanwhile: those never reach the agent
- * (deliver_batch()). A cancel's order to the agent to stop goes after the
- * request, from the thread that holds the turn.
+ * (deliver_batch()). A row whose request cannot be sent (the connection
+ * closed during the drain) goes back to the queue (requeue()). A cancel's order to the agent to
+ * stop goes after the request, from the thread that holds the turn.
  */
 #include "log.h"
 #include "router_int.h"
@@ -521,6 +522,21 @@ static void delivery_failed(tw_runtime *rt, tw_action *a, int rc)
     notify_action(rt, NULL, a);
 }
 
+/* A drained action whose request could not be sent (the agent's
+ * connection closed during the drain) goes back to the queue: the agent
+ * never got it, so it is delivered when the agent is back, as if the
+ * drain had not begun. (It used to fail: an action queued for an offline
+ * device was lost to a reconnect at the wrong moment.) Its sender hears
+ * nothing new; it was told `queued`. Returns false if it could not be
+ * requeued (finished meanwhile: nothing to do; no memory: failed). */
+static bool requeue(tw_runtime *rt, tw_action *a, int rc)
+{
+    int urc = tw_queue_update_seq(rt->queue, a->id, a->seq, TW_STATUS_QUEUED, NULL, NULL);
+    if (urc == 0 || urc == TW_ECONFLICT) return urc == 0;
+    delivery_failed(rt, a, rc);
+    return false;
+}
+
 typedef enum { REQ_SENT, REQ_FAILED, REQ_FINISHED, REQ_GONE } req_outcome;
 
 /* Sends req, the request of the drained action a whose entry is live and
@@ -557,8 +573,10 @@ static req_outcome send_drained(tw_runtime *rt, tw_conn *agent, const tw_action 
  * request. Returns how many hold a slot of the window (released when they
  * end).
  */
-static int deliver_batch(tw_runtime *rt, tw_conn *agent, tw_action *list, int n)
+static int deliver_batch(tw_runtime *rt, tw_conn *agent, const char *agent_id, tw_action *list,
+                         int n)
 {
+    bool requeued = false;
     tw_status *st = malloc((size_t)n * sizeof *st);
     tw_live **live = calloc((size_t)n, sizeof *live); /* non-NULL: registered */
     if (st && live) {
@@ -600,7 +618,7 @@ static int deliver_batch(tw_runtime *rt, tw_conn *agent, tw_action *list, int n)
         req_outcome o = send_drained(rt, agent, a, req, &rc);
         tw_msg_unref(req);
         if (o == REQ_GONE) kept++; /* whoever ended it released its slot */
-        if (o == REQ_FAILED) delivery_failed(rt, a, rc);
+        if (o == REQ_FAILED && requeue(rt, a, rc)) requeued = true;
         if (o != REQ_SENT) continue;
         kept++;
         a->status = TW_STATUS_DELIVERED;
@@ -610,6 +628,14 @@ static int deliver_batch(tw_runtime *rt, tw_conn *agent, tw_action *list, int n)
     }
     free(st);
     free(live);
+    if (requeued) {
+        /* The agent may be back on another connection already, whose
+         * drain has passed these rows: drain again. Not for the same
+         * connection (still registered while it closes): that would spin. */
+        tw_conn *now = agent_conn(rt, agent_id);
+        if (now && now != agent) tw_runtime_kick_drain(rt, agent_id);
+        if (now) tw_conn_unref(now);
+    }
     return kept;
 }
 
@@ -661,7 +687,7 @@ static void drain(tw_runtime *rt, const char *agent_id)
         tw_action *list = NULL;
         int n = 0;
         if (agent) tw_queue_fetch(rt->queue, agent_id, 0, want, &list, &n);
-        int delivered = n > 0 ? deliver_batch(rt, agent, list, n) : 0;
+        int delivered = n > 0 ? deliver_batch(rt, agent, agent_id, list, n) : 0;
         tw_action_list_free(list, n);
         if (agent) tw_conn_unref(agent);
 

@@ -932,7 +932,9 @@ static void test_thing_deleted_during_drain(void **state)
 /* A cancel and the agent's connection lost while the drain delivers its
  * batch: the cancelled action's sender hears `cancelled` only (before: also
  * `failed` when its send failed, while the store said cancelled); the next
- * action, whose send fails, fails. */
+ * action, whose send fails, goes back to the queue and reaches the agent
+ * when it is back (it used to fail: a queued action lost to a reconnect at
+ * the wrong moment; seen as a flaky test_thing_deleted_fails_actions). */
 static void test_cancel_and_conn_lost_during_drain(void **state)
 {
     fixture *f = *state;
@@ -949,19 +951,22 @@ static void test_cancel_and_conn_lost_during_drain(void **state)
     tw_loop_set_responder(c, drain_sees, &p);
     assert_int_equal(tw_loop_identify(ag, "ag", TW_ROLE_AGENT), 0);
     next_request(ag, ids[0]);
+    tw_loop_conn *ag2 = client(f, "ag", TW_ROLE_AGENT); /* back */
+    next_request(ag2, ids[2]);
     drain_wait(&p, ids[2]);
     tw_loop_set_responder(c, NULL, NULL);
     tw_status st[8];
     assert_int_equal(drain_statuses(&p, ids[1], st), 1);
     assert_int_equal(st[0], TW_STATUS_CANCELLED);
     assert_int_equal(drain_statuses(&p, ids[2], st), 1);
-    assert_int_equal(st[0], TW_STATUS_FAILED);
+    assert_int_equal(st[0], TW_STATUS_DELIVERED);
     tw_msg_unref(next(adm));
     assert_string_equal(stored_status(f, c, ids[1]), "cancelled");
-    assert_string_equal(stored_status(f, c, ids[2]), "failed");
+    assert_string_equal(stored_status(f, c, ids[2]), "delivered");
     tw_loop_close(adm);
     tw_loop_close(c);
     tw_loop_close(ag);
+    tw_loop_close(ag2);
 }
 
 /* An agent that sends more final answers than can wait while another
