@@ -467,8 +467,9 @@ void sdk_agent_request(tw_client *c, tw_msg *m)
     /* An answer that could not be queued leaves r with its caller, here:
      * nobody else will answer it, so it is freed (it stayed counted and
      * kept a closed client's memory forever; found in review). The runtime
-     * expires the action. */
-    if (rc) {
+     * expires the action. TW_ECLOSED is the exception: req_answer freed r
+     * already (freeing it again was a double free; found in review). */
+    if (rc && rc != TW_ECLOSED) {
         tw_log_warn("libtwin", "the refusal of action %s could not be sent: %s", r->action_id,
                     tw_strerror(rc));
         sdk_req_free(r);

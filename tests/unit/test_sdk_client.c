@@ -1033,13 +1033,14 @@ static void script_nohandler(conn *k)
     fake_serve(k, &consumed);
 }
 
-static void test_unsendable_refusal_freed(void **state)
+/* block_ms: how long a full queue blocks a sender; close_ms: when the
+ * client is closed after the request arrived. */
+static void unsendable_refusal(int block_ms, int close_ms)
 {
-    (void)state;
     fake f;
     fake_start(&f, 4096);
     f.script[0] = script_nohandler;
-    tw_client_opts o = {.send_queue = 16, .send_block_ms = 200};
+    tw_client_opts o = {.send_queue = 16, .send_block_ms = block_ms};
     tw_client *c = client_new(&f, &o);
     assert_int_equal(tw_client_wait_connected(c, SAFETY_MS), 0);
     char *d = malloc(BIG + 1);
@@ -1057,12 +1058,28 @@ static void test_unsendable_refusal_freed(void **state)
     assert_true(n < 1000);
     atomic_store(&f.step, 1);
     wait_step(&f, 2);
-    usleep(1000 * 1000); /* the I/O thread's refusal waits send_block_ms, then fails */
+    usleep((useconds_t)close_ms * 1000);
     tw_client_close(c);
     atomic_store(&f.step, 3);
     fake_stop(&f);
     json_decref(big);
     json_decref(v);
+}
+
+/* The refusal fails with TW_EFULL (send_block_ms passes first). */
+static void test_unsendable_refusal_freed(void **state)
+{
+    (void)state;
+    unsendable_refusal(200, 1000);
+}
+
+/* The client is closed while the refusal waits for room: it fails with
+ * TW_ECLOSED, which already freed the request (freeing it again was a
+ * double free, found in review; ASan reports it). */
+static void test_refusal_closed_while_waiting(void **state)
+{
+    (void)state;
+    unsendable_refusal(3000, 300);
 }
 
 /* ---- round trips do not wake the writer ------------------------------------------------ */
@@ -1281,6 +1298,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         /* first: a stale pointer left by an earlier test can hide its leak */
         cmocka_unit_test(test_unsendable_refusal_freed),
+        cmocka_unit_test(test_refusal_closed_while_waiting),
         cmocka_unit_test(test_not_utf8),
         cmocka_unit_test(test_login_transient_refusal),
         cmocka_unit_test(test_async_timeout_not_starved),
