@@ -68,9 +68,10 @@
  * machine: a login of 80 ms is a wide window). The socket itself is closed
  * and has no peer any more, so the housekeeping thread asks it for its
  * peer's address (nconn_peer_lost) when a receive has been outstanding for
- * PROBE_MS, and again every PROBE_MS; ENOTCONN closes the connection. One
- * getpeername() per idle stream connection per second, on streams where it
- * worked at the start (direct sockets need none: epoll sees the hang-up).
+ * PROBE_MS, and again every PROBE_MS; a failure closes the connection.
+ * One getpeername() per idle TLS connection per second, on streams where
+ * it worked at the start (a stream that answers NNG_OPT_TLS_VERIFIED: plain
+ * nng streams and direct sockets need none, epoll sees their hang-up).
  */
 #include "nng_int.h"
 
@@ -192,7 +193,11 @@ int nconn_start(nng_bind *nb, nng_stream *st, int fd, const char *remote, uint32
         snprintf(c->remote, sizeof c->remote, "%s", remote ? remote : "socket");
     else if (nng_stream_get_addr(st, NNG_OPT_REMADDR, &sa) == 0) {
         format_addr(&sa, c->remote, sizeof c->remote);
-        c->probe = true;
+        /* only TLS streams lose a peer's end (the bug is in nng's TLS
+         * layer): plain tcp:// and ws:// streams are not probed, which
+         * spares housekeeping a getpeername per idle connection a second */
+        bool verified;
+        c->probe = nng_stream_get_bool(st, NNG_OPT_TLS_VERIFIED, &verified) == 0;
     } else
         snprintf(c->remote, sizeof c->remote, "nng");
     /* bdata names the table slot and its generation, never the pointer: the
