@@ -521,11 +521,17 @@ static void run_job(tw_client *c, job *j)
  * vanished without a FIN, or a TLS stream that missed the end). */
 static bool keepalive_locked(tw_client *c)
 {
-    /* nothing is read while the resync is written: a slow one is not a
-     * silent link (dropping it sent the whole resync again, found in review) */
-    if (c->o.keepalive_ms <= 0 || c->state != TW_CLIENT_CONNECTED || !c->tr || c->resyncing)
-        return false;
+    if (c->o.keepalive_ms <= 0 || c->state != TW_CLIENT_CONNECTED || !c->tr) return false;
     int64_t now = tw_mono_us(), ka = (int64_t)c->o.keepalive_ms * 1000;
+    /* Nothing is read while the resync is written: a slow one is not a
+     * silent link (dropping it sent the whole resync again, found in
+     * review), but one stuck for ten keepalive periods (at least a minute:
+     * a peer gone mid-resync, a zero window) is dropped all the same. */
+    if (c->resyncing) {
+        int64_t bound = 10 * ka > 60000000 ? 10 * ka : 60000000;
+        if (now - c->resync_since_us > bound) c->tops->shutdown(c->tr);
+        return false;
+    }
     int64_t idle = now - atomic_load(&c->last_rx_us);
     if (idle > 2 * ka) {
         c->tops->shutdown(c->tr); /* the I/O thread reconnects */
@@ -1452,6 +1458,7 @@ static void *io_main(void *arg)
             c->state = TW_CLIENT_CONNECTED;
             c->writer_busy = true;
             c->resyncing = true;
+            c->resync_since_us = tw_mono_us();
             state_job_locked(c, c->state);
             pthread_cond_broadcast(&c->state_cond);
         }

@@ -122,6 +122,7 @@ struct tw_client {
     bool writer_busy;         /* the writer is inside tr->send */
     bool resyncing;           /* the I/O thread writes the resync: it reads nothing */
     int busy_waiters;         /* threads waiting for writer_busy to clear */
+    int64_t resync_since_us;  /* when the resync began to be written */
     bool link_broken;         /* a write on tr failed: nobody writes on it again */
     char session_token[4096]; /* token from the last login, for the next one */
     char auth_id[TW_ID_MAX];
