@@ -571,10 +571,11 @@ static req_outcome send_drained(tw_runtime *rt, tw_conn *agent, const tw_action 
  * send it withdraws the action (send_drained()), after it it is passed on
  * after `delivered`, and a cancel's stop reaches the agent after the
  * request. Returns how many hold a slot of the window (released when they
- * end).
+ * end); *requeued_out says whether some went back to the queue (their
+ * connection failed).
  */
 static int deliver_batch(tw_runtime *rt, tw_conn *agent, const char *agent_id, tw_action *list,
-                         int n)
+                         int n, bool *requeued_out)
 {
     bool requeued = false;
     tw_status *st = malloc((size_t)n * sizeof *st);
@@ -636,6 +637,7 @@ static int deliver_batch(tw_runtime *rt, tw_conn *agent, const char *agent_id, t
         if (now && now != agent) tw_runtime_kick_drain(rt, agent_id);
         if (now) tw_conn_unref(now);
     }
+    *requeued_out = requeued;
     return kept;
 }
 
@@ -687,14 +689,20 @@ static void drain(tw_runtime *rt, const char *agent_id)
         tw_action *list = NULL;
         int n = 0;
         if (agent) tw_queue_fetch(rt->queue, agent_id, 0, want, &list, &n);
-        int delivered = n > 0 ? deliver_batch(rt, agent, agent_id, list, n) : 0;
+        bool requeued = false;
+        int delivered = n > 0 ? deliver_batch(rt, agent, agent_id, list, n, &requeued) : 0;
         tw_action_list_free(list, n);
         if (agent) tw_conn_unref(agent);
 
         pthread_mutex_lock(&rt->drain_lock);
         d->inflight -= want - delivered; /* give back what was not used */
         if (d->inflight < 0) d->inflight = 0;
-        if (!agent || (n < want && !d->more)) break;
+        /* A connection that fails its sends stops this drain: while it is
+         * still registered it would be found again, and the same rows
+         * claimed and requeued in a loop. The agent's next connection
+         * starts a drain of its own (or deliver_batch() kicked one), unless
+         * it asked while this one ran (d->more): then this one goes on. */
+        if (!agent || ((requeued || n < want) && !d->more)) break;
     }
     d->running = false;
     pthread_mutex_unlock(&rt->drain_lock);
