@@ -40,8 +40,9 @@
  * before any of it is sent, then the store is asked which rows a cancel or
  * the Thing's deletion finished meanwhile: those never reach the agent
  * (deliver_batch()). A row whose request cannot be sent (the connection
- * closed during the drain) goes back to the queue (requeue()). A cancel's order to the agent to
- * stop goes after the request, from the thread that holds the turn.
+ * closed during the drain) goes back to the queue (requeue()). A cancel's
+ * order to the agent to stop goes after the request, from the thread that
+ * holds the turn.
  */
 #include "log.h"
 #include "router_int.h"
