@@ -425,6 +425,14 @@ static void wait_step(fake *f, int n)
             usleep(1000);
 }
 
+/* An asynchronous call's callback that stores its final status into the
+ * atomic_int arg points to. */
+static void on_final_into(void *arg, tw_client *c, const tw_action_result *res)
+{
+    (void)c;
+    if (tw_status_final(res->status)) atomic_store((atomic_int *)arg, (int)res->status);
+}
+
 static tw_client *client_new(fake *f, tw_client_opts *extra)
 {
     tw_client_opts o = {0};
@@ -691,13 +699,6 @@ static void on_flood_wait_full(void *arg, tw_client *c, const char *t, const cha
     usleep(150000); /* past the invoke's 50 ms timeout */
 }
 
-static void on_flood_status(void *arg, tw_client *c, const tw_action_result *res)
-{
-    (void)arg;
-    (void)c;
-    if (tw_status_final(res->status)) atomic_store(&flood2_final, (int)res->status);
-}
-
 /* A local timeout found due while the callback queue is full: the callback
  * thread queues its status beyond the bound instead of waiting for room it
  * alone makes (it hung: the timeout checks between callbacks of 5d0c318
@@ -716,8 +717,8 @@ static void test_timeout_with_full_queue(void **state)
     tw_client_stats st;
     tw_client_get_stats(c, &st);
     flood_ch.base_received = (long)st.received;
-    assert_int_equal(tw_consumer_invoke_async(c, "silent", "a", NULL, 50, on_flood_status, NULL),
-                     0);
+    assert_int_equal(
+        tw_consumer_invoke_async(c, "silent", "a", NULL, 50, on_final_into, &flood2_final), 0);
     size_t l = strlen(NOTIF("1"));
     char *blk = malloc(l * FLOOD + 1);
     assert_non_null(blk);
@@ -936,13 +937,6 @@ static void script_reset_in_invoke(conn *k)
 
 static atomic_int invoke_final = -1;
 
-static void on_invoke_status(void *arg, tw_client *c, const tw_action_result *res)
-{
-    (void)arg;
-    (void)c;
-    if (tw_status_final(res->status)) atomic_store(&invoke_final, (int)res->status);
-}
-
 /* A request whose write fails partway fails (TW_EOFFLINE, or a final
  * `failed` for an asynchronous one already accepted) instead of waiting for
  * a status that cannot come: an asynchronous call without a timeout
@@ -962,7 +956,7 @@ static void test_request_fails_with_its_write(void **state)
     json_t *in = json_string(d);
     free(d);
     atomic_store(&invoke_final, -1);
-    int rc = tw_consumer_invoke_async(c, "dev1", "go", in, 0, on_invoke_status, NULL);
+    int rc = tw_consumer_invoke_async(c, "dev1", "go", in, 0, on_final_into, &invoke_final);
     json_decref(in);
     if (rc == 0) /* queued, and written by the writer thread */
         assert_int_equal(wait_change(&invoke_final, -1, SAFETY_MS), TW_STATUS_FAILED);
@@ -1180,13 +1174,6 @@ static void on_unsub_notify(void *arg, tw_client *c, const char *t, const char *
         usleep(1000);
 }
 
-static void on_unsub_done(void *arg, tw_client *c, const tw_action_result *res)
-{
-    (void)arg;
-    (void)c;
-    if (tw_status_final(res->status)) atomic_store(&unsub_done, (int)res->status);
-}
-
 /* Once tw_consumer_unsubscribe returns, notifications of that subscription
  * still queued for the callback thread are not delivered (they were). */
 static void test_unsubscribe_drops_queued(void **state)
@@ -1213,7 +1200,7 @@ static void test_unsubscribe_drops_queued(void **state)
     assert_int_equal(tw_consumer_unsubscribe(c, sid), 0);
     atomic_store(&unsub_release, 1);
     /* an action's status is queued behind whatever is left */
-    assert_int_equal(tw_consumer_invoke_async(c, "x", "a", NULL, 0, on_unsub_done, NULL), 0);
+    assert_int_equal(tw_consumer_invoke_async(c, "x", "a", NULL, 0, on_final_into, &unsub_done), 0);
     assert_int_equal(wait_change(&unsub_done, -1, SAFETY_MS), TW_STATUS_COMPLETED);
     assert_int_equal(atomic_load(&unsub_calls), 1);
     tw_client_close(c);

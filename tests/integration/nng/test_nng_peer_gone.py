@@ -24,7 +24,7 @@ way and the test passes without showing anything (it cannot fail falsely).
 Usage: test_nng_peer_gone.py TWIND"""
 import json, os, socket, ssl, subprocess, sys, tempfile, time
 
-from twind_proc import TwindProc, wire, wait_for
+from twind_proc import TwindProc, read_answer, wire, wait_for
 
 TWIND = sys.argv[1]
 PW = "pw-of-a-test-client"
@@ -93,13 +93,7 @@ class Client:
         self.s.settimeout(timeout)
         self.s.sendall(wire(o))
         try:
-            while True:
-                line = self.f.readline()
-                assert line, "connection closed while waiting for %s" % o["correlationID"]
-                r = json.loads(line)
-                if r.get("correlationID") == o["correlationID"] and \
-                        r.get("status") in ("completed", "failed", None):
-                    return r
+            return read_answer(self.f, o)
         except (socket.timeout, TimeoutError):
             self.close()
             self.connect()

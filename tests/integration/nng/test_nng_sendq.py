@@ -24,7 +24,7 @@ deadline. Usage: test_nng_sendq.py TWIND [direct|stream]
 (stream: tcp:// on nng streams, "direct": false)"""
 import json, os, socket, subprocess, sys, tempfile, time
 
-from twind_proc import TwindProc, wire, wait_for
+from twind_proc import TwindProc, read_answer, wire, wait_for
 
 TWIND = sys.argv[1]
 MODE = sys.argv[2] if len(sys.argv) > 2 else "direct"
@@ -86,13 +86,7 @@ class Client:
 
     def call(self, o):
         self.s.sendall(wire(o))
-        while True:
-            line = self.f.readline()
-            assert line, "connection closed while waiting for %s" % o["correlationID"]
-            r = json.loads(line)
-            if r.get("correlationID") == o["correlationID"] and \
-                    r.get("status") in ("completed", "failed", None):
-                return r
+        return read_answer(self.f, o)
 
     def close(self):
         self.f.close()

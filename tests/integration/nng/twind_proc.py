@@ -1,6 +1,7 @@
 """twind_proc.py - what the nng binding's Python integration tests share:
 stopping the twind they started (and keeping its log when a test failed),
-the wire form of an envelope, and waiting for a condition. Each test starts
+the wire form of an envelope, reading the answer to a request, and waiting
+for a condition. Each test starts
 twind its own way (its own config and listeners)."""
 import json, shutil, subprocess, sys, time
 
@@ -35,6 +36,18 @@ class TwindProc:
 def wire(o):
     """An envelope as one line on the wire."""
     return (json.dumps(o, separators=(",", ":")) + "\n").encode()
+
+
+def read_answer(f, o):
+    """Reads lines from f (a socket's binary file) up to the response to
+    request o: the line with its correlationID and a final status (or none)."""
+    while True:
+        line = f.readline()
+        assert line, "connection closed while waiting for %s" % o["correlationID"]
+        r = json.loads(line)
+        if r.get("correlationID") == o["correlationID"] and \
+                r.get("status") in ("completed", "failed", None):
+            return r
 
 
 def wait_for(pred, what, timeout=60):
